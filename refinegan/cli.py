@@ -1,0 +1,113 @@
+"""The ``refinegan`` command: parse arguments, set up logging, call one library function.
+
+Every stage takes ``--config`` (YAML; defaults from the schema when omitted) and any number of
+``--set section.key=value`` overrides, parsed as YAML scalars and validated like the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .errors import RefineganError
+
+logger = logging.getLogger("refinegan")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", help="YAML config (default: the schema defaults)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.steps=200 (repeatable)",
+    )
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="refinegan", description="SimGAN refinement of simulated galaxy postage stamps"
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    sub = parser.add_subparsers(dest="stage", required=True)
+
+    p = sub.add_parser("simulate", help="draw simulated stamps with GalSim")
+    _add_config_args(p)
+    p.add_argument("--out", required=True, help="output stamp file (.h5)")
+    p.add_argument("--shard", type=int, default=0, help="shard index i in [0, nshards)")
+    p.add_argument("--nshards", type=int, default=1, help="number of shards S")
+
+    p = sub.add_parser("prepare-real", help="build the real (target) stamp file")
+    _add_config_args(p)
+    p.add_argument("--out", required=True, help="output stamp file (.h5)")
+
+    p = sub.add_parser("train", help="train the SimGAN refiner")
+    _add_config_args(p)
+    p.add_argument("--sim", nargs="+", required=True, help="simulated stamp file(s)")
+    p.add_argument("--real", required=True, help="real (target) stamp file")
+    p.add_argument("--out", required=True, help="output directory (refiner.pt, train_log.h5, samples/)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+
+    p = sub.add_parser("refine", help="refine simulated stamps with a trained refiner")
+    p.add_argument("--model", required=True, help="refiner checkpoint (refiner.pt)")
+    p.add_argument("--in", dest="in_path", required=True, help="input stamp file")
+    p.add_argument("--out", required=True, help="output stamp file")
+    p.add_argument("--chunk", type=int, default=1024, help="stamps per chunk (memory bound)")
+
+    p = sub.add_parser("compare", help="compare sim, refined and real statistics")
+    _add_config_args(p)
+    p.add_argument("--sim", nargs="+", required=True, help="simulated stamp file(s)")
+    p.add_argument("--refined", nargs="+", required=True, help="refined stamp file(s)")
+    p.add_argument("--real", required=True, help="real (target) stamp file")
+    p.add_argument("--out", required=True, help="output compare.h5")
+    p.add_argument("--plots", default=None, help="directory for PNG plots (default: beside --out)")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    from .config import load_config
+
+    progress = not args.no_progress
+    if args.stage == "refine":
+        from .refine import refine
+
+        refine(args.model, args.in_path, args.out, chunk_stamps=args.chunk, progress=progress)
+        return
+    config = load_config(args.config, args.overrides)
+    if args.stage == "simulate":
+        from .simulate import simulate
+
+        simulate(config, args.out, shard=args.shard, nshards=args.nshards, progress=progress)
+    elif args.stage == "prepare-real":
+        from .real import prepare_real
+
+        prepare_real(config, args.out, progress=progress)
+    elif args.stage == "train":
+        from .train import train
+
+        train(config, args.sim, args.real, args.out, resume=args.resume, progress=progress)
+    elif args.stage == "compare":
+        from .compare import compare
+
+        compare(config, args.sim, args.refined, args.real, args.out, plots_dir=args.plots,
+                progress=progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose + 1, 2)  # default INFO, -v DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        _run(args)
+    except RefineganError as err:
+        logger.error("%s", err)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Run configuration: load YAML, apply ``--set key=value`` overrides, validate, fill defaults.
+
+The schema is ``refinegan/config.schema.yaml`` (``workflows/schemas/config.schema.yaml`` links to
+it, so Snakemake's ``validate`` checks the same rules). Every key has a type, a default and a
+description with units; ``additionalProperties: false`` turns typos into errors.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .errors import ConfigError
+
+__all__ = [
+    "SCHEMA_PATH",
+    "load_schema",
+    "default_config",
+    "load_config",
+    "validate_config",
+    "apply_overrides",
+    "get",
+]
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+
+
+@functools.cache
+def _schema() -> dict:
+    with open(SCHEMA_PATH) as f:
+        return yaml.safe_load(f)
+
+
+def load_schema() -> dict:
+    """The config JSON schema (a fresh copy)."""
+    return copy.deepcopy(_schema())
+
+
+def _extend_with_default(validator_class):
+    """The jsonschema FAQ recipe: fill ``default`` values while validating."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, subschema in properties.items():
+                if "default" in subschema:
+                    instance.setdefault(prop, copy.deepcopy(subschema["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultFillingValidator = _extend_with_default(jsonschema.Draft202012Validator)
+
+
+def _key_of(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    return path or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    key = _key_of(error)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        where = "" if key == "<top level>" else f" in section {key!r}"
+        full = [f"{key}.{e}" if key != "<top level>" else e for e in extra]
+        return f"unknown config key(s) {full}{where}; allowed: {allowed}"
+    expected = error.schema.get("description", "")
+    hint = f" ({expected})" if expected else ""
+    return f"config key {key!r}: {error.message}{hint}"
+
+
+def validate_config(config: Mapping) -> dict:
+    """Validate ``config`` against the schema and return a copy with defaults filled in.
+
+    Raises
+    ------
+    ConfigError
+        Naming each bad key, its value and what was expected.
+    """
+    cfg = copy.deepcopy(dict(config))
+    validator = _DefaultFillingValidator(_schema())
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
+    _check_consistency(cfg)
+    return cfg
+
+
+def _check_consistency(cfg: dict) -> None:
+    """Cross-key rules a JSON schema cannot express."""
+    gal = cfg["sim"]["galaxy"]
+    if gal["sersic_n_min"] > gal["sersic_n_max"]:
+        raise ConfigError(
+            f"sim.galaxy.sersic_n_min ({gal['sersic_n_min']}) must not exceed "
+            f"sim.galaxy.sersic_n_max ({gal['sersic_n_max']})"
+        )
+    if gal["hlr_min"] > gal["hlr_max"]:
+        raise ConfigError(
+            f"sim.galaxy.hlr_min ({gal['hlr_min']}) must not exceed sim.galaxy.hlr_max ({gal['hlr_max']})"
+        )
+    if gal["flux_min"] > gal["flux_max"]:
+        raise ConfigError(
+            f"sim.galaxy.flux_min ({gal['flux_min']}) must not exceed sim.galaxy.flux_max ({gal['flux_max']})"
+        )
+    pairs = cfg["sim"]["pairs"]
+    group = (2 if pairs["rot90"] else 1) * (2 if pairs["shear_sign"] else 1)
+    if cfg["sim"]["n"] % group:
+        raise ConfigError(
+            f"sim.n = {cfg['sim']['n']} must be a multiple of {group} "
+            f"(rot90={pairs['rot90']}, shear_sign={pairs['shear_sign']} make groups of {group} stamps)"
+        )
+
+
+def _parse_value(text: str):
+    """Typed parsing of an override value: YAML scalars (``3``, ``0.5``, ``true``, ``null``)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(config: Mapping, overrides: Iterable[str]) -> dict:
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to a copy of ``config``."""
+    cfg = copy.deepcopy(dict(config))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, text = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        if not all(keys):
+            raise ConfigError(f"override {item!r}: empty key in {dotted!r}")
+        node = cfg
+        for k in keys[:-1]:
+            child = node.setdefault(k, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {k!r} is a value, not a section")
+            node = child
+        node[keys[-1]] = _parse_value(text)
+    return cfg
+
+
+def default_config() -> dict:
+    """The schema's defaults alone (what an empty config file gives)."""
+    return validate_config({})
+
+
+def load_config(
+    path: str | os.PathLike | None = None, overrides: Iterable[str] = ()
+) -> dict:
+    """Read a YAML config (or start from defaults), apply overrides, validate, fill defaults.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        YAML file; None starts from the schema defaults.
+    overrides : iterable of str
+        ``section.key=value`` items, applied after the file.
+    """
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            with open(path) as f:
+                raw = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping, got {type(raw).__name__}")
+    cfg = apply_overrides(raw, overrides)
+    try:
+        return validate_config(cfg)
+    except ConfigError as err:
+        where = f" (from {path})" if path is not None else ""
+        raise ConfigError(f"{err}{where}") from None
+
+
+def get(config: Mapping, dotted: str):
+    """``get(cfg, "sim.noise.sigma")`` -> value; ConfigError naming the key if absent."""
+    node = config
+    for k in dotted.split("."):
+        if not isinstance(node, Mapping) or k not in node:
+            raise ConfigError(f"config key {dotted!r} is missing")
+        node = node[k]
+    return node
+
+
+def to_json(config: Mapping) -> str:
+    """Canonical JSON of a config (sorted keys), as stored in every output file."""
+    return json.dumps(config, sort_keys=True)

@@ -1,0 +1,604 @@
+"""The HDF5 stamp contract: the one module that knows dataset names, dtypes and shapes.
+
+A stamp file holds one set of postage stamps (docs/data_contract.md)::
+
+    /images            float32 (N, H, W), counts per pixel, sky-subtracted, chunked along N
+    /labels/<name>     one 1-D array of length N per label
+    /mask              optional uint8 (N, H, W), non-zero = bad pixel
+    /psf               float32 (h, w) or (N, h, w), unit sum, at the stamp pixel scale
+    attributes         schema_version, domain, pixel_scale, source, config (JSON), seed,
+                       created (UTC ISO), versions (JSON); refined sets add parent, model_sha256
+
+Files are written atomically (``F.tmp`` then `os.replace`): a file that exists is complete.
+Readers validate the contract and raise `ContractError` naming the file and the problem.
+Slicing ``StampFile.images`` reads only the requested stamps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .errors import ContractError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DOMAINS",
+    "SIM_LABELS",
+    "StampSet",
+    "StampFile",
+    "StampWriter",
+    "write_stamps",
+    "open_stamps",
+    "read_stamps",
+    "read_many",
+    "validate_file",
+    "file_sha256",
+    "package_versions",
+]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DOMAINS = ("sim", "real", "refined")
+CHUNK_STAMPS = 256  # stamps per HDF5 chunk along N (64x64 float32: 4 MiB a chunk)
+
+REQUIRED_ATTRS = (
+    "schema_version",
+    "domain",
+    "pixel_scale",
+    "source",
+    "config",
+    "seed",
+    "created",
+    "versions",
+)
+REFINED_ATTRS = ("parent", "model_sha256")
+
+# Labels every simulated set carries (DESIGN.md section 3).
+SIM_LABELS = (
+    "id",
+    "g1",
+    "g2",
+    "e1_int",
+    "e2_int",
+    "flux",
+    "hlr",
+    "sersic_n",
+    "psf_fwhm",
+    "noise_sigma",
+    "snr",
+)
+
+# Units written as the ``units`` attribute of each label dataset; unknown labels get "".
+LABEL_UNITS = {
+    "id": "",
+    "pair_id": "",
+    "rot90": "",
+    "shear_sign": "",
+    "g1": "",
+    "g2": "",
+    "e1_int": "",
+    "e2_int": "",
+    "flux": "counts",
+    "hlr": "arcsec",
+    "sersic_n": "",
+    "bulge_frac": "",
+    "psf_fwhm": "arcsec",
+    "noise_sigma": "counts",
+    "snr": "",
+    "background": "counts",
+}
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of refinegan and the libraries that determine a file's bytes."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    versions = {"refinegan": __version__, "numpy": np.__version__, "h5py": h5py.__version__}
+    for dist in ("galsim", "torch"):  # metadata only: importing torch costs seconds
+        try:
+            versions[dist] = version(dist)
+        except PackageNotFoundError:  # pragma: no cover - both are dependencies
+            versions[dist] = "absent"
+    return versions
+
+
+def file_sha256(path: str | os.PathLike, block_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block_bytes):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class StampSet:
+    """Stamps held in memory.
+
+    Attributes
+    ----------
+    images : ndarray, float32, shape (N, H, W)
+        Counts per pixel, sky-subtracted.
+    labels : dict of str to ndarray
+        One 1-D array of length N per label.
+    psf : ndarray or None
+        (h, w) or (N, h, w), unit sum.
+    mask : ndarray or None
+        uint8 (N, H, W), non-zero = bad pixel.
+    attrs : dict
+        File attributes; ``config`` and ``versions`` decoded from JSON.
+    """
+
+    images: np.ndarray
+    labels: dict[str, np.ndarray]
+    psf: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    attrs: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def pixel_scale(self) -> float:
+        return float(self.attrs["pixel_scale"])
+
+
+class StampWriter:
+    """Write a stamp file in pieces, atomically.
+
+    Data go to ``<path>.tmp``; `close` checks that all N stamps were written and renames the
+    file into place. Leaving the ``with`` block on an exception deletes the temporary file, so
+    an interrupted run never leaves a file that looks complete.
+
+    Parameters
+    ----------
+    path : str or Path
+        Final file path.
+    n : int
+        Number of stamps that will be written.
+    stamp_shape : (int, int)
+        (H, W) of each stamp in pixels.
+    domain : {'sim', 'real', 'refined'}
+    pixel_scale : float
+        arcsec per pixel.
+    source : str
+        One line saying where the stamps come from.
+    config : Mapping
+        The resolved config, stored as JSON.
+    seed : int
+        The master seed the stamps derive from.
+    psf : ndarray, optional
+        (h, w) or (N, h, w) PSF image(s) at the stamp pixel scale; normalised to unit sum here.
+    with_mask : bool, optional
+        Create a ``/mask`` dataset [default: False].
+    extra_attrs : Mapping, optional
+        More file attributes (e.g. ``parent``, ``model_sha256`` for refined sets). Values that
+        are dicts or lists are stored as JSON strings.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        n: int,
+        stamp_shape: tuple[int, int],
+        *,
+        domain: str,
+        pixel_scale: float,
+        source: str,
+        config: Mapping,
+        seed: int,
+        psf: np.ndarray | None = None,
+        with_mask: bool = False,
+        extra_attrs: Mapping | None = None,
+    ) -> None:
+        if domain not in DOMAINS:
+            raise ContractError(f"domain must be one of {DOMAINS}, got {domain!r}")
+        if not (np.isfinite(pixel_scale) and pixel_scale > 0):
+            raise ContractError(f"pixel_scale must be a positive number (arcsec), got {pixel_scale!r}")
+        if n < 0:
+            raise ContractError(f"number of stamps must be >= 0, got {n}")
+        self.path = Path(path)
+        self.tmp_path = Path(f"{self.path}.tmp")
+        self.n = int(n)
+        self.stamp_shape = (int(stamp_shape[0]), int(stamp_shape[1]))
+        self.domain = domain
+        self._pos = 0
+        self._labels: dict[str, h5py.Dataset] = {}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = h5py.File(self.tmp_path, "w")
+        try:
+            chunk = (max(1, min(CHUNK_STAMPS, self.n)), *self.stamp_shape)
+            self._images = self._f.create_dataset(
+                "images", shape=(self.n, *self.stamp_shape), dtype="f4", chunks=chunk
+            )
+            self._images.attrs["units"] = "counts"
+            self._mask = None
+            if with_mask:
+                self._mask = self._f.create_dataset(
+                    "mask", shape=(self.n, *self.stamp_shape), dtype="u1", chunks=chunk,
+                    compression="gzip", compression_opts=1,
+                )
+                self._mask.attrs["units"] = ""
+                self._mask.attrs["meaning"] = "non-zero = bad pixel"
+            self._f.create_group("labels")
+            if psf is not None:
+                self._write_psf(psf)
+            attrs = {
+                "schema_version": SCHEMA_VERSION,
+                "domain": domain,
+                "pixel_scale": float(pixel_scale),
+                "source": str(source),
+                "config": json.dumps(config, sort_keys=True, default=str),
+                "seed": int(seed),
+                "created": _utc_now(),
+                "versions": json.dumps(package_versions(), sort_keys=True),
+            }
+            for key, value in (extra_attrs or {}).items():
+                attrs[key] = json.dumps(value) if isinstance(value, dict | list | tuple) else value
+            for key, value in attrs.items():
+                self._f.attrs[key] = value
+        except BaseException:
+            self._abort()
+            raise
+
+    def _write_psf(self, psf: np.ndarray) -> None:
+        psf = np.asarray(psf, dtype=np.float64)
+        if psf.ndim not in (2, 3) or (psf.ndim == 3 and psf.shape[0] != self.n):
+            raise ContractError(
+                f"psf must have shape (h, w) or (N={self.n}, h, w), got {psf.shape}"
+            )
+        total = psf.sum(axis=(-2, -1), keepdims=True)
+        if np.any(~np.isfinite(total)) or np.any(total <= 0):
+            raise ContractError("psf image(s) must have a finite, positive sum")
+        ds = self._f.create_dataset("psf", data=(psf / total).astype(np.float32))
+        ds.attrs["units"] = "fraction of flux per pixel (unit sum)"
+
+    @property
+    def n_written(self) -> int:
+        return self._pos
+
+    def write(
+        self,
+        images: np.ndarray,
+        labels: Mapping[str, np.ndarray],
+        mask: np.ndarray | None = None,
+    ) -> None:
+        """Append a block of stamps (B, H, W) with their labels (each length B)."""
+        images = np.asarray(images)
+        b = images.shape[0]
+        if images.shape[1:] != self.stamp_shape:
+            raise ContractError(
+                f"{self.path}: stamps must be {self.stamp_shape}, got {images.shape[1:]}"
+            )
+        if self._pos + b > self.n:
+            raise ContractError(
+                f"{self.path}: writing {b} stamps at {self._pos} overflows N={self.n}"
+            )
+        sl = slice(self._pos, self._pos + b)
+        self._images[sl] = images.astype(np.float32, copy=False)
+        if (mask is None) != (self._mask is None):
+            raise ContractError(f"{self.path}: mask given for a file without /mask or vice versa")
+        if mask is not None:
+            self._mask[sl] = np.asarray(mask, dtype=np.uint8)
+        if self._labels and set(labels) != set(self._labels):
+            raise ContractError(
+                f"{self.path}: label names changed between blocks: "
+                f"{sorted(self._labels)} vs {sorted(labels)}"
+            )
+        for name, values in labels.items():
+            values = np.asarray(values)
+            if values.shape != (b,):
+                raise ContractError(
+                    f"{self.path}: label {name!r} must have shape ({b},), got {values.shape}"
+                )
+            if name not in self._labels:
+                ds = self._f["labels"].create_dataset(name, shape=(self.n,), dtype=values.dtype)
+                ds.attrs["units"] = LABEL_UNITS.get(name, "")
+                self._labels[name] = ds
+            self._labels[name][sl] = values
+        self._pos += b
+
+    def close(self) -> Path:
+        """Check completeness, close, and move the file into place. Returns the final path."""
+        if self._f is None:
+            return self.path
+        if self._pos != self.n:
+            self._abort()
+            raise ContractError(f"{self.path}: only {self._pos} of {self.n} stamps were written")
+        self._f.close()
+        self._f = None
+        os.replace(self.tmp_path, self.path)
+        logger.info("wrote %s (%d stamps, domain %s)", self.path, self.n, self.domain)
+        return self.path
+
+    def _abort(self) -> None:
+        if self._f is not None:
+            with contextlib.suppress(Exception):
+                self._f.close()
+            self._f = None
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp_path.unlink()
+
+    def __enter__(self) -> StampWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._abort()
+
+
+def write_stamps(
+    path: str | os.PathLike,
+    images: np.ndarray,
+    labels: Mapping[str, np.ndarray],
+    *,
+    domain: str,
+    pixel_scale: float,
+    source: str,
+    config: Mapping,
+    seed: int,
+    psf: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    extra_attrs: Mapping | None = None,
+) -> Path:
+    """Write a whole `StampSet`-like block to ``path`` atomically. See `StampWriter`."""
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise ContractError(f"images must have shape (N, H, W), got {images.shape}")
+    with StampWriter(
+        path,
+        images.shape[0],
+        images.shape[1:],
+        domain=domain,
+        pixel_scale=pixel_scale,
+        source=source,
+        config=config,
+        seed=seed,
+        psf=psf,
+        with_mask=mask is not None,
+        extra_attrs=extra_attrs,
+    ) as w:
+        w.write(images, labels, mask)
+    return Path(path)
+
+
+def _decode_attrs(raw: Mapping) -> dict:
+    attrs = {}
+    for key, value in raw.items():
+        if isinstance(value, bytes):
+            value = value.decode()
+        if isinstance(value, np.generic):
+            value = value.item()
+        attrs[key] = value
+    for key in ("config", "versions"):
+        if isinstance(attrs.get(key), str):
+            with contextlib.suppress(json.JSONDecodeError):
+                attrs[key] = json.loads(attrs[key])
+    return attrs
+
+
+class StampFile:
+    """A validated stamp file, open for lazy reading.
+
+    ``images`` (and ``mask``) are h5py datasets: ``sf.images[10:20]`` reads those 10 stamps only.
+
+    Parameters
+    ----------
+    path : str or Path
+        The stamp file.
+    require_labels : sequence of str, optional
+        Labels that must be present in addition to the domain's own requirements.
+    """
+
+    def __init__(self, path: str | os.PathLike, require_labels: Sequence[str] = ()) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise ContractError(f"{self.path}: no such stamp file")
+        try:
+            self._f = h5py.File(self.path, "r")
+        except OSError as err:
+            raise ContractError(f"{self.path}: not a readable HDF5 file ({err})") from None
+        try:
+            self._validate(require_labels)
+        except BaseException:
+            self._f.close()
+            raise
+
+    def _fail(self, what: str) -> None:
+        raise ContractError(f"{self.path}: {what}")
+
+    def _validate(self, require_labels: Sequence[str]) -> None:
+        f = self._f
+        for key in REQUIRED_ATTRS:
+            if key not in f.attrs:
+                self._fail(f"missing file attribute {key!r} (required: {', '.join(REQUIRED_ATTRS)})")
+        self.attrs = _decode_attrs(f.attrs)
+        if self.attrs["schema_version"] != SCHEMA_VERSION:
+            self._fail(
+                f"schema_version is {self.attrs['schema_version']!r}, this refinegan reads "
+                f"{SCHEMA_VERSION}"
+            )
+        if self.attrs["domain"] not in DOMAINS:
+            self._fail(f"unknown domain {self.attrs['domain']!r}, expected one of {DOMAINS}")
+        if not (np.isfinite(self.attrs["pixel_scale"]) and self.attrs["pixel_scale"] > 0):
+            self._fail(f"pixel_scale must be positive, got {self.attrs['pixel_scale']!r}")
+        if "images" not in f or not isinstance(f["images"], h5py.Dataset):
+            self._fail("missing dataset /images")
+        images = f["images"]
+        if images.dtype != np.float32:
+            self._fail(f"/images must be float32, got {images.dtype}")
+        if images.ndim != 3:
+            self._fail(f"/images must have rank 3 (N, H, W), got shape {images.shape}")
+        n = images.shape[0]
+        if "labels" not in f or not isinstance(f["labels"], h5py.Group):
+            self._fail("missing group /labels")
+        for name, ds in f["labels"].items():
+            if not isinstance(ds, h5py.Dataset) or ds.ndim != 1:
+                self._fail(f"label {name!r} must be a 1-D dataset")
+            if ds.shape[0] != n:
+                self._fail(f"label {name!r} has length {ds.shape[0]}, /images has N={n}")
+        needed = list(require_labels)
+        if self.attrs["domain"] == "sim":
+            needed += SIM_LABELS
+        if self.attrs["domain"] == "refined":
+            for key in REFINED_ATTRS:
+                if key not in self.attrs:
+                    self._fail(f"refined file is missing attribute {key!r}")
+        missing = [name for name in needed if name not in f["labels"]]
+        if missing:
+            self._fail(f"missing label(s) {missing} for a {self.attrs['domain']} set")
+        if "mask" in f:
+            m = f["mask"]
+            if m.dtype != np.uint8 or m.shape != images.shape:
+                self._fail(f"/mask must be uint8 of shape {images.shape}, got {m.dtype} {m.shape}")
+        if "psf" in f:
+            p = f["psf"]
+            if p.dtype != np.float32:
+                self._fail(f"/psf must be float32, got {p.dtype}")
+            if p.ndim not in (2, 3) or (p.ndim == 3 and p.shape[0] != n):
+                self._fail(f"/psf must have shape (h, w) or (N={n}, h, w), got {p.shape}")
+
+    # -- accessors ---------------------------------------------------------------------------
+    @property
+    def images(self) -> h5py.Dataset:
+        return self._f["images"]
+
+    @property
+    def mask(self) -> h5py.Dataset | None:
+        return self._f["mask"] if "mask" in self._f else None
+
+    @property
+    def n(self) -> int:
+        return self.images.shape[0]
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def stamp_shape(self) -> tuple[int, int]:
+        return tuple(self.images.shape[1:])
+
+    @property
+    def domain(self) -> str:
+        return self.attrs["domain"]
+
+    @property
+    def pixel_scale(self) -> float:
+        return float(self.attrs["pixel_scale"])
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self._f["labels"].keys())
+
+    def labels(self, names: Sequence[str] | None = None, sl: slice = slice(None)) -> dict:
+        """Read labels (all by default) for the stamps in ``sl``."""
+        names = self.label_names if names is None else names
+        out = {}
+        for name in names:
+            if name not in self._f["labels"]:
+                self._fail(f"no label {name!r}; labels present: {self.label_names}")
+            out[name] = self._f["labels"][name][sl]
+        return out
+
+    @property
+    def psf(self) -> np.ndarray | None:
+        return self._f["psf"][()] if "psf" in self._f else None
+
+    def read(self, sl: slice = slice(None)) -> StampSet:
+        """Read the stamps in ``sl`` into memory."""
+        psf = self.psf
+        if psf is not None and psf.ndim == 3:
+            psf = psf[sl]
+        mask = self.mask[sl] if self.mask is not None else None
+        return StampSet(self.images[sl], self.labels(sl=sl), psf, mask, dict(self.attrs))
+
+    def iter_chunks(self, chunk_stamps: int = CHUNK_STAMPS) -> Iterator[tuple[slice, np.ndarray]]:
+        """Yield (slice, images) blocks of at most ``chunk_stamps`` stamps."""
+        for start in range(0, self.n, chunk_stamps):
+            sl = slice(start, min(start + chunk_stamps, self.n))
+            yield sl, self.images[sl]
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> StampFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_stamps(path: str | os.PathLike, require_labels: Sequence[str] = ()) -> StampFile:
+    """Open and validate a stamp file for lazy reading (use as a context manager)."""
+    return StampFile(path, require_labels)
+
+
+def validate_file(path: str | os.PathLike, require_labels: Sequence[str] = ()) -> dict:
+    """Check a file against the contract; return its attributes or raise `ContractError`."""
+    with StampFile(path, require_labels) as sf:
+        return dict(sf.attrs)
+
+
+def read_stamps(path: str | os.PathLike, sl: slice = slice(None)) -> StampSet:
+    """Read (a slice of) a stamp file into memory, validating it first."""
+    with StampFile(path) as sf:
+        return sf.read(sl)
+
+
+def read_many(paths: Sequence[str | os.PathLike]) -> StampSet:
+    """Read several stamp files (e.g. shards) and concatenate them in the given order.
+
+    All files must share domain, pixel scale, stamp shape and label names. A shared 2-D PSF is
+    kept when every file has the same one; otherwise PSFs are expanded per stamp.
+    """
+    if not paths:
+        raise ContractError("no stamp files given")
+    sets = [read_stamps(p) for p in paths]
+    first = sets[0]
+    for p, s in zip(paths, sets, strict=True):
+        for what, a, b in (
+            ("domain", s.attrs["domain"], first.attrs["domain"]),
+            ("pixel_scale", s.pixel_scale, first.pixel_scale),
+            ("stamp shape", s.images.shape[1:], first.images.shape[1:]),
+            ("label names", sorted(s.labels), sorted(first.labels)),
+        ):
+            if a != b:
+                raise ContractError(f"{p}: {what} {a} differs from {paths[0]}'s {b}")
+    images = np.concatenate([s.images for s in sets])
+    labels = {k: np.concatenate([s.labels[k] for s in sets]) for k in first.labels}
+    masks = [s.mask for s in sets]
+    mask = None
+    if any(m is not None for m in masks):
+        mask = np.concatenate(
+            [m if m is not None else np.zeros(s.images.shape, np.uint8) for m, s in zip(masks, sets, strict=True)]
+        )
+    psfs = [s.psf for s in sets]
+    psf = None
+    if all(p is not None for p in psfs):
+        if all(p.ndim == 2 and p.shape == psfs[0].shape and np.array_equal(p, psfs[0]) for p in psfs):
+            psf = psfs[0]
+        elif all(p.shape[-2:] == psfs[0].shape[-2:] for p in psfs):
+            psf = np.concatenate(
+                [np.broadcast_to(p, (len(s), *p.shape[-2:])) for p, s in zip(psfs, sets, strict=True)]
+            )
+    return StampSet(images, labels, psf, mask, dict(first.attrs))
