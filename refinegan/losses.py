@@ -1,0 +1,154 @@
+"""Losses of the SimGAN refiner: adversarial (BCE / least-squares / hinge), R1, self-regularisation.
+
+All adversarial losses take D's outputs ``(local, global)`` (see
+`refinegan.model.discriminator`): the local map's loss is the mean over every patch logit
+(SimGAN section 2.3) and the global logit's loss is added with weight ``global_weight``; the sum
+is divided by ``1 + global_weight`` so the scale does not depend on the weight.
+
+Self-regularisation (SimGAN eq. 3): ``lambda * mean | psi(R(x)) - psi(x) |`` with ``psi`` the
+identity or a Gaussian low-pass filter of ``sigma_px`` pixels (R may then change texture and
+noise freely but not the smooth light distribution). The moment term is the mean absolute
+weighted-moment change (`moment_loss`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+from .model.moments import MomentProjector
+
+__all__ = [
+    "ADV_LOSSES",
+    "PSI_KINDS",
+    "d_loss",
+    "g_loss",
+    "d_accuracy",
+    "r1_penalty",
+    "SelfRegularization",
+    "moment_loss",
+]
+
+ADV_LOSSES = ("bce", "lsgan", "hinge")
+PSI_KINDS = ("identity", "lowpass")
+GAUSS_TRUNCATE = 3.0  # low-pass kernel radius in sigmas
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in ADV_LOSSES:
+        raise ConfigError(f"train.adv_loss must be one of {ADV_LOSSES}, got {kind!r}")
+
+
+def _combine(local: torch.Tensor, glob: torch.Tensor | None, global_weight: float) -> torch.Tensor:
+    if glob is None or global_weight == 0:
+        return local.mean()
+    return (local.mean() + global_weight * glob.mean()) / (1.0 + global_weight)
+
+
+def _real_term(logits: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "bce":
+        return F.softplus(-logits)  # -log sigmoid(l)
+    if kind == "lsgan":
+        return 0.5 * (logits - 1.0) ** 2
+    return F.relu(1.0 - logits)
+
+
+def _fake_term(logits: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "bce":
+        return F.softplus(logits)  # -log(1 - sigmoid(l))
+    if kind == "lsgan":
+        return 0.5 * logits**2
+    return F.relu(1.0 + logits)
+
+
+def _per(out, fn, kind):
+    local, glob = out
+    return fn(local.float(), kind), None if glob is None else fn(glob.float(), kind)
+
+
+def d_loss(real_out, fake_out, kind: str = "bce", global_weight: float = 1.0) -> torch.Tensor:
+    """D's loss: real stamps labelled 1, refined stamps 0 (hinge: margins +/-1)."""
+    _check_kind(kind)
+    real = _combine(*_per(real_out, _real_term, kind), global_weight)
+    fake = _combine(*_per(fake_out, _fake_term, kind), global_weight)
+    return real + fake
+
+
+def g_loss(fake_out, kind: str = "bce", global_weight: float = 1.0) -> torch.Tensor:
+    """R's adversarial loss: refined stamps should look real (non-saturating BCE; LS; hinge -D)."""
+    _check_kind(kind)
+    local, glob = fake_out
+    if kind == "hinge":
+        return _combine(-local.float(), None if glob is None else -glob.float(), global_weight)
+    return _combine(*_per(fake_out, _real_term, kind), global_weight)
+
+
+def d_accuracy(out, real: bool, kind: str = "bce") -> torch.Tensor:
+    """Fraction of local patches D classifies correctly (a 0-d tensor; no host sync)."""
+    threshold = 0.5 if kind == "lsgan" else 0.0
+    local = out[0].float()
+    hit = local > threshold if real else local <= threshold
+    return hit.float().mean()
+
+
+def r1_penalty(discriminator, real: torch.Tensor, global_weight: float = 1.0) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): mean over stamps of ||grad_x D(x)||^2 on real stamps.
+
+    The caller multiplies by gamma / 2.
+    """
+    x = real.detach().requires_grad_(True)
+    out = discriminator(x)
+    score = _combine(out[0].float(), None if out[1] is None else out[1].float(), global_weight)
+    (grad,) = torch.autograd.grad(score * x.shape[0], x, create_graph=True)
+    return grad.float().pow(2).sum(dim=(1, 2, 3)).mean()
+
+
+def _gauss_kernel(sigma_px: float) -> torch.Tensor:
+    radius = max(1, int(math.ceil(GAUSS_TRUNCATE * sigma_px)))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / sigma_px) ** 2)
+    return (k / k.sum()).float()
+
+
+class SelfRegularization:
+    """``mean |psi(a) - psi(b)|`` with ``psi`` identity or a separable Gaussian low-pass.
+
+    Parameters
+    ----------
+    psi : {'identity', 'lowpass'}
+    sigma_px : float
+        Low-pass Gaussian sigma in pixels (``lowpass`` only) [default: 1.5].
+    """
+
+    def __init__(self, psi: str = "lowpass", sigma_px: float = 1.5) -> None:
+        if psi not in PSI_KINDS:
+            raise ConfigError(f"train.reg_psi must be one of {PSI_KINDS}, got {psi!r}")
+        if psi == "lowpass" and not sigma_px > 0:
+            raise ConfigError(f"train.reg_lowpass_sigma_px must be > 0 for psi=lowpass, got {sigma_px!r}")
+        self.psi = psi
+        self.sigma_px = float(sigma_px)
+        self._kernel = _gauss_kernel(self.sigma_px) if psi == "lowpass" else None
+
+    def apply_psi(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W)
+        if self._kernel is None:
+            return x
+        k = self._kernel.to(device=x.device, dtype=x.dtype)
+        r = k.numel() // 2
+        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+        return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
+
+    def __call__(self, refined: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        # psi is linear: psi(a) - psi(b) = psi(a - b)
+        return self.apply_psi((refined - original).float()).abs().mean()
+
+
+def moment_loss(refined: torch.Tensor, original: torch.Tensor, projector: MomentProjector) -> torch.Tensor:
+    """Mean |change of the weighted moments| in linear units (``sinh`` of normalised stamps).
+
+    Zero when the refiner already projects its change out (`MomentPreservingRefiner`).
+    """
+    u = torch.sinh(refined.float()) - torch.sinh(original.float())
+    return projector.coefficients(u).abs().mean()
