@@ -1,0 +1,308 @@
+"""Per-image statistics of postage stamps (docs/compare.md defines each one).
+
+Everything here works on a block of stamps ``images`` of shape (N, H, W) in counts and is
+vectorised over N except the HSM adaptive moments (a C++ call per stamp). Failed measurements are
+NaN with a per-image flag; nothing is dropped.
+
+Source masking (shared by every noise statistic): the stamp is smoothed with a Gaussian of
+``smooth_pix`` pixels, pixels above ``threshold_sigma`` times the smoothed noise (a robust MAD
+estimate from the stamp border) are the source, and the source is dilated by ``dilate_pix`` pixels.
+The remaining pixels are "noise pixels".
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import galsim
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "MaskParams",
+    "source_mask",
+    "noise_moments",
+    "power_spectrum",
+    "autocorrelation",
+    "hsm_moments",
+    "pixel_histogram",
+    "image_stats",
+    "FLAG_HSM",
+    "FLAG_NOISE",
+]
+
+logger = logging.getLogger(__name__)
+
+MAD_TO_SIGMA = 1.4826  # sigma of a Gaussian / its median absolute deviation
+FLAG_HSM = 1  # bit: HSM adaptive moments failed
+FLAG_NOISE = 2  # bit: fewer than MaskParams.min_noise_pixels noise pixels
+FLAG_NONFINITE = 4  # bit: the stamp has non-finite pixels (set to 0 for the statistics)
+
+
+@dataclass(frozen=True)
+class MaskParams:
+    """How source pixels are masked out of the noise statistics.
+
+    Attributes
+    ----------
+    threshold_sigma : float
+        Detection threshold in units of the smoothed-image noise [default: 2.5].
+    smooth_pix : float
+        Gaussian smoothing sigma in pixels before detection [default: 1.0].
+    dilate_pix : int
+        Dilation of the source mask in pixels [default: 2].
+    border_pix : int
+        Width of the stamp border used for the robust first noise estimate, pixels [default: 4].
+    min_area_pix : int
+        Detections with fewer connected pixels are noise peaks and stay unmasked [default: 8].
+    min_noise_pixels : int
+        Fewer noise pixels than this flag the stamp (FLAG_NOISE) [default: 64].
+    """
+
+    threshold_sigma: float = 2.5
+    smooth_pix: float = 1.0
+    dilate_pix: int = 2
+    border_pix: int = 4
+    min_area_pix: int = 8
+    min_noise_pixels: int = 64
+
+
+def _border(images: np.ndarray, width: int) -> np.ndarray:
+    """Pixels within ``width`` of the stamp edge, (N, n_border)."""
+    n, h, w = images.shape
+    sel = np.zeros((h, w), bool)
+    sel[:width] = sel[-width:] = True
+    sel[:, :width] = sel[:, -width:] = True
+    return images[:, sel]
+
+
+def _robust_sigma(x: np.ndarray) -> np.ndarray:
+    """MAD-based sigma along the last axis."""
+    med = np.median(x, axis=-1, keepdims=True)
+    return MAD_TO_SIGMA * np.median(np.abs(x - med), axis=-1)
+
+
+def source_mask(images: np.ndarray, params: MaskParams = MaskParams()) -> np.ndarray:
+    """Boolean (N, H, W) mask, True on source pixels (excluded from noise statistics)."""
+    images = np.asarray(images, dtype=np.float64)
+    smooth = ndimage.gaussian_filter(images, sigma=(0, params.smooth_pix, params.smooth_pix))
+    sigma_s = _robust_sigma(_border(smooth, params.border_pix))  # (N,)
+    sigma_s = np.where(sigma_s > 0, sigma_s, np.inf)  # noiseless stamps: nothing detected...
+    det = smooth > params.threshold_sigma * sigma_s[:, None, None]
+    # ...unless they are noiseless: then mask everything above 1e-3 of the peak.
+    noiseless = ~np.isfinite(sigma_s)
+    if noiseless.any():
+        peak = np.abs(smooth[noiseless]).max(axis=(1, 2), keepdims=True)
+        det[noiseless] = np.abs(smooth[noiseless]) > 1e-3 * peak
+    if params.min_area_pix > 1:
+        # 8-connected components within each stamp (no connection along N)
+        structure = np.zeros((3, 3, 3), bool)
+        structure[1] = True
+        lab, nlab = ndimage.label(det, structure=structure)
+        area = np.bincount(lab.ravel(), minlength=nlab + 1)
+        small = area < params.min_area_pix
+        small[0] = False
+        det &= ~small[lab]
+    if params.dilate_pix > 0:
+        r = params.dilate_pix
+        yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+        disk = (xx**2 + yy**2 <= r * r)[None]  # (1, 2r+1, 2r+1): no extent along N
+        det = ndimage.binary_dilation(det, structure=disk)
+    return det
+
+
+def noise_moments(images: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean, std (ddof=1), skewness and excess kurtosis of each stamp's noise pixels.
+
+    Returns a dict of (N,) arrays: ``noise_mean``, ``noise_std``, ``noise_skew``,
+    ``noise_kurt`` (counts, counts, dimensionless, dimensionless) and ``n_noise_pix``.
+    """
+    w = (~mask).astype(np.float64)
+    x = np.asarray(images, dtype=np.float64)
+    n = w.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (w * x).sum(axis=(1, 2)) / n
+        d = (x - mean[:, None, None]) * w
+        m2 = (d**2).sum(axis=(1, 2)) / n
+        m3 = (d**3).sum(axis=(1, 2)) / n
+        m4 = (d**4).sum(axis=(1, 2)) / n
+        std = np.sqrt(m2 * n / (n - 1))
+        skew = m3 / m2**1.5
+        kurt = m4 / m2**2 - 3.0
+    return {"noise_mean": mean, "noise_std": std, "noise_skew": skew, "noise_kurt": kurt,
+            "n_noise_pix": n}
+
+
+def _radial_bins(shape: tuple[int, int], nbins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bin index of each FFT pixel by |k| (cycles/pixel) in [0, 0.5]; -1 for DC and corners."""
+    ky = np.fft.fftfreq(shape[0])[:, None]
+    kx = np.fft.fftfreq(shape[1])[None, :]
+    k = np.hypot(kx, ky)
+    edges = np.linspace(0.0, 0.5, nbins + 1)
+    idx = np.minimum(np.digitize(k, edges) - 1, nbins - 1)  # k = 0.5 goes in the last annulus
+    idx[(k == 0) | (k > 0.5)] = -1
+    return idx, 0.5 * (edges[1:] + edges[:-1])
+
+
+def power_spectrum(
+    images: np.ndarray, mask: np.ndarray, nbins: int = 12
+) -> tuple[np.ndarray, np.ndarray]:
+    """Azimuthally averaged power spectrum of each stamp's noise pixels.
+
+    The mean of the noise pixels is subtracted, source pixels are set to zero, and
+    ``P(k) = |FFT(x w)|^2 / sum(w)`` is averaged in annuli of |k| (the DC term excluded). For
+    white noise of variance s^2 the expectation is s^2 at every k (counts^2).
+
+    Returns
+    -------
+    k : ndarray (nbins,)
+        Annulus centres, cycles per pixel.
+    power : ndarray (N, nbins)
+        counts^2.
+    """
+    w = (~mask).astype(np.float64)
+    x = np.asarray(images, dtype=np.float64)
+    n = w.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (w * x).sum(axis=(1, 2)) / n
+        f = np.fft.fft2((x - mean[:, None, None]) * w)
+        p2 = (f.real**2 + f.imag**2) / n[:, None, None]  # (N, H, W)
+    idx, k = _radial_bins(x.shape[1:], nbins)
+    onehot = np.zeros((idx.size, nbins))
+    good = idx.ravel() >= 0
+    onehot[np.flatnonzero(good), idx.ravel()[good]] = 1.0
+    counts = onehot.sum(axis=0)
+    power = p2.reshape(len(x), -1) @ onehot / np.where(counts > 0, counts, np.nan)
+    return k, power
+
+
+def autocorrelation(images: np.ndarray, mask: np.ndarray, max_lag: int = 3) -> np.ndarray:
+    """Normalised 2-D autocorrelation of each stamp's noise pixels, lags -L..L.
+
+    ``rho(dy, dx) = sum x(p) x(p+d) / npairs(d)`` over pairs of noise pixels (mean subtracted,
+    zero-padded FFTs so nothing wraps), divided by the lag-0 value. Returns (N, 2L+1, 2L+1), with
+    rho[:, L, L] = 1; rho[:, L, L+1] is the x-lag-1 correlation.
+    """
+    w = (~mask).astype(np.float64)
+    x = np.asarray(images, dtype=np.float64)
+    n, h, wd = x.shape
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (w * x).sum(axis=(1, 2)) / w.sum(axis=(1, 2))
+        xw = (x - mean[:, None, None]) * w
+        shape = (2 * h, 2 * wd)
+        fx = np.fft.rfft2(xw, s=shape)
+        fw = np.fft.rfft2(w, s=shape)
+        num = np.fft.irfft2(fx * fx.conj(), s=shape)
+        den = np.fft.irfft2(fw * fw.conj(), s=shape)
+        lags = np.r_[-max_lag : max_lag + 1]
+        num = num[:, lags[:, None], lags[None, :]]
+        den = np.round(den[:, lags[:, None], lags[None, :]])
+        acf = num / np.where(den > 0, den, np.nan)
+        return acf / acf[:, max_lag, max_lag][:, None, None]
+
+
+def hsm_moments(
+    images: np.ndarray, mask: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """HSM adaptive moments (Bernstein & Jarvis 2002) of each stamp, one GalSim call per stamp.
+
+    Returns (N,) arrays: ``hsm_sigma`` (pixels, sqrt of the adaptive second-moment determinant),
+    ``hsm_g1``, ``hsm_g2`` (observed shape, reduced-shear convention |g|=(a-b)/(a+b)),
+    ``hsm_dx``, ``hsm_dy`` (centroid offset from the stamp centre, pixels), ``hsm_flux`` (flux of
+    the best-fit elliptical Gaussian, counts) and ``hsm_status`` (0 = success). Failures are NaN.
+    """
+    n, h, w = images.shape
+    names = ("hsm_sigma", "hsm_g1", "hsm_g2", "hsm_dx", "hsm_dy", "hsm_flux")
+    out = {k: np.full(n, np.nan) for k in names}
+    status = np.zeros(n, np.int16)
+    centre = galsim.PositionD((w + 1) / 2.0, (h + 1) / 2.0)  # GalSim images start at pixel 1
+    for i in range(n):
+        img = galsim.Image(np.ascontiguousarray(images[i], dtype=np.float64))
+        badpix = None
+        if mask is not None and mask[i].any():
+            badpix = galsim.Image(np.ascontiguousarray(mask[i], dtype=np.int32))
+        res = galsim.hsm.FindAdaptiveMom(img, badpix=badpix, strict=False)
+        if res.moments_status != 0 or res.moments_sigma <= 0:
+            status[i] = res.moments_status if res.moments_status != 0 else -1
+            logger.debug("HSM failed on stamp %d: %s", i, res.error_message.strip())
+            continue
+        out["hsm_sigma"][i] = res.moments_sigma
+        out["hsm_g1"][i] = res.observed_shape.g1
+        out["hsm_g2"][i] = res.observed_shape.g2
+        out["hsm_dx"][i] = res.moments_centroid.x - centre.x
+        out["hsm_dy"][i] = res.moments_centroid.y - centre.y
+        out["hsm_flux"][i] = res.moments_amp
+    out["hsm_status"] = status
+    return out
+
+
+def pixel_histogram(
+    images: np.ndarray, scale: float, edges: np.ndarray
+) -> np.ndarray:
+    """Counts of ``asinh(pixel / scale)`` in ``edges`` (outliers go to the end bins)."""
+    v = np.arcsinh(np.asarray(images, dtype=np.float64).ravel() / scale)
+    v = np.clip(v, edges[0], edges[-1])
+    return np.histogram(v, bins=edges)[0]
+
+
+def image_stats(
+    images: np.ndarray,
+    bad: np.ndarray | None = None,
+    params: MaskParams = MaskParams(),
+    *,
+    ps_bins: int = 12,
+    acf_lag: int = 3,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """All cheap per-image statistics of a block of stamps.
+
+    Parameters
+    ----------
+    images : ndarray (N, H, W)
+        Counts per pixel.
+    bad : ndarray (N, H, W) of bool, optional
+        Bad pixels (the file's /mask); excluded from noise statistics and HSM.
+    params : MaskParams
+        Source masking.
+    ps_bins : int
+        Annuli of the noise power spectrum [default: 12].
+    acf_lag : int
+        Largest autocorrelation lag, pixels [default: 3].
+
+    Returns
+    -------
+    scalars : dict of str to (N,) arrays
+        flux, peak_snr, noise_*, acf_10, acf_01, acf_11, hsm_*, flags (bit field: FLAG_HSM,
+        FLAG_NOISE, FLAG_NONFINITE).
+    power : (N, ps_bins) noise power spectrum, counts^2
+    acf : (N, 2L+1, 2L+1) noise autocorrelation
+    """
+    x = np.asarray(images, dtype=np.float64)
+    flags = np.zeros(len(x), np.uint8)
+    finite = np.isfinite(x)
+    if not finite.all():
+        flags[~finite.all(axis=(1, 2))] |= FLAG_NONFINITE
+        x = np.where(finite, x, 0.0)
+    bad = (~finite) if bad is None else (np.asarray(bad, bool) | ~finite)
+    src = source_mask(x, params)
+    excl = src | bad
+    out = noise_moments(x, excl)
+    low = out["n_noise_pix"] < params.min_noise_pixels
+    flags[low] |= FLAG_NOISE
+    for key in ("noise_std", "noise_skew", "noise_kurt", "noise_mean"):
+        out[key][low] = np.nan
+    _, power = power_spectrum(x, excl, ps_bins)
+    acf = autocorrelation(x, excl, acf_lag)
+    power[low] = np.nan
+    acf[low] = np.nan
+    out["acf_10"] = acf[:, acf_lag, acf_lag + 1]  # x-lag 1
+    out["acf_01"] = acf[:, acf_lag + 1, acf_lag]  # y-lag 1
+    out["acf_11"] = acf[:, acf_lag + 1, acf_lag + 1]
+    out["flux"] = x.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["peak_snr"] = np.where(bad, -np.inf, x).max(axis=(1, 2)) / out["noise_std"]
+    hsm = hsm_moments(x, bad if bad.any() else None)
+    flags[hsm["hsm_status"] != 0] |= FLAG_HSM
+    out.update(hsm)
+    out["flags"] = flags
+    return out, power, acf
