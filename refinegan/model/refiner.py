@@ -91,4 +91,4 @@ class MomentPreservingRefiner(nn.Module):
             z32, out32 = z.float(), out.float()
             lin = torch.sinh(z32)
             u = self.projector.project_out(torch.sinh(out32) - lin)
-            return torch.asinh(lin + u).to(out.dtype)
+            return torch.asinh(lin + u)  # float32 even under autocast: keeps the moments exact
