@@ -78,6 +78,33 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"config key {key!r}: {error.message}{hint}"
 
 
+def coerce_types(config: Mapping, schema: Mapping | None = None) -> dict:
+    """Convert string values to the number / boolean / null their schema entry expects.
+
+    Snakemake's ``--config 'sim={n: 64}'`` hands nested values over as strings; this makes
+    them the same typed values a YAML file or ``--set`` gives. Other values are left alone
+    (validation then reports them).
+    """
+    schema = _schema() if schema is None else schema
+    out = dict(config)
+    props = schema.get("properties", {})
+    for key, value in out.items():
+        sub = props.get(key)
+        if sub is None:
+            continue
+        if isinstance(value, Mapping):
+            out[key] = coerce_types(value, sub)
+        elif isinstance(value, str):
+            types = sub.get("type", [])
+            types = [types] if isinstance(types, str) else types
+            if "string" not in types and set(types) & {"integer", "number", "boolean", "null"}:
+                parsed = _parse_value(value)
+                if isinstance(parsed, float) and parsed.is_integer() and "integer" in types:
+                    parsed = int(parsed)
+                out[key] = parsed
+    return out
+
+
 def validate_config(config: Mapping) -> dict:
     """Validate ``config`` against the schema and return a copy with defaults filled in.
 
@@ -86,7 +113,7 @@ def validate_config(config: Mapping) -> dict:
     ConfigError
         Naming each bad key, its value and what was expected.
     """
-    cfg = copy.deepcopy(dict(config))
+    cfg = coerce_types(copy.deepcopy(dict(config)))
     validator = _DefaultFillingValidator(_schema())
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
@@ -121,11 +148,20 @@ def _check_consistency(cfg: dict) -> None:
 
 
 def _parse_value(text: str):
-    """Typed parsing of an override value: YAML scalars (``3``, ``0.5``, ``true``, ``null``)."""
+    """Typed parsing of an override value: YAML scalars (``3``, ``0.5``, ``true``, ``null``).
+
+    Numbers YAML 1.1 leaves as strings (``1e4``, ``.5e-3``) are read as floats.
+    """
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def apply_overrides(config: Mapping, overrides: Iterable[str]) -> dict:

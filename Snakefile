@@ -1,0 +1,26 @@
+# refinegan: simulate -> prepare-real -> train -> refine -> compare.
+# `snakemake --cores all` runs the default config (config/config.yaml).
+from snakemake.utils import min_version, validate
+
+from refinegan.config import coerce_types
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+# `--config 'sim={n: 64}'` passes nested values as strings: type them by the schema first.
+config.update(coerce_types(config))
+
+
+validate(config, "workflows/schemas/config.schema.yaml")
+
+
+include: "workflows/rules/common.smk"
+include: "workflows/rules/simulate.smk"
+
+
+rule all:
+    input:
+        sim_shards(),

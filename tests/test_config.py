@@ -1,0 +1,64 @@
+import pytest
+
+from refinegan.config import apply_overrides, default_config, get, load_config
+from refinegan.errors import ConfigError
+from tests.conftest import ROOT
+
+
+def test_defaults_filled_and_repo_config_valid():
+    cfg = default_config()
+    assert cfg["stamp"]["size"] == 48 and cfg["sim"]["psf"]["type"] == "moffat"
+    repo = load_config(ROOT / "config" / "config.yaml")
+    for key in ("name", "seed", "stamp.size", "stamp.pixel_scale", "sim.n", "sim.shear.g1",
+                "sim.shear.g2", "sim.noise.sigma", "sim.pairs.rot90", "sim.pairs.shear_sign",
+                "sim.psf.type", "sim.psf.fwhm", "real.source", "real.n", "real.fits.path",
+                "real.hdf5.path", "real.hdf5.dataset", "train.steps", "train.batch_size",
+                "train.device", "shards"):
+        get(repo, key)  # the fixed keys of DESIGN.md section 2 exist
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["train.steps=200", "sim.noise.sigma=0.5", "sim.pairs.rot90=false",
+                             "name=run_a", "sim.noise.snr=null", "sim.galaxy.flux_max=2e4"])
+    assert cfg["sim"]["galaxy"]["flux_max"] == 20000.0
+    assert cfg["train"]["steps"] == 200 and isinstance(cfg["train"]["steps"], int)
+    assert cfg["sim"]["noise"]["sigma"] == 0.5
+    assert cfg["sim"]["pairs"]["rot90"] is False
+    assert cfg["name"] == "run_a"
+
+
+def test_wrong_type_message():
+    with pytest.raises(ConfigError, match=r"'stamp.size': 'big' is not of type 'integer'"):
+        load_config(None, ["stamp.size=big"])
+
+
+def test_unknown_key_message():
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['sim.nosie'\]"):
+        load_config(None, ["sim.nosie.sigma=1"])
+
+
+def test_out_of_range_message():
+    with pytest.raises(ConfigError, match=r"'sim.noise.sigma': -1 is less than the minimum of 0"):
+        load_config(None, ["sim.noise.sigma=-1"])
+    with pytest.raises(ConfigError, match=r"'sim.psf.type': 'airy' is not one of"):
+        load_config(None, ["sim.psf.type=airy"])
+
+
+def test_cross_key_rules():
+    with pytest.raises(ConfigError, match="sim.n = 6 must be a multiple of 4"):
+        load_config(None, ["sim.n=6"])
+    with pytest.raises(ConfigError, match="sersic_n_min .* must not exceed"):
+        load_config(None, ["sim.galaxy.sersic_n_min=3", "sim.galaxy.sersic_n_max=2"])
+
+
+def test_bad_file_and_override_syntax(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sim: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="must look like section.key=value"):
+        apply_overrides({}, ["train.steps"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_overrides({"name": "x"}, ["name.sub=1"])

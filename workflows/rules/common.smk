@@ -1,0 +1,31 @@
+# Shared paths and helpers. Outputs live in results/<name>/, logs in logs/<name>/<stage>/,
+# benchmarks in benchmarks/<name>/.
+import json
+from pathlib import Path
+
+RUN = config["name"]
+RESULTS = f"results/{RUN}"
+LOGS = f"logs/{RUN}"
+BENCH = f"benchmarks/{RUN}"
+NSHARDS = config["shards"]
+
+# The resolved config (file + --config overrides + schema defaults) that every CLI call reads.
+# Rewritten only when it changes; rules see changes of their own sections through `params`
+# (Snakemake's params rerun trigger), so e.g. a new train.steps does not redraw the sims.
+RUN_CONFIG = f"{RESULTS}/run_config.json"
+_text = json.dumps(config, indent=1, sort_keys=True)
+_path = Path(RUN_CONFIG)
+if not _path.exists() or _path.read_text() != _text:
+    _path.parent.mkdir(parents=True, exist_ok=True)
+    _tmp = _path.with_suffix(".tmp")
+    _tmp.write_text(_text)
+    _tmp.replace(_path)
+
+
+def sections(*names):
+    """The config sections a rule depends on, as a string for `params` (rerun trigger)."""
+    return json.dumps({k: config[k] for k in names}, sort_keys=True)
+
+
+def sim_shards():
+    return expand(f"{RESULTS}/sim/shard-{{i}}.h5", i=range(NSHARDS))
