@@ -186,17 +186,20 @@ def calibrate(gr: Groups, n_boot: int, rng: np.random.Generator) -> dict:
 
 
 def _std(x: np.ndarray) -> np.ndarray:
-    if len(x) < 2:
-        return np.full(x.shape[1:], np.nan)
-    with np.errstate(invalid="ignore"):
-        return np.nanstd(x, axis=0, ddof=1) if np.isfinite(x).any() else np.full(x.shape[1:], np.nan)
+    """Std (ddof=1) over bootstrap samples per column; NaN where fewer than 2 are finite."""
+    out = np.full(x.shape[1:], np.nan)
+    for j in range(x.shape[1]):
+        v = x[:, j][np.isfinite(x[:, j])]
+        if v.size > 1:
+            out[j] = v.std(ddof=1)
+    return out
 
 
 def paired_difference(a: Groups, b: Groups, n_boot: int, rng: np.random.Generator) -> dict:
     """dm = m_b - m_a and dc = c_b - c_a on the groups both measured, same bootstrap draws.
 
-    Also the shear-commutation check: the paired response shift per group,
-    ``mean((d_hat_b - d_hat_a) / d)``, i.e. how much the +g/-g response moved.
+    With +/-g twins this is also the shear-commutation check: dm is how much refining the +g and
+    -g twins moved the measured response (eps_+ - eps_-) / (g_+ - g_-) of the same galaxies.
     """
     common, ia, ib = np.intersect1d(a.pair_id, b.pair_id, return_indices=True)
     a, b = a.take(ia), b.take(ib)

@@ -163,6 +163,11 @@ def classifier_auc(
         Bootstrap resamples of held-out groups per seed [default: 200].
     rng : numpy.random.Generator
     """
+    if len(np.unique(groups_a)) < 2 or len(np.unique(groups_b)) < 2:
+        logger.warning("classifier test skipped: fewer than 2 galaxy groups in a set (%d, %d "
+                       "stamps)", len(xa), len(xb))
+        nan = np.full(seeds, np.nan)
+        return AUCResult(np.nan, np.nan, nan, nan, len(xa), len(xb))
     x = np.concatenate([xa, xb])
     y = np.r_[np.zeros(len(xa)), np.ones(len(xb))].astype(np.int64)
     # groups of B are offset so they never coincide with groups of A

@@ -38,6 +38,23 @@ MORPH_NAMES = {
 }
 FLAG_NO_SEGMENT = 8  # no segment found (nothing above threshold)
 FLAG_EXCEPTION = 16  # statmorph raised
+# statmorph evaluates all ~50 of its lazy properties in __init__, a Sersic fit and MID statistics
+# included (~0.37 s a 32x32 stamp); we evaluate only what we store (and what its flags need).
+_NEEDED = ("xc_centroid", "yc_centroid", "xc_asymmetry", "yc_asymmetry", "rpetro_circ",
+           *MORPH_NAMES, "r20", "r80", "sky_mean", "sky_sigma")
+
+
+def _core_morphology_class():
+    import statmorph
+
+    class _CoreMorphology(statmorph.SourceMorphology):
+        """statmorph's SourceMorphology evaluating only the statistics compare stores."""
+
+        def _calculate_morphology(self) -> None:
+            for name in _NEEDED:
+                getattr(self, name)
+
+    return _CoreMorphology
 
 
 def centre_segment(
@@ -97,8 +114,9 @@ def morphology(
     dict of (n,) arrays: morph_r50 (pixels), morph_c, morph_a, morph_s, morph_gini, morph_m20,
     morph_flag (int), morph_n_warnings (int).
     """
-    import statmorph
     from tqdm import tqdm
+
+    morph_class = _core_morphology_class()
 
     n = len(images)
     out = {name: np.full(n, np.nan) for name in MORPH_NAMES.values()}
@@ -120,7 +138,7 @@ def morphology(
                 n_warn[i] = len(caught)
                 continue
             try:
-                m = statmorph.SourceMorphology(
+                m = morph_class(
                     img, segmap, label=1, mask=other, weightmap=np.full(img.shape, sigma)
                 )
                 values = {ours: float(getattr(m, theirs)) for theirs, ours in MORPH_NAMES.items()}

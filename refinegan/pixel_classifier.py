@@ -93,7 +93,7 @@ def cnn_fit_predict(
             loss = loss_fn(net(xt[idx]).squeeze(1), yt[idx])
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         logger.debug("cnn seed %d epoch %d | loss %.4f", seed, epoch, total / len(xt))
     net.eval()
     with torch.no_grad():

@@ -1,0 +1,287 @@
+"""The compare stage: is refined closer to real than sim was, and did refinement keep the labels?
+
+`compare` reads the sim shards, their refined versions and the real (target) set, measures
+per-image statistics (`refinegan.stats`, `refinegan.morphology` on a subsample), computes
+two-sample distances for (sim, real), (refined, real) and the floor (real half A, real half B),
+classifier two-sample tests, label drift and shear calibration (`refinegan.calibration`), writes
+``compare.h5`` (`refinegan.compare_store`, layout in docs/compare.md), logs a summary table and
+draws captioned plots (`refinegan.plots`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from . import calibration as cal
+from . import distances as dist
+from .compare_store import summary_lines, write_compare_h5
+from .errors import ConfigError, ContractError
+from .io import StampSet, file_sha256, package_versions, read_many, read_stamps
+from .morphology import morphology
+from .stats import MaskParams, image_stats
+
+__all__ = ["CompareParams", "compare", "measure", "DOMAINS", "PAIRS", "SCALAR_STATS",
+           "NOISE_STATS", "MORPH_STATS"]
+
+logger = logging.getLogger(__name__)
+
+DOMAINS = ("sim", "refined", "real")
+PAIRS = ("sim_real", "refined_real", "real_real")  # columns of every distance table
+SCALAR_STATS = ("flux", "peak_snr", "hsm_flux", "hsm_sigma", "hsm_g1", "hsm_g2", "noise_mean",
+                "noise_std", "noise_skew", "noise_kurt", "acf_10", "acf_01", "acf_11")
+NOISE_STATS = ("noise_mean", "noise_std", "noise_skew", "noise_kurt", "acf_10", "acf_01", "acf_11")
+MORPH_STATS = ("morph_r50", "morph_c", "morph_a", "morph_s", "morph_gini", "morph_m20")
+HIST_RANGE = (-4.0, 8.0)  # asinh(pixel / real median noise std)
+PIXEL_SAMPLE = 200_000  # pixels per set for the pixel-value W1 / KS
+
+
+@dataclass(frozen=True)
+class CompareParams:
+    """The ``compare:`` config section (see config.schema.yaml for meanings and units)."""
+
+    seed_offset: int = 5
+    chunk_stamps: int = 1024
+    max_stamps: int | None = None
+    mask_threshold_sigma: float = 2.5
+    mask_smooth_pix: float = 1.0
+    mask_dilate_pix: int = 2
+    mask_min_area_pix: int = 8
+    power_spectrum_bins: int = 12
+    acf_max_lag: int = 3
+    histogram_bins: int = 96
+    morphology_n: int = 500
+    morph_threshold_sigma: float = 1.5
+    morph_n_pixels: int = 5
+    energy_n: int = 2000
+    test_fraction: float = 0.5
+    n_bootstrap: int = 200
+    gb_seeds: int = 3
+    gb_max_iter: int = 100
+    cnn_seeds: int = 3
+    cnn_max_stamps: int = 4000
+    cnn_epochs: int = 5
+    cnn_channels: int = 8
+    bar_m: float = 2e-3
+    plot_stamps: int = 8
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> CompareParams:
+        section = dict(config.get("compare", {}))
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ConfigError(f"unknown compare key(s) {unknown}; allowed: {sorted(known)}")
+        return cls(**section)
+
+    @property
+    def mask(self) -> MaskParams:
+        return MaskParams(self.mask_threshold_sigma, self.mask_smooth_pix, self.mask_dilate_pix,
+                          min_area_pix=self.mask_min_area_pix)
+
+
+def _truncate(s: StampSet, n_max: int | None) -> StampSet:
+    """First ``n_max`` stamps, cut back to whole galaxy groups."""
+    if n_max is None or n_max >= len(s):
+        return s
+    k = n_max
+    pair = s.labels.get("pair_id")
+    if pair is not None:
+        while 0 < k < len(s) and pair[k - 1] == pair[k]:
+            k -= 1
+    psf = s.psf[:k] if s.psf is not None and s.psf.ndim == 3 else s.psf
+    mask = s.mask[:k] if s.mask is not None else None
+    return StampSet(s.images[:k], {n: v[:k] for n, v in s.labels.items()}, psf, mask, s.attrs)
+
+
+def _check_pairing(sim: StampSet, ref: StampSet, sim_paths, ref_paths) -> None:
+    where = f"refined {list(map(str, ref_paths))} vs sim {list(map(str, sim_paths))}"
+    if ref.attrs.get("domain") != "refined":
+        raise ContractError(f"{ref_paths[0]}: domain is {ref.attrs.get('domain')!r}, expected 'refined'")
+    if len(ref) != len(sim):
+        raise ContractError(f"{where}: {len(ref)} refined stamps but {len(sim)} sim stamps; "
+                            "give the refined shards in the same order as the sim shards")
+    if sorted(ref.labels) != sorted(sim.labels):
+        raise ContractError(f"{where}: label names differ: {sorted(ref.labels)} vs "
+                            f"{sorted(sim.labels)} (refined sets carry exactly the sim labels)")
+    for name in sim.labels:
+        a, b = np.asarray(sim.labels[name]), np.asarray(ref.labels[name])
+        diff = a != b
+        if a.dtype.kind == "f" and b.dtype.kind == "f":
+            diff &= ~(np.isnan(a) & np.isnan(b))
+        if diff.any():
+            i = int(np.flatnonzero(diff)[0])
+            raise ContractError(f"{where}: label {name!r} differs at stamp {i} "
+                                f"(sim {a[i]!r}, refined {b[i]!r}); stamps must pair one to one")
+    if sim.images.shape[1:] != ref.images.shape[1:]:
+        raise ContractError(f"{where}: stamp shapes {ref.images.shape[1:]} vs {sim.images.shape[1:]}")
+
+
+def measure(s: StampSet, p: CompareParams, progress: bool = False, desc: str = "") -> dict:
+    """Per-image statistics of a whole set, in chunks. Returns scalars, power (N, K), acf."""
+    from tqdm import tqdm
+
+    parts, powers, acfs = [], [], []
+    for start in tqdm(range(0, len(s), p.chunk_stamps), disable=not progress, desc=desc, leave=False):
+        sl = slice(start, min(start + p.chunk_stamps, len(s)))
+        bad = s.mask[sl] != 0 if s.mask is not None else None
+        sc, pw, ac = image_stats(s.images[sl], bad, p.mask, ps_bins=p.power_spectrum_bins,
+                                 acf_lag=p.acf_max_lag)
+        parts.append(sc)
+        powers.append(pw)
+        acfs.append(ac)
+    scalars = {k: np.concatenate([d[k] for d in parts]) for k in parts[0]}
+    return {"scalars": scalars, "power": np.concatenate(powers), "acf": np.concatenate(acfs)}
+
+
+def _groups(s: StampSet) -> np.ndarray:
+    return np.asarray(s.labels["pair_id"]) if "pair_id" in s.labels else np.arange(len(s))
+
+
+def _pick_groups(groups: np.ndarray, n_max: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of at most ~n_max stamps made of whole random groups."""
+    if len(groups) <= n_max:
+        return np.arange(len(groups))
+    uniq = np.unique(groups)
+    per = len(groups) / len(uniq)
+    chosen = rng.choice(uniq, max(1, int(n_max / per)), replace=False)
+    return np.flatnonzero(np.isin(groups, chosen))
+
+
+def compare(
+    config: Mapping,
+    sim_paths: Sequence[str | os.PathLike],
+    refined_paths: Sequence[str | os.PathLike],
+    real_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    plots_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict:
+    """Compare sim, refined and real stamp sets; write ``out_path`` (compare.h5) and plots.
+
+    Parameters
+    ----------
+    config : Mapping
+        The validated run config (`refinegan.config.load_config`); reads ``seed`` and ``compare``.
+    sim_paths, refined_paths : sequence of paths
+        Sim shards and their refined versions, in the same order (stamps pair one to one).
+    real_path : path
+        The real (target) stamp file.
+    out_path : path
+        compare.h5 to write (atomically).
+    plots_dir : path, optional
+        Directory for PNG plots and their .rst captions [default: ``plots/`` beside out_path].
+    progress : bool
+        Show tqdm progress bars [default: True].
+
+    Returns
+    -------
+    dict
+        The result tree that was written to compare.h5.
+    """
+    from . import plots
+    from .compare_results import classifier_tests, distance_tables, label_drift, spectra_tables
+
+    p = CompareParams.from_config(config)
+    if "seed" not in config:
+        raise ConfigError("config has no 'seed' (compare derives its random stream from it)")
+    rng = np.random.default_rng(np.random.SeedSequence([int(config["seed"]), p.seed_offset]))
+    sim_paths, refined_paths = list(sim_paths), list(refined_paths)
+    sets = {
+        "sim": _truncate(read_many(sim_paths), p.max_stamps),
+        "refined": _truncate(read_many(refined_paths), p.max_stamps),
+        "real": _truncate(read_stamps(real_path), p.max_stamps),
+    }
+    _check_pairing(sets["sim"], sets["refined"], sim_paths, refined_paths)
+    if sets["real"].images.shape[1:] != sets["sim"].images.shape[1:]:
+        raise ContractError(f"{real_path}: stamp shape {sets['real'].images.shape[1:]} differs from "
+                            f"the sims' {sets['sim'].images.shape[1:]}")
+    for dom, s in sets.items():
+        if abs(s.pixel_scale - sets["sim"].pixel_scale) > 1e-9:
+            raise ContractError(f"{dom} set: pixel_scale {s.pixel_scale} differs from the sims' "
+                                f"{sets['sim'].pixel_scale} arcsec")
+    logger.info("compare: %d sim, %d refined, %d real stamps", *(len(s) for s in sets.values()))
+
+    meas = {d: measure(s, p, progress, desc=d) for d, s in sets.items()}
+    groups = {d: _groups(s) for d, s in sets.items()}
+    # morphology on a subsample: the same galaxies for sim and refined
+    morph_idx = {}
+    if p.morphology_n > 0:
+        morph_idx["sim"] = morph_idx["refined"] = _pick_groups(groups["sim"], p.morphology_n, rng)
+        morph_idx["real"] = _pick_groups(groups["real"], p.morphology_n, rng)
+        for d in DOMAINS:
+            idx = morph_idx[d]
+            meas[d]["morph"] = morphology(
+                sets[d].images[idx], meas[d]["scalars"]["noise_std"][idx],
+                threshold_sigma=p.morph_threshold_sigma, n_pixels=p.morph_n_pixels,
+                progress=progress)
+            meas[d]["morph_index"] = idx
+    # real vs real floor: two disjoint halves, whole groups each
+    half_b = dist.group_split(groups["real"], 0.5, rng)
+    scale = float(np.nanmedian(meas["real"]["scalars"]["noise_std"]))
+    if not (np.isfinite(scale) and scale > 0):
+        scale = float(np.nanstd(sets["real"].images)) or 1.0
+        logger.warning("real set has no usable noise pixels; pixel scale for asinh = %.3g", scale)
+
+    result: dict = {"stats": {}}
+    for d in DOMAINS:
+        node = dict(meas[d]["scalars"])
+        if "morph" in meas[d]:
+            node.update(meas[d]["morph"])
+            node["morph_index"] = meas[d]["morph_index"]
+        node["power"] = meas[d]["power"]
+        result["stats"][d] = node
+    result["stats"]["real_half_b"] = half_b.astype(np.uint8)
+    result["spectra"], result["acf"], result["histogram"] = spectra_tables(
+        sets, meas, half_b, scale, p, HIST_RANGE)
+    result["distances"] = distance_tables(sets, meas, half_b, scale, p, rng, PIXEL_SAMPLE)
+    result["classifier"] = classifier_tests(sets, meas, groups, half_b, scale, p, rng, progress)
+    result["calibration"] = _calibration(sets, meas, p, rng)
+    result["labels"] = label_drift(meas["sim"], meas["refined"])
+
+    inputs = {"sim": [(str(x), file_sha256(x)) for x in sim_paths],
+              "refined": [(str(x), file_sha256(x)) for x in refined_paths],
+              "real": [(str(real_path), file_sha256(real_path))]}
+    attrs = {"config": dict(config), "inputs": inputs, "versions": package_versions(),
+             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+             "n_sim": len(sets["sim"]), "n_refined": len(sets["refined"]),
+             "n_real": len(sets["real"]), "morphology_n": int(len(morph_idx.get("sim", []))),
+             "morphology_n_real": int(len(morph_idx.get("real", []))),
+             "pixel_scale_asinh_counts": scale, "pairs": list(PAIRS)}
+    write_compare_h5(out_path, result, attrs)
+    for line in summary_lines(result):
+        logger.info("%s", line)
+    plots_dir = Path(plots_dir) if plots_dir is not None else Path(out_path).parent / "plots"
+    plots.make_plots(result, sets, plots_dir, scale=scale, n_stamps=p.plot_stamps, rng=rng)
+    return result
+
+
+def _calibration(sets: dict, meas: dict, p: CompareParams, rng: np.random.Generator) -> dict:
+    """REGAUSS m, c per domain with true shear; paired refined - sim; calibration transfer."""
+    out: dict = {}
+    grs = {}
+    for d, s in sets.items():
+        if not {"g1", "g2"} <= set(s.labels) or s.psf is None:
+            out[d] = {"skipped": "no g1/g2 labels or no /psf in the file"}
+            logger.info("calibration of %s skipped (no true shear labels or no /psf)", d)
+            continue
+        var = meas[d]["scalars"]["noise_std"] ** 2
+        sh = cal.regauss_shapes(s.images, s.psf, var, s.mask)
+        meas[d]["regauss"] = sh
+        gr = cal.group_means(sh["eps1"], sh["eps2"], sh["status"] == 0, s.labels)
+        grs[d] = gr
+        out[d] = cal.calibrate(gr, p.n_bootstrap, rng)
+        out[d]["regauss_status"] = sh["status"]
+        out[d]["eps1"], out[d]["eps2"] = sh["eps1"], sh["eps2"]
+    if "sim" in grs and "refined" in grs:
+        out["paired"] = cal.paired_difference(grs["sim"], grs["refined"], p.n_bootstrap, rng)
+        if "real" in grs:
+            out["transfer"] = cal.transfer(out["sim"], out["refined"], out["real"], out["paired"],
+                                           p.bar_m)
+    return out

@@ -1,0 +1,122 @@
+"""Writing compare.h5 and the printed summary table (layout: docs/compare.md).
+
+The result of `refinegan.compare.compare` is a nested dict; `write_tree` stores it as HDF5: a dict
+becomes a group, an array or number a dataset, a string an attribute of its parent group. Written
+atomically (``F.tmp`` then `os.replace`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+__all__ = ["write_tree", "write_compare_h5", "read_tree", "summary_lines"]
+
+logger = logging.getLogger(__name__)
+
+COMPARE_SCHEMA_VERSION = 1
+
+
+def write_tree(group: h5py.Group, tree: Mapping) -> None:
+    """Store a nested dict under ``group`` (see module docstring)."""
+    for key, value in tree.items():
+        key = str(key)
+        if isinstance(value, Mapping):
+            write_tree(group.create_group(key), value)
+        elif isinstance(value, str):
+            group.attrs[key] = value
+        elif value is None:
+            group.attrs[key] = "none"
+        else:
+            arr = np.asarray(value)
+            if arr.dtype.kind == "U":
+                arr = arr.astype("S")
+            group.create_dataset(key, data=arr)
+
+
+def read_tree(group: h5py.Group) -> dict:
+    """Inverse of `write_tree` (byte strings decoded)."""
+    out: dict = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in group.attrs.items()}
+    for key, item in group.items():
+        if isinstance(item, h5py.Group):
+            out[key] = read_tree(item)
+        else:
+            value = item[()]
+            if isinstance(value, np.ndarray) and value.dtype.kind == "S":
+                value = value.astype(str)
+            out[key] = value
+    return out
+
+
+def write_compare_h5(path: str | os.PathLike, result: Mapping, attrs: Mapping) -> Path:
+    """Write ``result`` to ``path`` atomically with file attributes ``attrs`` (JSON for dicts)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{path}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["compare_schema_version"] = COMPARE_SCHEMA_VERSION
+            for key, value in attrs.items():
+                f.attrs[key] = (json.dumps(value, sort_keys=True, default=str)
+                                if isinstance(value, Mapping | list | tuple) else value)
+            write_tree(f, result)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    logger.info("wrote %s", path)
+    return path
+
+
+def _fmt(x: float, width: int = 9) -> str:
+    if x is None or not np.isfinite(x):
+        return "nan".rjust(width)
+    return (" " + (f"{x:.3g}" if 1e-3 <= abs(x) < 1e4 or x == 0 else f"{x:.2e}")).rjust(width)
+
+
+def summary_lines(result: Mapping) -> list[str]:
+    """The summary table: distances with gap closed and floor, classifier AUCs, calibration."""
+    d = result["distances"]
+    lines = ["statistic            W1 sim   W1 ref  W1 floor  gap(W1)   KS sim   KS ref KS floor"]
+    for i, name in enumerate(d["names"]):
+        w1, ks = d["w1"][i], d["ks"][i]
+        lines.append(f"{str(name):<16}" + "".join(_fmt(v) for v in (*w1, d["gap_closed_w1"][i]))
+                     + "".join(_fmt(v) for v in ks))
+    for key in ("energy", "power_spectrum", "acf"):
+        v = d[key]
+        lines.append(f"{key:<16}" + "".join(_fmt(x) for x in v)
+                     + _fmt(d[f"gap_closed_{key}"]))
+    lines.append("classifier AUC      sim-real     refined-real     real-real   gap closed")
+    for key, c in result.get("classifier", {}).items():
+        cells = [f"{a:.3f}+-{e:.3f}".rjust(14) for a, e in zip(c["auc"], c["err"], strict=True)]
+        lines.append(f"{key:<16}" + "".join(cells) + _fmt(c["gap_closed"]))
+    cal = result.get("calibration", {})
+    for dom in ("sim", "refined", "real"):
+        if dom in cal and "m" in cal[dom]:
+            c = cal[dom]
+            lines.append(
+                f"calibration {dom:<8} m1={_fmt(c['m'][0]).strip()}+-{_fmt(c['m_err'][0]).strip()}"
+                f" m2={_fmt(c['m'][1]).strip()}+-{_fmt(c['m_err'][1]).strip()}"
+                f" c1={_fmt(c['c'][0]).strip()}+-{_fmt(c['c_err'][0]).strip()}"
+                f" c2={_fmt(c['c'][1]).strip()}+-{_fmt(c['c_err'][1]).strip()}"
+                f" ({c['n_groups']} groups, {c['n_stamps_failed']} stamps failed)"
+            )
+    if "paired" in cal:
+        p = cal["paired"]
+        lines.append(f"paired refined-sim  dm={p['dm']} +- {p['dm_err']}  dc={p['dc']} +- {p['dc_err']}")
+    if "transfer" in cal:
+        t = cal["transfer"]
+        lines.append(
+            f"calibration transfer |m_ref-m_real|={t['abs_dm_refined_real']} +- "
+            f"{t['abs_dm_refined_real_err']} vs |m_sim-m_real|={t['abs_dm_sim_real']} +- "
+            f"{t['abs_dm_sim_real_err']}; meets {t['bar']:g}: {t['meets_bar']}"
+        )
+    return lines
