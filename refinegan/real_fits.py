@@ -1,0 +1,192 @@
+"""``real.source: fits``: the user's FITS cutouts (a directory, a glob, or one file / cube).
+
+Every file must hold floating-point pixels in the chosen HDU (``real.fits.hdu``; default the
+first HDU with data): 2-D (one cutout) or 3-D (a cube of N cutouts), the same for all files.
+The pixel scale comes from ``real.fits.pixel_scale`` when set, otherwise from the header
+(``PIXSCALE`` / ``PIXSCAL1`` / ``SECPIX`` in arcsec, the ``CD`` matrix or ``CDELT`` in degrees)
+and must agree across files. Cutouts then go through refinegan.real.CutoutCollector.
+Each failure names the file (and HDU) and what was expected; nothing is written then.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from .config import validate_config
+from .errors import ConfigError, InputDataError
+from .real import SCALE_RTOL, CutoutCollector, CutoutOptions, check_pixel_scale
+
+__all__ = ["prepare_fits", "list_fits_files", "read_fits_cutouts", "header_pixel_scale"]
+
+logger = logging.getLogger(__name__)
+
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
+DEG_TO_ARCSEC = 3600.0
+UNIT_TO_ARCSEC = {"deg": 3600.0, "arcmin": 60.0, "arcsec": 1.0}
+
+
+def list_fits_files(path: str | None) -> list[Path]:
+    """The FITS files ``real.fits.path`` names: a directory, a glob or one file (sorted)."""
+    if not path:
+        raise ConfigError("real.fits.path is not set: give a directory, a glob or one FITS file")
+    if any(ch in path for ch in "*?["):
+        files = sorted(Path(f) for f in glob.glob(path))
+        if not files:
+            raise InputDataError(f"real.fits.path {path!r}: the glob matches no files")
+        return files
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.name.lower().endswith(FITS_SUFFIXES))
+        if not files:
+            raise InputDataError(
+                f"{p}: directory holds no FITS files ({', '.join('*' + s for s in FITS_SUFFIXES)})")
+        return files
+    if not p.exists():
+        raise InputDataError(f"{p}: no such file or directory (real.fits.path)")
+    return [p]
+
+
+def header_pixel_scale(header: fits.Header, where: str) -> float | None:
+    """Pixel scale in arcsec/pixel from a FITS header, or None if it says nothing."""
+    for key in ("PIXSCALE", "PIXSCAL1", "SECPIX"):
+        if key in header:
+            return float(header[key])
+    factor = UNIT_TO_ARCSEC.get(str(header.get("CUNIT1", "deg")).strip().lower(), DEG_TO_ARCSEC)
+    if "CD1_1" in header or "CD2_2" in header:
+        det = (header.get("CD1_1", 0.0) * header.get("CD2_2", 0.0)
+               - header.get("CD1_2", 0.0) * header.get("CD2_1", 0.0))
+        return float(np.sqrt(abs(det))) * factor
+    if "CDELT1" in header and "CDELT2" in header:
+        s1, s2 = abs(float(header["CDELT1"])), abs(float(header["CDELT2"]))
+        if abs(s1 / s2 - 1) > SCALE_RTOL:
+            raise InputDataError(f"{where}: pixels are not square (CDELT1={s1}, CDELT2={s2}); "
+                                 "expected equal pixel scales on both axes")
+        return s1 * factor
+    return None
+
+
+def _describe_hdus(hdul: fits.HDUList) -> str:
+    parts = []
+    for i, h in enumerate(hdul):
+        shape = "no data" if h.data is None else "x".join(str(s) for s in h.data.shape)
+        parts.append(f"{i} {h.name or '?'} ({type(h).__name__}, {shape})")
+    return "; ".join(parts)
+
+
+def _select_hdu(hdul: fits.HDUList, hdu: int | str | None, path: Path, what: str):
+    if hdu is None:
+        for i, h in enumerate(hdul):
+            if isinstance(h, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU) and h.data is not None:
+                return i, h
+        raise InputDataError(f"{path}: no HDU holds image data (HDUs: {_describe_hdus(hdul)})")
+    try:
+        h = hdul[hdu]
+    except (KeyError, IndexError):
+        raise InputDataError(f"{path}: HDU {hdu!r} ({what}) does not exist; expected one of "
+                             f"{_describe_hdus(hdul)}") from None
+    if not isinstance(h, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU) or h.data is None:
+        raise InputDataError(f"{path}: HDU {hdu!r} ({what}) holds no image data; HDUs: "
+                             f"{_describe_hdus(hdul)}")
+    return hdul.index_of(hdu) if not isinstance(hdu, int) else hdu, h
+
+
+def read_fits_cutouts(path: Path, hdu: int | str | None, mask_hdu: int | str | None
+                      ) -> tuple[np.ndarray, np.ndarray | None, fits.Header, int]:
+    """Pixels (2-D or 3-D), optional mask, header and HDU index of one file, checked."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with fits.open(path, memmap=False) as hdul:
+                index, h = _select_hdu(hdul, hdu, path, "real.fits.hdu")
+                data, header = np.array(h.data), h.header.copy()
+                mask = None
+                if mask_hdu is not None:
+                    _, mh = _select_hdu(hdul, mask_hdu, path, "real.fits.mask_hdu")
+                    mask = np.array(mh.data)
+    except InputDataError:
+        raise
+    except Exception as err:  # astropy raises OSError, ValueError, TypeError... on corrupt files
+        raise InputDataError(f"{path}: not a readable FITS file ({type(err).__name__}: {err})") from None
+    for w in caught:
+        if "truncated" in str(w.message).lower():
+            raise InputDataError(f"{path}: corrupt FITS file ({w.message})")
+        logger.warning("%s: %s", path, w.message)
+    where = f"{path} HDU {index}"
+    if data.dtype.kind != "f":
+        raise InputDataError(f"{where}: pixels are {data.dtype} (BITPIX {header.get('BITPIX')}); "
+                             "expected floating-point pixels (BITPIX -32 or -64)")
+    if data.ndim not in (2, 3):
+        raise InputDataError(f"{where}: data have shape {data.shape}; expected a 2-D cutout "
+                             "(H, W) or a 3-D cube (N, H, W)")
+    if mask is not None and mask.shape != data.shape:
+        raise InputDataError(f"{path} HDU {mask_hdu!r}: mask shape {mask.shape} differs from the "
+                             f"pixels' {data.shape}")
+    return data, mask, header, index
+
+
+def prepare_fits(config: dict, out: str | os.PathLike, progress: bool = False) -> Path:
+    """Write the user's FITS cutouts (``real.fits``) as the target stamp file ``out``.
+
+    Parameters
+    ----------
+    config : dict
+        Run configuration (validated here).
+    out : str or Path
+        Output stamp file, domain ``real``.
+    progress : bool
+        Unused (reading is fast); accepted for the common stage signature.
+    """
+    config = validate_config(config)
+    sec = config["real"]["fits"]
+    opts = CutoutOptions.from_config(config, "fits")
+    files = list_fits_files(sec["path"])
+    collector = CutoutCollector(opts, config["real"]["n"])
+    ndim0 = scale0 = None
+    for fi, path in enumerate(files):
+        if collector.full:
+            break
+        data, mask, header, index = read_fits_cutouts(path, sec["hdu"], sec["mask_hdu"])
+        where = f"{path} HDU {index}"
+        if ndim0 is None:
+            ndim0, first = data.ndim, where
+        elif data.ndim != ndim0:
+            raise InputDataError(f"{where}: {data.ndim}-D data among {ndim0}-D files (first: {first}); "
+                                 "expected all files 2-D cutouts or all 3-D cubes")
+        scale = sec["pixel_scale"]
+        head = header_pixel_scale(header, where)
+        if scale is None:
+            if head is None:
+                raise InputDataError(f"{where}: no pixel scale in the header (PIXSCALE, CD or CDELT); "
+                                     "set real.fits.pixel_scale (arcsec/pixel)")
+            scale = head
+        elif head is not None and abs(head / scale - 1) > SCALE_RTOL:
+            logger.warning("%s: header pixel scale %.6g\" overridden by real.fits.pixel_scale %.6g\"",
+                           where, head, scale)
+        if scale0 is None:
+            scale0, scale_file = scale, where
+            check_pixel_scale(scale, opts, where)
+        elif abs(scale / scale0 - 1) > SCALE_RTOL:
+            raise InputDataError(f"{where}: pixel scale {scale:.6g}\"/pixel differs from "
+                                 f"{scale0:.6g}\"/pixel of {scale_file}; expected one pixel scale")
+        cube = data[None] if data.ndim == 2 else data
+        mcube = None if mask is None else (mask[None] if mask.ndim == 2 else mask)
+        h_out, w_out = (int(np.floor(s * scale / opts.pixel_scale)) for s in cube.shape[1:])
+        if min(h_out, w_out) < opts.stamp_size:
+            raise InputDataError(
+                f"{where}: cutouts are {cube.shape[1]}x{cube.shape[2]} pixels at {scale:.6g}\"/pixel "
+                f"({h_out}x{w_out} at the working scale), smaller than the working stamp size "
+                f"{opts.stamp_size} (stamp.size)")
+        for i in range(cube.shape[0]):
+            if collector.full:
+                break
+            collector.add(cube[i], None if mcube is None else mcube[i], scale, fi, i,
+                          f"{where} cutout {i}")
+    return collector.write(out, config, f"user FITS cutouts: {sec['path']}", [str(f) for f in files],
+                           scale0)

@@ -1,0 +1,125 @@
+"""``real.source: hdf5``: the user's cutouts in one HDF5 file (``real.hdf5.path`` / ``dataset``).
+
+The dataset holds floating-point (N, H, W) stamps or one (H, W) stamp. The pixel scale is
+``real.hdf5.pixel_scale`` when set, otherwise a ``pixel_scale`` attribute (arcsec/pixel) of the
+dataset or of the file (a refinegan stamp file has one). An optional ``mask_dataset`` of the same
+shape marks bad pixels (non-zero). The same checks and processing as the FITS source follow
+(refinegan.real.CutoutCollector); failures name the file and dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .config import validate_config
+from .errors import ConfigError, InputDataError
+from .real import CutoutCollector, CutoutOptions, check_pixel_scale
+
+__all__ = ["prepare_hdf5", "read_hdf5_cutouts"]
+
+logger = logging.getLogger(__name__)
+
+READ_BLOCK = 256  # stamps read from the file at a time
+
+
+def _datasets(f: h5py.File) -> list[str]:
+    names: list[str] = []
+    f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return names
+
+
+def _dataset(f: h5py.File, path: Path, name: str, key: str) -> h5py.Dataset:
+    obj = f.get(name)
+    if not isinstance(obj, h5py.Dataset):
+        what = "is a group, not a dataset" if obj is not None else "does not exist"
+        raise InputDataError(f"{path}: dataset {name!r} ({key}) {what}; datasets present: "
+                             f"{_datasets(f)[:20]}")
+    return obj
+
+
+def read_hdf5_cutouts(f: h5py.File, path: Path, dataset: str, mask_dataset: str | None,
+                      pixel_scale: float | None) -> tuple[h5py.Dataset, h5py.Dataset | None, float]:
+    """The checked pixel dataset, optional mask dataset and pixel scale of an open file."""
+    ds = _dataset(f, path, dataset, "real.hdf5.dataset")
+    where = f"{path} dataset {dataset!r}"
+    if ds.dtype.kind != "f":
+        raise InputDataError(f"{where}: pixels are {ds.dtype}; expected floating-point pixels")
+    if ds.ndim not in (2, 3):
+        raise InputDataError(f"{where}: data have shape {ds.shape}; expected a 2-D stamp (H, W) "
+                             "or a 3-D stack (N, H, W)")
+    mask = None
+    if mask_dataset is not None:
+        mask = _dataset(f, path, mask_dataset, "real.hdf5.mask_dataset")
+        if mask.shape != ds.shape:
+            raise InputDataError(f"{path} dataset {mask_dataset!r}: mask shape {mask.shape} "
+                                 f"differs from the pixels' {ds.shape}")
+    scale = pixel_scale
+    if scale is None:
+        for attrs in (ds.attrs, f.attrs):
+            if "pixel_scale" in attrs:
+                scale = float(attrs["pixel_scale"])
+                break
+    if scale is None:
+        raise InputDataError(f"{where}: no pixel_scale attribute on the dataset or file; set "
+                             "real.hdf5.pixel_scale (arcsec/pixel)")
+    if not (np.isfinite(scale) and scale > 0):
+        raise InputDataError(f"{where}: pixel scale must be a positive number, got {scale!r}")
+    return ds, mask, scale
+
+
+def prepare_hdf5(config: dict, out: str | os.PathLike, progress: bool = False) -> Path:
+    """Write the user's HDF5 stamps (``real.hdf5``) as the target stamp file ``out``.
+
+    Parameters
+    ----------
+    config : dict
+        Run configuration (validated here).
+    out : str or Path
+        Output stamp file, domain ``real``.
+    progress : bool
+        Unused; accepted for the common stage signature.
+    """
+    config = validate_config(config)
+    sec = config["real"]["hdf5"]
+    if not sec["path"]:
+        raise ConfigError("real.hdf5.path is not set: give the path of your HDF5 file")
+    path = Path(sec["path"])
+    if not path.exists():
+        raise InputDataError(f"{path}: no such file (real.hdf5.path)")
+    opts = CutoutOptions.from_config(config, "hdf5")
+    collector = CutoutCollector(opts, config["real"]["n"])
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise InputDataError(f"{path}: not a readable HDF5 file ({err})") from None
+    with f:
+        ds, mask, scale = read_hdf5_cutouts(f, path, sec["dataset"], sec["mask_dataset"],
+                                            sec["pixel_scale"])
+        where = f"{path} dataset {sec['dataset']!r}"
+        check_pixel_scale(scale, opts, where)
+        shape = ds.shape[-2:]
+        h_out, w_out = (int(np.floor(s * scale / opts.pixel_scale)) for s in shape)
+        if min(h_out, w_out) < opts.stamp_size:
+            raise InputDataError(
+                f"{where}: stamps are {shape[0]}x{shape[1]} pixels at {scale:.6g}\"/pixel "
+                f"({h_out}x{w_out} at the working scale), smaller than the working stamp size "
+                f"{opts.stamp_size} (stamp.size)")
+        n = 1 if ds.ndim == 2 else ds.shape[0]
+        for start in range(0, n, READ_BLOCK):
+            if collector.full:
+                break
+            sl = slice(start, min(start + READ_BLOCK, n))
+            block = ds[()][None] if ds.ndim == 2 else ds[sl]
+            mblock = None if mask is None else (mask[()][None] if ds.ndim == 2 else mask[sl])
+            for i in range(block.shape[0]):
+                if collector.full:
+                    break
+                collector.add(block[i], None if mblock is None else mblock[i], scale, 0, start + i,
+                              f"{where} stamp {start + i}")
+    return collector.write(out, config, f"user HDF5 stamps: {path}:{sec['dataset']}", [str(path)],
+                           scale)

@@ -1,0 +1,201 @@
+"""The mock target: file contract, determinism, pairs, and one known-answer test per effect."""
+
+import galsim
+import numpy as np
+import pytest
+
+from refinegan.config import load_config
+from refinegan.errors import ConfigError
+from refinegan.io import SIM_LABELS, read_stamps
+from refinegan.mock import (
+    MASK_COSMIC_RAY,
+    MASK_HOT_PIXEL,
+    MockParams,
+    build_target_psf,
+    correlated_noise,
+    mock_groups,
+    psf_fwhm_arcsec,
+)
+from refinegan.population import Population, sample_population
+from refinegan.real import prepare_real
+from refinegan.render import make_renderer
+
+EFFECTS = ("knots", "bulge", "neighbours", "cosmic_rays", "hot_pixels")
+SIZE = 32
+N_GROUPS = 24
+
+
+def _config(*overrides, only=()):
+    """Mock config with all effects off except ``only`` (plus the overrides)."""
+    items = [f"stamp.size={SIZE}", "real.n=16"]
+    items += [f"real.mock.{e}.enabled={'true' if e in only else 'false'}" for e in EFFECTS]
+    return load_config(None, items + list(overrides))
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    psf = build_target_psf(load_config()["real"]["psf"])
+    return make_renderer(psf, SIZE, 0.2)
+
+
+@pytest.fixture(scope="module")
+def round_renderer():
+    """Atmosphere only: a PSF with 180-degree symmetry, for the morphology tests."""
+    return make_renderer(galsim.Kolmogorov(fwhm=0.6), SIZE, 0.2)
+
+
+def _groups(config, renderer, n_groups=N_GROUPS):
+    p = MockParams.from_config(config)
+    return mock_groups(p, Population.from_config(config), renderer,
+                       np.arange(n_groups, dtype=np.int64), 0.7)
+
+
+def _asymmetry(images):
+    """Sum |I - I rotated 180 deg about the stamp centre| / sum |I| per stamp."""
+    rot = images[:, ::-1, ::-1]
+    return np.abs(images - rot).sum(axis=(1, 2)) / np.abs(images).sum(axis=(1, 2))
+
+
+def test_default_mock_file(tiny_config, tmp_path):
+    out = prepare_real(tiny_config, tmp_path / "real.h5")
+    s = read_stamps(out)
+    assert s.images.shape == (16, 32, 32) and s.images.dtype == np.float32
+    assert s.attrs["domain"] == "real" and s.attrs["is_mock"] and s.attrs["n_rejected"] == 0
+    assert set(SIM_LABELS) | {"pair_id", "rot90", "shear_sign", "knots_frac", "n_cosmic_rays",
+                              "noise_lag1"} <= set(s.labels)
+    np.testing.assert_allclose(s.psf.sum(), 1.0, rtol=1e-5)
+    assert s.mask is not None and s.mask.shape == s.images.shape
+    assert "NOT real data" in s.attrs["source"]
+    assert s.labels["noise_lag1"].mean() > 0.08  # lanczos correlation by default
+
+
+def test_same_config_same_bytes_and_own_seed(tiny_config, tmp_path):
+    a = read_stamps(prepare_real(tiny_config, tmp_path / "a.h5"))
+    b = read_stamps(prepare_real(tiny_config, tmp_path / "b.h5"))
+    assert a.images.tobytes() == b.images.tobytes() and a.mask.tobytes() == b.mask.tobytes()
+    for name in a.labels:
+        assert a.labels[name].tobytes() == b.labels[name].tobytes()
+    cfg = load_config(None, ["stamp.size=32", "real.n=16", "real.seed=7"])
+    c = read_stamps(prepare_real(cfg, tmp_path / "c.h5"))
+    assert not np.allclose(a.images, c.images)
+    # Same ids, different stream from the sim: the mock's galaxies are not the sim's.
+    pop = Population.from_config(tiny_config)
+    sim = sample_population(pop, tiny_config["seed"], np.arange(4), stream="sim")
+    assert not np.allclose(sim["e1_int"], a.labels["e1_int"][::4])
+
+
+def test_pairs_share_noise_and_detector_effects(renderer):
+    cfg = _config("real.mock.cosmic_rays.mean_count=2", only=("cosmic_rays", "hot_pixels"))
+    images, mask, lab = _groups(cfg, renderer, 4)
+    clean, _, _ = _groups(_config("real.noise.sigma=0"), renderer, 4)
+    assert list(lab["rot90"][:4]) == [0, 0, 1, 1] and list(lab["shear_sign"][:4]) == [1, -1, 1, -1]
+    np.testing.assert_allclose(images[0::2] - images[1::2], clean[0::2] - clean[1::2], atol=1e-3)
+    assert np.array_equal(mask[0::2], mask[1::2])
+    assert not np.allclose(images[0] - clean[0], images[2] - clean[2])  # orientations differ
+
+
+def test_pairs_follow_config():
+    p = MockParams.from_config(load_config(None, ["real.n=6", "real.mock.pairs.rot90=false"]))
+    assert p.layout == [(0, 1), (0, -1)]
+    with pytest.raises(ConfigError, match=r"real.n = 6 must be a multiple of 4"):
+        MockParams.from_config(load_config(None, ["real.n=6"]))
+
+
+@pytest.mark.parametrize("kind", ["lanczos", "white"])
+def test_correlated_noise_lag1_and_power_spectrum(kind):
+    spec = load_config(None, [f"real.noise.correlation={kind}"])["real"]["noise"]
+    rngs = [np.random.default_rng(i) for i in range(64)]
+    f, lag1 = correlated_noise(rngs, (SIZE, SIZE), 10.0, spec, 0.2)
+    np.testing.assert_allclose(f.std(), 10.0, rtol=0.03)
+    meas = 0.5 * (np.mean(f[:, :, 1:] * f[:, :, :-1]) + np.mean(f[:, 1:] * f[:, :-1])) / f.var()
+    power = np.mean(np.abs(np.fft.fft2(f)) ** 2, axis=0)
+    k = np.hypot(*np.meshgrid(np.fft.fftfreq(SIZE), np.fft.fftfreq(SIZE)))
+    ratio = power[(k > 0) & (k < 0.15)].mean() / power[k > 0.4].mean()
+    if kind == "lanczos":
+        assert meas > 0.09 and lag1.mean() > 0.09
+        np.testing.assert_allclose(meas, lag1.mean(), atol=0.02)
+        assert ratio > 1.5  # non-flat: resampling suppresses high-k power
+    else:
+        assert abs(meas) < 0.02 and np.all(lag1 == 0)
+        assert 0.85 < ratio < 1.15
+
+
+def test_cosmos_noise_option():
+    spec = load_config(None, ["real.noise.correlation=cosmos"])["real"]["noise"]
+    f, lag1 = correlated_noise([np.random.default_rng(1)], (SIZE, SIZE), 5.0, spec, 0.2)
+    assert f.shape == (1, SIZE, SIZE) and 3.5 < f.std() < 6.5 and lag1[0] > 0.05
+
+
+def test_knots_raise_asymmetry(round_renderer):
+    off, _, lab = _groups(_config("real.noise.sigma=0"), round_renderer)
+    on, _, lab_on = _groups(_config("real.noise.sigma=0", "real.mock.knots.fraction_max=0.6",
+                                    only=("knots",)), round_renderer)
+    a_off, a_on = _asymmetry(off).mean(), _asymmetry(on).mean()
+    assert a_off < 0.01 and a_on > 0.05
+    assert np.all(lab["knots_frac"] == 0) and lab_on["knots_frac"].max() > 0.3
+    # Flux kept (up to what falls outside the 32-pixel stamp, less for the compact knots).
+    np.testing.assert_allclose(on.sum(axis=(1, 2)), off.sum(axis=(1, 2)), rtol=0.1)
+
+
+def test_offset_bulge_raises_asymmetry(round_renderer):
+    off, _, _ = _groups(_config("real.noise.sigma=0"), round_renderer)
+    on, _, lab = _groups(_config("real.noise.sigma=0", "real.mock.bulge.offset_max=0.4",
+                                 only=("bulge",)), round_renderer)
+    assert _asymmetry(on).mean() > _asymmetry(off).mean() + 0.02
+    assert lab["bulge_offset"].max() > 0.2 and np.abs(lab["bulge_misalign"]).max() > 10
+
+
+def test_cosmic_rays_positive_tail_and_mask(renderer):
+    off, m_off, _ = _groups(_config(), renderer)
+    on, m_on, lab = _groups(_config("real.mock.cosmic_rays.mean_count=2", only=("cosmic_rays",)),
+                            renderer)
+    tail = lambda x: np.mean(x - np.median(x) > 8 * 10.0)  # noqa: E731 - > 8 sigma above median
+    assert m_off.sum() == 0 and np.all(m_on <= MASK_COSMIC_RAY)
+    assert (m_on > 0).sum() > 0 and tail(on - off) > 10 * tail(off - off + 1e-9) + 1e-4
+    has = lab["n_cosmic_rays"] > 0
+    assert np.array_equal(has, (m_on > 0).any(axis=(1, 2)))
+    assert np.all((on - off)[m_on > 0] >= 10 * 10.0 - 1e-3)  # amplitude_min x sigma
+
+
+def test_hot_pixels_in_mask(renderer):
+    on, m_on, lab = _groups(_config("real.mock.hot_pixels.mean_count=3", only=("hot_pixels",)),
+                            renderer, 8)
+    assert np.all(np.isin(m_on, (0, MASK_HOT_PIXEL)))
+    np.testing.assert_array_equal((m_on > 0).sum(axis=(1, 2)) <= lab["n_hot_pixels"], True)
+    assert lab["n_hot_pixels"].sum() > 5
+
+
+def test_neighbours_add_flux_away_from_centre(renderer):
+    cfg = ("real.noise.sigma=0", "real.mock.neighbours.mean_count=3")
+    off, _, _ = _groups(_config(*cfg), renderer)
+    on, _, lab = _groups(_config(*cfg, only=("neighbours",)), renderer)
+    y, x = np.mgrid[:SIZE, :SIZE] - (SIZE - 1) / 2
+    outer = np.hypot(x, y) > 8
+    assert lab["n_neighbours"].sum() > 10
+    extra = (on - off)[:, outer].sum(axis=1)
+    assert np.all(extra[lab["n_neighbours"] == 0] == 0) and extra[lab["n_neighbours"] > 0].mean() > 0
+
+
+def _moments(psf, scale=0.2, n=64):
+    im = psf.drawImage(nx=n, ny=n, scale=scale)
+    return galsim.hsm.FindAdaptiveMom(im)
+
+
+def test_optical_psf_changes_second_moments():
+    spec = load_config()["real"]["psf"]
+    atmos = _moments(build_target_psf({**spec, "optical": False}))
+    full = _moments(build_target_psf(spec))
+    assert full.moments_sigma > 1.03 * atmos.moments_sigma  # optical widens
+    big = _moments(build_target_psf({**spec, "lam_over_diam": 0.6}))
+    assert big.moments_sigma > full.moments_sigma
+    # Noll Z5 (astig1) elongates along 45 degrees (e2), Z6 (astig2) along the axes (e1); both
+    # need defocus (an astigmatic PSF is round at best focus).
+    zero = {**spec, "defocus": 0.15, "coma1": 0.0, "astig1": 0.0}
+    e_pos = _moments(build_target_psf({**zero, "astig1": 0.1})).observed_shape
+    e_neg = _moments(build_target_psf({**zero, "astig1": -0.1})).observed_shape
+    assert e_pos.e2 * e_neg.e2 < 0 and abs(e_pos.e2) > 0.05 and abs(e_pos.e1) < abs(e_pos.e2) / 3
+    e_axes = _moments(build_target_psf({**zero, "astig2": 0.1})).observed_shape
+    assert abs(e_axes.e1) > 0.05 and abs(e_axes.e2) < abs(e_axes.e1) / 3
+    assert abs(_moments(build_target_psf({**zero, "defocus": 0.0})).observed_shape.e) < 1e-3
+    assert psf_fwhm_arcsec(build_target_psf(spec), 0.2) > psf_fwhm_arcsec(
+        build_target_psf({**spec, "optical": False}), 0.2)
