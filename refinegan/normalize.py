@@ -2,7 +2,7 @@
 
 A stamp ``x`` (counts) with per-stamp noise sigma ``s`` (counts) becomes::
 
-    z = asinh(x / (softening * s))          # dimensionless, background noise ~ N(0, ~0.9)
+    z = asinh(x / (softening * s))          # dimensionless, background noise std 0.797 (asinh of N(0, 1))
 
 and ``x = softening * s * sinh(z)`` brings a (refined) ``z`` back to counts. Each stamp is
 divided by its own domain's noise sigma, so the refiner sees noise of unit scale in both domains

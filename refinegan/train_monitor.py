@@ -36,7 +36,7 @@ LOG_UNITS = {"step_time_s": "s", "loss_r_reg": "normalised (asinh) units",
              "acc_real": "fraction of patches", "acc_fake": "fraction of patches"}
 
 # Failure-mode thresholds (docs/refiner.md):
-IDENTITY_RMS = 0.02  # rms of R(z) - z in normalised units (noise ~0.9) below which R is "identity"
+IDENTITY_RMS = 0.02  # rms of R(z) - z in normalised units (noise std 0.8) below which R is "identity"
 D_WIN_ACCURACY = 0.99  # D's accuracy on both real and refined, averaged over the last log window
 COLLAPSE_RATIO = 0.5  # refined diversity / sim diversity (pixel std across stamps) below = collapse
 

@@ -14,6 +14,7 @@ from refinegan.io import SIM_LABELS, write_stamps
 
 PIXEL_SCALE = 0.2  # arcsec / pixel
 PSF_SIGMA_PX = 1.5
+FLUX_MIN, FLUX_MAX = 150.0, 1500.0  # counts, with noise sigma 1: the default config's flux / sigma range
 CORR_KERNEL = np.array([[0.0, 0.5, 0.0], [0.5, 1.0, 0.5], [0.0, 0.5, 0.0]])  # mock coadd-like
 
 
@@ -26,7 +27,7 @@ def psf_image(size: int) -> np.ndarray:
 def galaxy_params(n: int, rng: np.random.Generator) -> dict:
     e = rng.normal(0, 0.2, (n, 2)).clip(-0.6, 0.6)
     return {
-        "flux": np.exp(rng.uniform(np.log(40), np.log(200), n)),
+        "flux": np.exp(rng.uniform(np.log(FLUX_MIN), np.log(FLUX_MAX), n)),
         "sigma_px": rng.uniform(1.2, 2.8, n),
         "e1_int": e[:, 0],
         "e2_int": e[:, 1],

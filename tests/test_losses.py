@@ -1,0 +1,102 @@
+"""Adversarial losses on known logits, R1, self-regularisation psi, moment loss."""
+
+import math
+
+import pytest
+import torch
+from numpy.testing import assert_allclose
+
+from refinegan.errors import ConfigError
+from refinegan.losses import SelfRegularization, d_accuracy, d_loss, g_loss, moment_loss, r1_penalty
+from refinegan.model import Discriminator, MomentProjector
+
+
+def _out(local_value, glob_value=None, b=2):
+    local = torch.full((b, 1, 4, 4), float(local_value))
+    return local, None if glob_value is None else torch.full((b, 1), float(glob_value))
+
+
+def test_bce_is_averaged_over_the_patch_map():
+    local = torch.zeros(1, 1, 2, 2)
+    local[0, 0, 0, 0] = 10.0  # one confident patch, three at chance
+    expected = (math.log1p(math.exp(-10.0)) + 3 * math.log(2)) / 4
+    assert_allclose(float(g_loss((local, None))), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("kind", "real", "fake", "expected"), [
+    ("bce", 0.0, 0.0, 2 * math.log(2)),
+    ("lsgan", 1.0, 0.0, 0.0),
+    ("lsgan", 0.0, 1.0, 1.0),
+    ("hinge", 1.0, -1.0, 0.0),
+    ("hinge", 0.0, 0.0, 2.0),
+])
+def test_d_loss_known_values(kind, real, fake, expected):
+    assert_allclose(float(d_loss(_out(real), _out(fake), kind)), expected, atol=1e-6)
+
+
+def test_global_weight_combines_branches():
+    # local at chance, global confident and right
+    real, fake = _out(0.0, 20.0), _out(0.0, -20.0)
+    assert_allclose(float(d_loss(real, fake, "bce", global_weight=1.0)), math.log(2), rtol=1e-5)
+    assert_allclose(float(d_loss(real, fake, "bce", global_weight=0.0)), 2 * math.log(2), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["bce", "lsgan", "hinge"])
+def test_g_loss_decreases_as_fakes_look_real(kind):
+    assert float(g_loss(_out(2.0), kind)) < float(g_loss(_out(-2.0), kind))
+
+
+def test_accuracy_thresholds():
+    local = torch.tensor([[[[1.0, -1.0], [2.0, 0.4]]]])
+    assert float(d_accuracy((local, None), real=True)) == 0.75
+    assert float(d_accuracy((local, None), real=False)) == 0.25
+    assert float(d_accuracy((local, None), real=True, kind="lsgan")) == 0.5
+
+
+def test_unknown_adversarial_loss():
+    with pytest.raises(ConfigError, match="train.adv_loss must be one of .* got 'wgan'"):
+        d_loss(_out(0), _out(0), "wgan")
+
+
+def test_r1_penalty_matches_autograd():
+    """R1 = mean over stamps of the squared input gradient of the (map-averaged) logit."""
+    d = Discriminator(channels=2, global_branch=False)
+    real = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    pen = r1_penalty(d, real, global_weight=0.0)
+    x = real.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(d(x)[0].mean() * 3, x)
+    assert_allclose(float(pen.detach()), float(g.pow(2).sum(dim=(1, 2, 3)).mean()), rtol=1e-5)
+    assert pen.requires_grad  # it trains D
+
+
+def test_lowpass_psi_ignores_high_frequency_changes():
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(1, 1, 32, 32)
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 2.0 - 1.0  # Nyquist
+    smooth = torch.ones(1, 1, 32, 32)
+    noise = torch.randn(1, 1, 32, 32, generator=g)
+    ident, low = SelfRegularization("identity"), SelfRegularization("lowpass", 1.5)
+    assert_allclose(float(ident(x + checker, x)), 1.0)
+    assert float(low(x + checker, x)) < 1e-3
+    assert_allclose(float(low(x + smooth, x)), 1.0, rtol=1e-5)
+    assert float(low(x + noise, x)) < 0.3 * float(ident(x + noise, x))
+
+
+@pytest.mark.parametrize(("psi", "sigma", "match"), [
+    ("median", 1.0, "train.reg_psi must be one of"),
+    ("lowpass", 0.0, "train.reg_lowpass_sigma_px must be > 0 for psi=lowpass, got 0.0"),
+])
+def test_bad_psi(psi, sigma, match):
+    with pytest.raises(ConfigError, match=match):
+        SelfRegularization(psi, sigma)
+
+
+def test_moment_loss_sees_a_shift_but_not_moment_free_texture():
+    proj = MomentProjector([2.0, 0.0])
+    y, x = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    blob = lambda cx: torch.asinh(50 * torch.exp(-0.5 * ((x - cx) ** 2 + (y - 7.5) ** 2) / 4))[None, None]  # noqa: E731
+    assert float(moment_loss(blob(7.5), blob(7.5), proj)) == 0.0
+    assert float(moment_loss(blob(8.5), blob(7.5), proj)) > 0.1
+    u = proj.project_out(torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(1)))
+    texture = torch.asinh(torch.sinh(blob(7.5)) + u)
+    assert float(moment_loss(texture, blob(7.5), proj)) < 1e-4
