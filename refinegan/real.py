@@ -31,7 +31,7 @@ from .errors import ConfigError, InputDataError
 from .io import write_stamps
 
 __all__ = ["prepare_real", "CutoutOptions", "CutoutCollector", "estimate_background_noise",
-           "resample_cutout", "center_crop", "check_pixel_scale"]
+           "resample_cutout", "center_crop", "check_pixel_scale", "working_shape"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,13 @@ def check_pixel_scale(scale: float, opts: CutoutOptions, where: str) -> bool:
     return True
 
 
+def working_shape(shape: tuple[int, int], scale: float, opts: CutoutOptions) -> tuple[int, int]:
+    """(H, W) of a cutout of ``shape`` at ``scale`` once resampled to the working scale."""
+    if abs(scale / opts.pixel_scale - 1) <= SCALE_RTOL:
+        return int(shape[0]), int(shape[1])
+    return tuple(int(np.floor(s * scale / opts.pixel_scale + 1e-6)) for s in shape)
+
+
 def estimate_background_noise(image: np.ndarray, bad: np.ndarray) -> tuple[float, float]:
     """Robust background level and noise sigma of one stamp from its source-masked pixels.
 
@@ -142,7 +149,7 @@ def resample_cutout(image: np.ndarray, bad: np.ndarray, scale_in: float, scale_o
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Flux-conserving Lanczos resampling of a cutout (bad pixels filled, mask resampled too)."""
     h, w = image.shape
-    ny, nx = int(np.floor(h * scale_in / scale_out)), int(np.floor(w * scale_in / scale_out))
+    ny, nx = (int(np.floor(s * scale_in / scale_out + 1e-6)) for s in (h, w))
     fill = float(np.median(image[~bad])) if np.any(~bad) else 0.0
     src = galsim.ImageD(np.where(bad, fill, image).astype(np.float64), scale=scale_in)
     interp = galsim.Lanczos(RESAMPLE_INTERPOLANT)

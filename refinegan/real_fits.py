@@ -21,7 +21,7 @@ from astropy.io import fits
 
 from .config import validate_config
 from .errors import ConfigError, InputDataError
-from .real import SCALE_RTOL, CutoutCollector, CutoutOptions, check_pixel_scale
+from .real import SCALE_RTOL, CutoutCollector, CutoutOptions, check_pixel_scale, working_shape
 
 __all__ = ["prepare_fits", "list_fits_files", "read_fits_cutouts", "header_pixel_scale"]
 
@@ -120,7 +120,7 @@ def read_fits_cutouts(path: Path, hdu: int | str | None, mask_hdu: int | str | N
         logger.warning("%s: %s", path, w.message)
     where = f"{path} HDU {index}"
     if data.dtype.kind != "f":
-        raise InputDataError(f"{where}: pixels are {data.dtype} (BITPIX {header.get('BITPIX')}); "
+        raise InputDataError(f"{where}: pixels are {data.dtype.name} (BITPIX {header.get('BITPIX')}); "
                              "expected floating-point pixels (BITPIX -32 or -64)")
     if data.ndim not in (2, 3):
         raise InputDataError(f"{where}: data have shape {data.shape}; expected a 2-D cutout "
@@ -177,7 +177,7 @@ def prepare_fits(config: dict, out: str | os.PathLike, progress: bool = False) -
                                  f"{scale0:.6g}\"/pixel of {scale_file}; expected one pixel scale")
         cube = data[None] if data.ndim == 2 else data
         mcube = None if mask is None else (mask[None] if mask.ndim == 2 else mask)
-        h_out, w_out = (int(np.floor(s * scale / opts.pixel_scale)) for s in cube.shape[1:])
+        h_out, w_out = working_shape(cube.shape[1:], scale, opts)
         if min(h_out, w_out) < opts.stamp_size:
             raise InputDataError(
                 f"{where}: cutouts are {cube.shape[1]}x{cube.shape[2]} pixels at {scale:.6g}\"/pixel "

@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import validate_config
 from .errors import ConfigError, InputDataError
-from .real import CutoutCollector, CutoutOptions, check_pixel_scale
+from .real import CutoutCollector, CutoutOptions, check_pixel_scale, working_shape
 
 __all__ = ["prepare_hdf5", "read_hdf5_cutouts"]
 
@@ -48,7 +48,7 @@ def read_hdf5_cutouts(f: h5py.File, path: Path, dataset: str, mask_dataset: str 
     ds = _dataset(f, path, dataset, "real.hdf5.dataset")
     where = f"{path} dataset {dataset!r}"
     if ds.dtype.kind != "f":
-        raise InputDataError(f"{where}: pixels are {ds.dtype}; expected floating-point pixels")
+        raise InputDataError(f"{where}: pixels are {ds.dtype.name}; expected floating-point pixels")
     if ds.ndim not in (2, 3):
         raise InputDataError(f"{where}: data have shape {ds.shape}; expected a 2-D stamp (H, W) "
                              "or a 3-D stack (N, H, W)")
@@ -103,7 +103,7 @@ def prepare_hdf5(config: dict, out: str | os.PathLike, progress: bool = False) -
         where = f"{path} dataset {sec['dataset']!r}"
         check_pixel_scale(scale, opts, where)
         shape = ds.shape[-2:]
-        h_out, w_out = (int(np.floor(s * scale / opts.pixel_scale)) for s in shape)
+        h_out, w_out = working_shape(shape, scale, opts)
         if min(h_out, w_out) < opts.stamp_size:
             raise InputDataError(
                 f"{where}: stamps are {shape[0]}x{shape[1]} pixels at {scale:.6g}\"/pixel "

@@ -1,0 +1,217 @@
+"""``real.source: fits``: round trip, header scales, masks, rejection counts, and every bad input."""
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from refinegan.config import load_config
+from refinegan.errors import ConfigError, InputDataError
+from refinegan.io import read_stamps
+from refinegan.real import prepare_real
+
+SIZE = 32
+SCALE = 0.2
+SIGMA = 4.0
+BKG = 7.0
+
+
+def _galaxies(rng, n, size=SIZE, dy=0, dx=0):
+    y, x = np.mgrid[:size, :size] - size // 2
+    gal = 400 * np.exp(-((x - dx) ** 2 + (y - dy) ** 2) / (2 * 2.0**2))
+    return (gal + BKG + rng.normal(0, SIGMA, (n, size, size))).astype(np.float32)
+
+
+def _header(scale=SCALE, kind="cdelt"):
+    h = fits.Header()
+    if kind == "cdelt":
+        h["CDELT1"], h["CDELT2"] = -scale / 3600, scale / 3600
+    elif kind == "cd":
+        h["CD1_1"], h["CD1_2"], h["CD2_1"], h["CD2_2"] = -scale / 3600, 0.0, 0.0, scale / 3600
+    elif kind == "pixscale":
+        h["PIXSCALE"] = scale
+    return h
+
+
+def _cfg(path, *overrides):
+    return load_config(None, [f"stamp.size={SIZE}", "real.source=fits", f"real.fits.path={path}",
+                              *overrides])
+
+
+def _run(cfg, tmp_path):
+    out = tmp_path / "real.h5"
+    prepare_real(cfg, out)
+    return read_stamps(out)
+
+
+def test_round_trip_cube(rng, tmp_path):
+    cube = _galaxies(rng, 20)
+    fits.writeto(tmp_path / "cube.fits", cube, _header())
+    s = _run(_cfg(tmp_path / "cube.fits", "real.fits.subtract_background=false"), tmp_path)
+    np.testing.assert_array_equal(s.images, cube)
+    assert s.pixel_scale == SCALE and s.attrs["n_rejected"] == 0 and s.attrs["domain"] == "real"
+    np.testing.assert_allclose(s.labels["noise_sigma"], SIGMA, rtol=0.15)
+    np.testing.assert_allclose(s.labels["noise_sigma"].mean(), SIGMA, rtol=0.05)
+    # Median of ~800 sky pixels: std 1.25 sigma / sqrt(800) = 0.18 counts per stamp.
+    np.testing.assert_allclose(s.labels["background"], BKG, atol=0.9)
+    np.testing.assert_allclose(s.labels["background"].mean(), BKG, atol=0.15)
+    assert s.mask.sum() == 0 and np.all(s.labels["center_dx"] == 0)
+    t = _run(_cfg(tmp_path / "cube.fits"), tmp_path)  # background subtracted by default
+    np.testing.assert_allclose(t.images, cube - t.labels["background"][:, None, None], atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["cd", "pixscale", "config"])
+def test_directory_of_cutouts_and_scale_sources(rng, tmp_path, kind):
+    for i in range(3):
+        fits.writeto(tmp_path / f"g{i}.fits", _galaxies(rng, 1)[0],
+                     _header(kind="none" if kind == "config" else kind))
+    extra = [f"real.fits.pixel_scale={SCALE}"] if kind == "config" else []
+    s = _run(_cfg(tmp_path, *extra), tmp_path)
+    assert len(s) == 3 and list(s.labels["file_index"]) == [0, 1, 2]
+    assert len(s.attrs["files"]) == 3 if isinstance(s.attrs["files"], list) else True
+
+
+def test_glob_limit_n_and_extension_hdu(rng, tmp_path):
+    for i in range(3):
+        hdul = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(_galaxies(rng, 4), _header(), name="SCI")])
+        hdul.writeto(tmp_path / f"c{i}.fits")
+    s = _run(_cfg(f"{tmp_path}/c*.fits", "real.n=6", "real.fits.hdu=SCI"), tmp_path)
+    assert len(s) == 6 and list(s.labels["index_in_file"]) == [0, 1, 2, 3, 0, 1]
+
+
+def test_nan_pixels_masked_and_bad_stamps_counted(rng, tmp_path):
+    cube = _galaxies(rng, 4)
+    cube[1, 0, :5] = np.nan
+    cube[2, :20] = np.nan  # 62 % bad: rejected
+    cube[3] = np.nan  # all NaN: rejected
+    fits.writeto(tmp_path / "c.fits", cube, _header())
+    s = _run(_cfg(tmp_path / "c.fits", "real.fits.recenter=false"), tmp_path)
+    assert len(s) == 2 and s.attrs["n_rejected"] == 2 and s.attrs["n_input"] == 4
+    assert s.attrs["n_rejected_all_nan"] == 1 and s.attrs["n_rejected_bad_fraction"] == 1
+    assert s.mask[1, 0, :5].all() and s.mask[1].sum() == 5 and np.all(s.images[1, 0, :5] == 0)
+    assert np.isfinite(s.images).all()
+
+
+def test_mask_hdu(rng, tmp_path):
+    cube, mask = _galaxies(rng, 2), np.zeros((2, SIZE, SIZE), np.uint8)
+    mask[0, 3, 4] = 1
+    fits.HDUList([fits.PrimaryHDU(cube, _header()), fits.ImageHDU(mask, name="MASK")]).writeto(
+        tmp_path / "m.fits")
+    s = _run(_cfg(tmp_path / "m.fits", "real.fits.hdu=0", "real.fits.mask_hdu=MASK",
+                  "real.fits.recenter=false"), tmp_path)
+    assert s.mask[0, 3, 4] == 1 and s.mask.sum() == 1
+
+
+def test_recenter_and_crop(rng, tmp_path):
+    cube = _galaxies(rng, 2, size=40, dy=3, dx=-2)
+    fits.writeto(tmp_path / "big.fits", cube, _header())
+    s = _run(_cfg(tmp_path / "big.fits"), tmp_path)
+    assert list(s.labels["center_dy"]) == [3, 3] and list(s.labels["center_dx"]) == [-2, -2]
+    peak = np.unravel_index(np.argmax(s.images.mean(axis=0)), (SIZE, SIZE))
+    assert peak == (SIZE // 2, SIZE // 2)
+
+
+def test_resample_to_working_scale(rng, tmp_path):
+    y, x = np.mgrid[:80, :80] - 40
+    gal = 400 * np.exp(-(x**2 + y**2) / (2 * 2.0**2))
+    cube = (gal + rng.normal(0, 0.01, (2, 80, 80))).astype(np.float32)
+    fits.writeto(tmp_path / "fine.fits", cube, _header(scale=0.1))
+    with pytest.raises(InputDataError, match=r"fine.fits HDU 0: pixel scale 0.1\"/pixel differs .* "
+                       r"set real.fits.resample: true"):
+        _run(_cfg(tmp_path / "fine.fits"), tmp_path)
+    assert not (tmp_path / "real.h5").exists()
+    s = _run(_cfg(tmp_path / "fine.fits", "real.fits.resample=true", "real.fits.recenter=false",
+                  "real.fits.subtract_background=false"), tmp_path)
+    assert s.pixel_scale == SCALE and s.attrs["resampled"]
+    assert s.attrs["input_pixel_scale"] == pytest.approx(0.1)
+    flux = 400 * 2 * np.pi * 2.0**2  # flux of the Gaussian in counts
+    np.testing.assert_allclose(s.images.sum(axis=(1, 2)), flux, rtol=0.01)
+
+
+# --- bad input: one clear message naming the file (and HDU), and no output file -------------
+
+def _bad(tmp_path, cfg, match, exc=InputDataError):
+    with pytest.raises(exc, match=match):
+        prepare_real(cfg, tmp_path / "real.h5")
+    assert not (tmp_path / "real.h5").exists() and not (tmp_path / "real.h5.tmp").exists()
+
+
+def test_missing_path_and_unset(tmp_path):
+    _bad(tmp_path, _cfg(tmp_path / "nope.fits"), r"nope.fits: no such file or directory")
+    _bad(tmp_path, _cfg(f"{tmp_path}/*.fits"), r"the glob matches no files")
+    cfg = load_config(None, ["real.source=fits"])
+    _bad(tmp_path, cfg, r"real.fits.path is not set", ConfigError)
+
+
+def test_empty_directory(tmp_path):
+    (tmp_path / "empty").mkdir()
+    _bad(tmp_path, _cfg(tmp_path / "empty"), r"empty: directory holds no FITS files")
+
+
+def test_wrong_hdu(rng, tmp_path):
+    fits.writeto(tmp_path / "a.fits", _galaxies(rng, 2), _header())
+    _bad(tmp_path, _cfg(tmp_path / "a.fits", "real.fits.hdu=3"),
+         r"a.fits: HDU 3 \(real.fits.hdu\) does not exist; expected one of 0 PRIMARY")
+    _bad(tmp_path, _cfg(tmp_path / "a.fits", "real.fits.hdu=SCI"), r"a.fits: HDU 'SCI'")
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(_galaxies(rng, 1))]).writeto(tmp_path / "b.fits")
+    _bad(tmp_path, _cfg(tmp_path / "b.fits", "real.fits.hdu=0"), r"b.fits: HDU 0 .* holds no image data")
+
+
+def test_2d_3d_mismatch(rng, tmp_path):
+    fits.writeto(tmp_path / "a.fits", _galaxies(rng, 1)[0], _header())
+    fits.writeto(tmp_path / "b.fits", _galaxies(rng, 2), _header())
+    _bad(tmp_path, _cfg(tmp_path), r"b.fits HDU 0: 3-D data among 2-D files \(first: .*a.fits")
+    fits.writeto(tmp_path / "c.fits", np.zeros((2, 2, SIZE, SIZE), np.float32), _header())
+    _bad(tmp_path, _cfg(tmp_path / "c.fits"), r"c.fits HDU 0: data have shape \(2, 2, 32, 32\); "
+         r"expected a 2-D cutout")
+
+
+def test_non_float_data(tmp_path):
+    fits.writeto(tmp_path / "i.fits", np.ones((SIZE, SIZE), np.int16), _header())
+    _bad(tmp_path, _cfg(tmp_path / "i.fits"), r"i.fits HDU 0: pixels are .*int16 \(BITPIX 16\); "
+         r"expected floating-point")
+
+
+def test_all_nan_stamp(tmp_path):
+    fits.writeto(tmp_path / "n.fits", np.full((SIZE, SIZE), np.nan, np.float32), _header())
+    _bad(tmp_path, _cfg(tmp_path / "n.fits"), r"no usable stamps in .*n.fits: 1 all nan "
+         r"\(e.g. .*n.fits HDU 0 cutout 0 \(all pixels NaN")
+
+
+def test_inconsistent_pixel_scales(rng, tmp_path):
+    fits.writeto(tmp_path / "a.fits", _galaxies(rng, 1)[0], _header(SCALE))
+    fits.writeto(tmp_path / "b.fits", _galaxies(rng, 1)[0], _header(0.25))
+    _bad(tmp_path, _cfg(tmp_path), r"b.fits HDU 0: pixel scale 0.25\"/pixel differs from "
+         r"0.2\"/pixel of .*a.fits")
+
+
+def test_missing_or_non_square_scale(rng, tmp_path):
+    fits.writeto(tmp_path / "a.fits", _galaxies(rng, 1)[0])
+    _bad(tmp_path, _cfg(tmp_path / "a.fits"), r"a.fits HDU 0: no pixel scale in the header.*"
+         r"set real.fits.pixel_scale")
+    h = _header()
+    h["CDELT2"] = 0.3 / 3600
+    fits.writeto(tmp_path / "b.fits", _galaxies(rng, 1)[0], h)
+    _bad(tmp_path, _cfg(tmp_path / "b.fits"), r"b.fits HDU 0: pixels are not square")
+
+
+def test_stamp_smaller_than_working_size(rng, tmp_path):
+    fits.writeto(tmp_path / "s.fits", _galaxies(rng, 2, size=20), _header())
+    _bad(tmp_path, _cfg(tmp_path / "s.fits"), r"s.fits HDU 0: cutouts are 20x20 pixels .* smaller "
+         r"than the working stamp size 32")
+
+
+def test_corrupt_fits(rng, tmp_path):
+    (tmp_path / "junk.fits").write_bytes(b"this is not a FITS file" * 200)
+    _bad(tmp_path, _cfg(tmp_path / "junk.fits"), r"junk.fits: not a readable FITS file")
+    fits.writeto(tmp_path / "t.fits", _galaxies(rng, 4), _header())
+    data = (tmp_path / "t.fits").read_bytes()
+    (tmp_path / "t.fits").write_bytes(data[: len(data) // 2])
+    _bad(tmp_path, _cfg(tmp_path / "t.fits"), r"t.fits: (corrupt|not a readable) FITS file")
+
+
+def test_mask_shape_mismatch(rng, tmp_path):
+    fits.HDUList([fits.PrimaryHDU(_galaxies(rng, 2), _header()),
+                  fits.ImageHDU(np.zeros((3, SIZE, SIZE), np.uint8), name="MASK")]).writeto(
+        tmp_path / "m.fits")
+    _bad(tmp_path, _cfg(tmp_path / "m.fits", "real.fits.mask_hdu=MASK"),
+         r"m.fits HDU 'MASK': mask shape \(3, 32, 32\) differs")
