@@ -70,6 +70,7 @@ class CompareParams:
     cnn_channels: int = 8
     bar_m: float = 2e-3
     plot_stamps: int = 8
+    threads: int = 1
 
     @classmethod
     def from_config(cls, config: Mapping) -> CompareParams:

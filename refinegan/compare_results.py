@@ -167,7 +167,8 @@ def classifier_tests(sets, meas, groups, half_b, scale, p, rng, progress=False):
         return np.where(np.isfinite(x), x, np.nan)
 
     def gb(xtr, ytr, xte, seed):
-        return dist.gb_fit_predict(xtr, ytr, xte, seed, max_iter=p.gb_max_iter)
+        return dist.gb_fit_predict(xtr, ytr, xte, seed, max_iter=p.gb_max_iter,
+                                   threads=p.threads)
 
     out = {}
     for key, names, power in (("gb_all", SCALAR_STATS, True), ("gb_noise", NOISE_STATS, True)):
@@ -181,7 +182,7 @@ def classifier_tests(sets, meas, groups, half_b, scale, p, rng, progress=False):
         out["gb_morph"] = _auc_triple(xs, gs, half_b[meas["real"]["morph_index"]], gb,
                                       p.gb_seeds, p, rng)
     if p.cnn_seeds > 0:
-        cnn = CNNParams(scale, channels=p.cnn_channels, epochs=p.cnn_epochs)
+        cnn = CNNParams(scale, channels=p.cnn_channels, epochs=p.cnn_epochs, threads=p.threads)
         idx = {"sim": dist_pick(groups["sim"], p.cnn_max_stamps, rng)}
         idx["refined"] = idx["sim"]
         idx["real"] = dist_pick(groups["real"], p.cnn_max_stamps, rng)

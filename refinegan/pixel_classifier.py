@@ -34,10 +34,13 @@ class CNNParams:
         Stamps per step [default: 64].
     lr : float
         Adam learning rate [default: 2e-3].
+    threads : int
+        torch intra-op threads during the call, restored afterwards [default: 1; a net this
+        small trains faster on one thread: 0.17 s vs 2.6 s for 300 16x16 stamps, 2 loaded cores].
     """
 
     def __init__(self, scale: float, channels: int = 8, epochs: int = 5, batch_size: int = 64,
-                 lr: float = 2e-3) -> None:
+                 lr: float = 2e-3, threads: int = 1) -> None:
         if not (np.isfinite(scale) and scale > 0):
             raise ValueError(f"CNN input scale must be a positive number of counts, got {scale!r}")
         self.scale = float(scale)
@@ -45,6 +48,7 @@ class CNNParams:
         self.epochs = int(epochs)
         self.batch_size = int(batch_size)
         self.lr = float(lr)
+        self.threads = int(threads)
 
     def fit_predict(self, x_train, y_train, x_test, seed: int) -> np.ndarray:
         return cnn_fit_predict(x_train, y_train, x_test, seed, self)
@@ -75,6 +79,17 @@ def cnn_fit_predict(
     def prep(x: np.ndarray) -> torch.Tensor:  # (n, H, W) counts -> (n, 1, H, W)
         x = np.arcsinh(np.nan_to_num(np.asarray(x, np.float64)) / params.scale)
         return torch.from_numpy(x.astype(np.float32))[:, None]
+
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(params.threads)
+    try:
+        return _train_and_score(x_train, y_train, x_test, seed, params, prep)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train_and_score(x_train, y_train, x_test, seed, params, prep) -> np.ndarray:
+    import torch
 
     xt, yt = prep(x_train), torch.from_numpy(np.asarray(y_train, np.float32))
     gen = torch.Generator().manual_seed(seed)
