@@ -10,6 +10,7 @@ from refinegan.io import SIM_LABELS, read_stamps
 from refinegan.mock import (
     MASK_COSMIC_RAY,
     MASK_HOT_PIXEL,
+    KnottedScene,
     MockParams,
     build_target_psf,
     correlated_noise,
@@ -199,3 +200,18 @@ def test_optical_psf_changes_second_moments():
     assert abs(_moments(build_target_psf({**zero, "defocus": 0.0})).observed_shape.e) < 1e-3
     assert psf_fwhm_arcsec(build_target_psf(spec), 0.2) > psf_fwhm_arcsec(
         build_target_psf({**spec, "optical": False}), 0.2)
+
+
+def test_knotted_scene_matches_galsim_random_knots(renderer):
+    """The matrix-product knots equal GalSim's RandomKnots through shape, rotation and shear."""
+    base = galsim.Sersic(n=1.5, half_light_radius=0.5, flux=800.0).shear(g1=0.2, g2=-0.1)
+    rk = galsim.RandomKnots(20, half_light_radius=0.5, flux=200.0, rng=galsim.BaseDeviate(5))
+    e, g = galsim.Shear(g1=0.2, g2=-0.1), galsim.Shear(g1=0.03, g2=0.01)
+    plain = galsim.Add([base, rk.shear(e)]).rotate(90 * galsim.degrees).shear(g)
+    rot = np.array([[0.0, -1.0], [1.0, 0.0]])
+    matrix = g.getMatrix() @ rot @ e.getMatrix()
+    fast = KnottedScene(base.rotate(90 * galsim.degrees).shear(g), rk.points @ matrix.T, 10.0)
+    a, b = renderer.render([plain, fast])
+    np.testing.assert_allclose(b, a, atol=1e-5 * a.max())
+    c = renderer.render([fast.to_gsobject()])[0]
+    np.testing.assert_allclose(c, a, atol=1e-5 * a.max())
