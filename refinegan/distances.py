@@ -132,8 +132,10 @@ def gb_fit_predict(x_train, y_train, x_test, seed: int, max_iter: int = 100,
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
+    # sklearn's default min_samples_leaf=20 allows no split at all on tiny training sets
+    leaf = int(min(20, max(2, len(x_train) // 20)))
     clf = HistGradientBoostingClassifier(max_iter=max_iter, random_state=seed,
-                                         early_stopping=False)
+                                         early_stopping=False, min_samples_leaf=leaf)
     with threadpool_limits(limits=threads):
         clf.fit(x_train, y_train)
         return clf.predict_proba(x_test)[:, 1]

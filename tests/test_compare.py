@@ -1,0 +1,132 @@
+"""The compare stage end to end on tiny GalSim sets, and its error paths."""
+
+import h5py
+import numpy as np
+import pytest
+from compare_helpers import make_pairs, write_set
+
+from refinegan.compare import CompareParams, compare
+from refinegan.compare_store import read_tree
+from refinegan.config import load_config
+from refinegan.errors import ConfigError, ContractError
+
+FAST = ["compare.morphology_n=8", "compare.cnn_seeds=1", "compare.cnn_epochs=1",
+        "compare.cnn_channels=2", "compare.n_bootstrap=10", "compare.gb_max_iter=5",
+        "compare.gb_seeds=2", "compare.energy_n=50", "compare.plot_stamps=3"]
+G = (0.02, 0.02)
+
+
+@pytest.fixture
+def config():
+    return load_config(None, FAST)
+
+
+@pytest.fixture
+def files(tmp_path):
+    """sim (exponentials, Gaussian PSF), refined = the sims drawn with (1 + 0.01) g (same noise),
+    real = Gaussians with more noise (labels and pairs, like the mock)."""
+    im, lab, psf = make_pairs(8, g=G, noise=2.0, profile="exp", method="auto", seed=1, e_int=0.05)
+    sim = write_set(tmp_path / "sim.h5", im, lab, psf, "sim")
+    imr, _, _ = make_pairs(8, g=G, noise=2.0, profile="exp", method="auto", seed=1, e_int=0.05,
+                           bias=0.01)
+    ref = write_set(tmp_path / "refined.h5", imr, lab, psf, "refined", parent=sim)
+    imq, labq, _ = make_pairs(8, g=G, noise=4.0, profile="gauss", method="auto", seed=2)
+    real = write_set(tmp_path / "real.h5", imq, labq, psf, "real")
+    return {"sim": sim, "refined": ref, "real": real, "labels": lab, "images": im, "psf": psf}
+
+
+def test_compare_end_to_end(tmp_path, files, config, caplog):
+    out = tmp_path / "res" / "compare.h5"
+    caplog.set_level("INFO", logger="refinegan.compare")
+    result = compare(config, [files["sim"]], [files["refined"]], files["real"], out,
+                     progress=False)
+    assert out.exists() and not (tmp_path / "res" / "compare.h5.tmp").exists()
+    with h5py.File(out) as f:
+        assert f.attrs["n_sim"] == 32 and f.attrs["morphology_n"] == 8
+        assert "sha256" not in f.attrs["inputs"] and len(f.attrs["inputs"]) > 64
+        for path in ("stats/sim/hsm_g1", "stats/real/noise_std", "stats/refined/morph_c",
+                     "stats/sim/morph_index", "spectra/k", "spectra/real/mean", "acf/sim",
+                     "histogram/edges", "distances/w1", "distances/gap_closed_w1",
+                     "distances/energy", "classifier/gb_all/auc", "classifier/cnn_pixels/auc",
+                     "classifier/gb_morph/auc", "labels/e1/p95_abs", "calibration/sim/m",
+                     "calibration/paired/dm", "calibration/transfer/abs_dm_refined_real"):
+            assert path in f, path
+        tree = read_tree(f)
+    d = tree["distances"]
+    assert d["w1"].shape == (len(d["names"]), 3)
+    # the refined set is the sim set with a 1% shear bias: paired dm = 0.01 (same noise)
+    dm = tree["calibration"]["paired"]["dm"]
+    np.testing.assert_allclose(dm, 0.01, atol=1e-3)
+    # morphology (8 of 32 stamps) on the same galaxies for sim and refined
+    np.testing.assert_array_equal(tree["stats"]["sim"]["morph_index"],
+                                  tree["stats"]["refined"]["morph_index"])
+    # noise sigma 2 (sim) vs 4 (real) shows up in the statistics and the classifier
+    assert np.nanmedian(tree["stats"]["real"]["noise_std"]) == pytest.approx(4.0, rel=0.1)
+    assert tree["classifier"]["gb_noise"]["auc"][0] > 0.9
+    for name in ("stamps", "histograms", "pixels", "noise_power", "calibration", "classifier"):
+        assert (tmp_path / "res" / "plots" / f"{name}.png").stat().st_size > 1000
+        assert (tmp_path / "res" / "plots" / f"{name}.rst").read_text().strip()
+    assert any("calibration transfer" in r.message for r in caplog.records)
+    assert set(result) >= {"stats", "distances", "classifier", "calibration", "labels"}
+
+
+def test_real_without_labels_skips_its_calibration(tmp_path, files, config):
+    imq = np.asarray(h5py.File(files["real"])["images"])
+    real = write_set(tmp_path / "nolabels.h5", imq, {}, None, "real")
+    cfg = load_config(None, [*FAST, "compare.morphology_n=0", "compare.cnn_seeds=0"])
+    res = compare(cfg, [files["sim"]], [files["refined"]], real, tmp_path / "c.h5",
+                  plots_dir=tmp_path / "p", progress=False)
+    assert "skipped" in res["calibration"]["real"]
+    assert "transfer" not in res["calibration"] and "paired" in res["calibration"]
+
+
+def _refined_with(tmp_path, files, labels=None, images=None, domain="refined"):
+    lab = dict(files["labels"]) if labels is None else labels
+    im = files["images"] if images is None else images
+    return write_set(tmp_path / "bad_refined.h5", im, lab, files["psf"], domain,
+                     parent=files["sim"])
+
+
+def test_refined_labels_must_match_sim(tmp_path, files, config):
+    lab = dict(files["labels"])
+    lab["g1"] = lab["g1"].copy()
+    lab["g1"][5] += 0.1
+    bad = _refined_with(tmp_path, files, labels=lab)
+    with pytest.raises(ContractError, match=r"label 'g1' differs at stamp 5"):
+        compare(config, [files["sim"]], [bad], files["real"], tmp_path / "c.h5", progress=False)
+
+
+def test_refined_count_must_match_sim(tmp_path, files, config):
+    lab = {k: v[:28] for k, v in files["labels"].items()}
+    bad = _refined_with(tmp_path, files, labels=lab, images=files["images"][:28])
+    with pytest.raises(ContractError, match="28 refined stamps but 32 sim stamps"):
+        compare(config, [files["sim"]], [bad], files["real"], tmp_path / "c.h5", progress=False)
+
+
+def test_refined_domain_checked(tmp_path, files, config):
+    with pytest.raises(ContractError, match="expected 'refined'"):
+        compare(config, [files["sim"]], [files["sim"]], files["real"], tmp_path / "c.h5",
+                progress=False)
+
+
+def test_real_stamp_shape_checked(tmp_path, files, config):
+    im, lab, psf = make_pairs(2, size=24)
+    real = write_set(tmp_path / "small_real.h5", im, lab, psf, "real")
+    with pytest.raises(ContractError, match=r"stamp shape \(24, 24\) differs"):
+        compare(config, [files["sim"]], [files["refined"]], real, tmp_path / "c.h5",
+                progress=False)
+
+
+def test_unknown_compare_key():
+    with pytest.raises(ConfigError, match="unknown compare key"):
+        CompareParams.from_config({"compare": {"morphology": 5}})
+    with pytest.raises(ConfigError, match="compare.bogus"):
+        load_config(None, ["compare.bogus=1"])
+
+
+def test_cli_compare_error_exit_code(tmp_path, files):
+    from refinegan.cli import main
+
+    rc = main(["compare", "--sim", str(files["sim"]), "--refined", str(files["sim"]),
+               "--real", str(files["real"]), "--out", str(tmp_path / "c.h5"), "--no-progress"])
+    assert rc == 2
