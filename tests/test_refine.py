@@ -1,0 +1,133 @@
+"""refine: labels byte-identical and in order, streaming, any stamp size, refusals."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose
+from refiner_helpers import write_set
+
+from refinegan.checkpoint import atomic_save, load_file
+from refinegan.config import load_config
+from refinegan.errors import ContractError
+from refinegan.io import file_sha256, open_stamps, read_stamps
+from refinegan.refine import refine
+from refinegan.train import train
+
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A tiny trained refiner whose last layer is then randomised, so it changes stamps."""
+    d = tmp_path_factory.mktemp("model")
+    rng = np.random.default_rng(3)
+    sim, _, _ = write_set(d / "sim.h5", 16, SIZE, rng, sigma=2.0)
+    real, _, _ = write_set(d / "real.h5", 16, SIZE, rng, domain="real", sigma=2.0, correlated=True)
+    cfg = load_config(None, [f"stamp.size={SIZE}", "train.batch_size=4", "train.refiner_channels=4",
+                             "train.refiner_blocks=1", "train.disc_channels=4", "train.steps=1",
+                             "train.pretrain_r_steps=0", "train.pretrain_d_steps=0",
+                             "train.history_size=4", "train.device=cpu", "train.sample_every=0"])
+    res = train(cfg, [sim], real, d / "out")
+    ckpt = load_file(res.model_path)
+    g = torch.Generator().manual_seed(0)
+    ckpt["state_dict"]["refiner.tail.weight"] = 0.2 * torch.randn(1, 4, 1, 1, generator=g)
+    atomic_save(ckpt, res.model_path)
+    return res.model_path
+
+
+def _input(tmp_path, n=37, size=SIZE, **kw):
+    rng = np.random.default_rng(11)
+    path, _, images = write_set(tmp_path / "in.h5", n, size, rng, sigma=2.0, **kw)
+    with h5py.File(path, "a") as f:  # labels of unusual dtypes must survive bit for bit
+        f["labels"].create_dataset("tag", data=np.arange(n, dtype=np.int16)[::-1])
+        f["labels"].create_dataset("weird", data=np.array([np.nan, -0.0] * (n // 2) + [1e-300] * (n % 2)))
+    return path, images
+
+
+@pytest.mark.parametrize("chunk", [3, 1000])
+def test_labels_byte_identical_in_order(tmp_path, model, chunk):
+    src, images = _input(tmp_path)
+    out = refine(model, src, tmp_path / "out.h5", chunk_stamps=chunk)
+    with h5py.File(src) as a, h5py.File(out) as b:
+        assert sorted(a["labels"]) == sorted(b["labels"])
+        for name in a["labels"]:
+            x, y = a["labels"][name][()], b["labels"][name][()]
+            assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), name
+        assert np.array_equal(a["psf"][()], b["psf"][()])
+    ref = read_stamps(out)
+    assert ref.attrs["domain"] == "refined"
+    assert ref.attrs["model_sha256"] == file_sha256(model)
+    assert ref.attrs["parent_sha256"] == file_sha256(src)
+    assert ref.attrs["parent"].endswith("in.h5")
+    assert not np.allclose(ref.images, images)  # the model does something
+
+
+def test_chunking_does_not_change_pixels(tmp_path, model):
+    src, _ = _input(tmp_path)
+    a = read_stamps(refine(model, src, tmp_path / "a.h5", chunk_stamps=5)).images
+    b = read_stamps(refine(model, src, tmp_path / "b.h5", chunk_stamps=64)).images
+    assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(a).max())
+
+
+def test_other_stamp_size_and_moments_kept(tmp_path, model):
+    """A 24x24 file through a model trained on 16x16; flux in counts is preserved exactly."""
+    src, images = _input(tmp_path, n=6, size=24)
+    ref = read_stamps(refine(model, src, tmp_path / "out.h5")).images
+    assert ref.shape == images.shape
+    assert_allclose(ref.sum(axis=(1, 2)), images.sum(axis=(1, 2)), rtol=0, atol=1e-3 * np.abs(images).sum() / 6)
+
+
+def test_mask_is_copied(tmp_path, model):
+    rng = np.random.default_rng(2)
+    mask = (rng.uniform(size=(5, SIZE, SIZE)) < 0.1).astype(np.uint8)
+    src, _, _ = write_set(tmp_path / "m.h5", 5, SIZE, rng, sigma=2.0, mask=mask)
+    out = refine(model, src, tmp_path / "out.h5", chunk_stamps=2)
+    with open_stamps(out) as sf:
+        assert np.array_equal(sf.mask[()], mask)
+
+
+def test_refuses_other_pixel_scale(tmp_path, model):
+    src, _ = _input(tmp_path, pixel_scale=0.1)
+    with pytest.raises(ContractError, match=r"refiner.pt was trained at pixel scale 0.2 arcsec/pixel, .*in.h5 has 0.1"):
+        refine(model, src, tmp_path / "out.h5")
+    assert not (tmp_path / "out.h5").exists() and not (tmp_path / "out.h5.tmp").exists()
+
+
+def test_refuses_other_noise_normalization(tmp_path, model):
+    rng = np.random.default_rng(5)
+    src, _, _ = write_set(tmp_path / "loud.h5", 4, SIZE, rng, sigma=20.0)
+    with pytest.raises(ContractError, match=r"loud.h5: median noise sigma 20 counts is outside a factor 2.0 of the 2 counts"):
+        refine(model, src, tmp_path / "out.h5")
+    ckpt = load_file(model)
+    ckpt["normalization"]["version"] = 99
+    atomic_save(ckpt, tmp_path / "v99.pt")
+    src, _ = _input(tmp_path)
+    with pytest.raises(ContractError, match=r"v99.pt: normalization version 99 is not the one"):
+        refine(tmp_path / "v99.pt", src, tmp_path / "out.h5")
+    ckpt["normalization"] |= {"version": 1, "sigma_source": "label"}
+    atomic_save(ckpt, tmp_path / "label.pt")
+    real, _, _ = write_set(tmp_path / "real.h5", 4, SIZE, rng, domain="real", sigma=2.0)
+    with pytest.raises(ContractError, match=r"real.h5: normalization uses /labels/noise_sigma but the file has no such label"):
+        refine(tmp_path / "label.pt", real, tmp_path / "out.h5")
+
+
+def test_refuses_bad_model_files_and_inputs(tmp_path, model):
+    src, _ = _input(tmp_path)
+    with pytest.raises(ContractError, match=r"nope.pt: no such checkpoint file"):
+        refine(tmp_path / "nope.pt", src, tmp_path / "out.h5")
+    ckpt_path = model.parent / "checkpoint.pt"
+    with pytest.raises(ContractError, match=r"not a refinegan refiner .*pass refiner.pt, not checkpoint.pt"):
+        refine(ckpt_path, src, tmp_path / "out.h5")
+    bad = load_file(model)
+    bad["arch"] = dict(bad["arch"], channels=8)
+    atomic_save(bad, tmp_path / "arch.pt")
+    with pytest.raises(ContractError, match=r"arch.pt: weights do not match architecture"):
+        refine(tmp_path / "arch.pt", src, tmp_path / "out.h5")
+    with pytest.raises(ContractError, match="chunk_stamps must be >= 1, got 0"):
+        refine(model, src, tmp_path / "out.h5", chunk_stamps=0)
+    with h5py.File(src, "a") as f:
+        f["images"][3, 2, 2] = np.inf
+    with pytest.raises(ContractError, match=r"in.h5: stamp 3 has NaN or inf pixels"):
+        refine(model, src, tmp_path / "out.h5", chunk_stamps=2)
+    assert not (tmp_path / "out.h5").exists()

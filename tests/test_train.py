@@ -1,0 +1,186 @@
+"""Training: resume equality, checkpoints, train_log.h5, failure-mode watch, error paths."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from refiner_helpers import write_set
+
+import refinegan.train as train_mod
+from refinegan import train_monitor as mon
+from refinegan.checkpoint import load_file
+from refinegan.config import load_config
+from refinegan.errors import ConfigError, TrainingError
+from refinegan.train import TrainSettings, _Trainer, train
+
+SIZE = 16
+SMALL = [
+    f"stamp.size={SIZE}", "train.batch_size=4", "train.refiner_channels=4", "train.refiner_blocks=1",
+    "train.disc_channels=4", "train.history_size=8", "train.device=cpu", "train.log_every=2",
+    "train.sample_count=3", "train.sample_every=0",
+]
+
+
+def _config(*extra):
+    return load_config(None, SMALL + list(extra))
+
+
+@pytest.fixture
+def files(tmp_path, rng):
+    sim, _, _ = write_set(tmp_path / "sim.h5", 24, SIZE, rng)
+    real, _, _ = write_set(tmp_path / "real.h5", 24, SIZE, rng, domain="real", correlated=True)
+    return sim, real
+
+
+def _weights(path):
+    return load_file(path)
+
+
+def test_resume_gives_the_same_weights(tmp_path, files):
+    """Kill at step 5 (of 2 + 2 + 5), resume: same R, D, optimizers as an uninterrupted run.
+
+    EMA, spectral norm, R1 and the history buffer are on, so every piece of state is exercised.
+    """
+    sim, real = files
+    cfg = _config("train.steps=5", "train.pretrain_r_steps=2", "train.pretrain_d_steps=2",
+                  "train.checkpoint_every=3", "train.ema_decay=0.9", "train.r1_gamma=1.0",
+                  "train.disc_spectral_norm=true")
+    full = train(cfg, [sim], real, tmp_path / "full")
+    part = train(cfg, [sim], real, tmp_path / "part", stop_after_step=5)
+    assert part.step == 5 and not (tmp_path / "part" / "refiner.pt").exists()
+    resumed = train(cfg, [sim], real, tmp_path / "part", resume=True)
+    assert resumed.step == full.step == 9
+    a, b = _weights(full.model_path), _weights(resumed.model_path)
+    assert a.keys() == b.keys()
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    ca, cb = _weights(full.checkpoint_path)["trainer"], _weights(resumed.checkpoint_path)["trainer"]
+    for k, v in ca["disc"].items():
+        assert torch.equal(v, cb["disc"][k]), k
+    assert torch.equal(ca["gen"], cb["gen"])
+    # and a different seed gives different weights (the test can fail)
+    other = train(load_config(None, SMALL + ["seed=7", "train.steps=5", "train.pretrain_r_steps=2",
+                                             "train.pretrain_d_steps=2", "train.ema_decay=0.9"]),
+                  [sim], real, tmp_path / "other")
+    w = _weights(other.model_path)["state_dict"]
+    assert not all(torch.equal(v, w[k]) for k, v in a["state_dict"].items())
+
+
+def test_outputs_log_samples_and_weights_only_checkpoints(tmp_path, files):
+    sim, real = files
+    cfg = _config("train.steps=3", "train.pretrain_r_steps=1", "train.pretrain_d_steps=2",
+                  "train.sample_every=3")
+    res = train(cfg, [sim], real, tmp_path / "out")
+    for path in (res.model_path, res.checkpoint_path):
+        torch.load(path, weights_only=True)  # no pickled code needed
+    model = load_file(res.model_path)
+    assert model["pixel_scale"] == pytest.approx(0.2) and model["stamp_shape"] == [SIZE, SIZE]
+    with h5py.File(res.log_path) as f:
+        assert set(mon.LOG_COLUMNS) <= set(f)
+        assert list(f["step"][()]) == list(range(6))
+        assert list(f["phase"][()]) == [0, 1, 1, 2, 2, 2]
+        assert np.all(f["step_time_s"][()] > 0)
+        assert np.all(f["loss_d"][1:] > 0) and f["loss_d"][0] == 0
+        assert "warnings" in f.attrs and f.attrs["finished"]
+    samples = sorted((tmp_path / "out" / "samples").glob("*.png"))
+    assert [p.name for p in samples] == ["step-000003.png", "step-000006.png"]
+
+
+def test_pretraining_drives_a_perturbed_refiner_to_identity(rng):
+    """R starts as the identity (zero last layer); from a perturbed R, 60 self-regularisation
+    steps bring rms(R(z) - z) from > 0.2 to < 0.05 normalised units (noise std 0.8)."""
+    s = TrainSettings.from_config(_config("train.reg_psi=identity", "train.lr_r=0.003",
+                                          "train.batch_size=8", "train.refiner_channels=8"))
+    t = _Trainer(s, 1, (SIZE, SIZE), torch.device("cpu"))
+    torch.nn.init.normal_(t.refiner.refiner.tail.weight, std=0.5, generator=torch.Generator().manual_seed(0))
+    data = torch.asinh(torch.from_numpy(rng.normal(0, 1, (32, 1, SIZE, SIZE))).float())
+
+    def rms():
+        return float((t.refine_eval(data) - data).pow(2).mean().sqrt())
+
+    before = rms()
+    for _ in range(60):
+        t.r_step(data, adversarial=False)
+    assert before > 0.2 and rms() < 0.05
+
+
+def test_pretraining_only_is_the_identity_and_the_watch_says_so(tmp_path, files):
+    sim, real = files
+    res = train(_config("train.steps=0", "train.pretrain_r_steps=3", "train.pretrain_d_steps=0"),
+                [sim], real, tmp_path / "out")
+    assert res.watch["identity_rms"] < 0.01  # Adam turns float32 rounding into lr-sized steps
+    assert any("refiner stayed the identity" in w for w in res.watch["warnings"])
+
+
+def test_watch_failure_modes():
+    g = torch.Generator().manual_seed(0)
+    sim = torch.randn(16, 1, 8, 8, generator=g)
+    changed = sim + 0.3 * torch.randn(16, 1, 8, 8, generator=g)
+    assert mon.watch(sim, changed, 0.7, 0.6)["warnings"] == []
+    assert "identity" in mon.watch(sim, sim, 0.5, 0.5)["warnings"][0]
+    assert "discriminator wins" in mon.watch(sim, changed, 1.0, 0.995)["warnings"][0]
+    collapsed = changed.mean(dim=0, keepdim=True).expand_as(sim) + 0.01 * sim
+    assert any("collapse" in w for w in mon.watch(sim, collapsed, 0.6, 0.6)["warnings"])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, files, monkeypatch):
+    sim, real = files
+    calls = {"n": 0}
+    real_d_loss = train_mod.d_loss
+
+    def poisoned(*args, **kw):
+        calls["n"] += 1
+        loss = real_d_loss(*args, **kw)
+        return loss * float("nan") if calls["n"] >= 5 else loss
+
+    monkeypatch.setattr(train_mod, "d_loss", poisoned)
+    cfg = _config("train.steps=6", "train.pretrain_r_steps=0", "train.pretrain_d_steps=0",
+                  "train.checkpoint_every=2", "train.log_every=1")
+    with pytest.raises(TrainingError, match=r"loss became NaN/inf at step 4 \(adversarial.*last good checkpoint"):
+        train(cfg, [sim], real, tmp_path / "out")
+    assert load_file(tmp_path / "out" / "checkpoint.pt")["trainer"]["step"] == 4
+    assert not (tmp_path / "out" / "refiner.pt").exists()
+
+
+def test_input_errors(tmp_path, rng):
+    sim, _, _ = write_set(tmp_path / "sim.h5", 8, SIZE, rng)
+    cfg = _config("train.steps=1")
+    empty, _, _ = write_set(tmp_path / "empty.h5", 1, SIZE, rng, domain="real")
+    with h5py.File(empty, "a") as f:  # io cannot write N=0 files (chunking); make one by hand
+        del f["images"], f["labels/flux"]
+        f.create_dataset("images", shape=(0, SIZE, SIZE), dtype="f4")
+        f.create_dataset("labels/flux", shape=(0,), dtype="f8")
+    with pytest.raises(TrainingError, match=r"real stamp file\(s\) \[.*empty.h5'\] hold no stamps"):
+        train(cfg, [sim], empty, tmp_path / "o")
+    other_scale, _, _ = write_set(tmp_path / "r1.h5", 8, SIZE, rng, domain="real", pixel_scale=0.1)
+    with pytest.raises(TrainingError, match=r"pixel scale differs: .*sim.h5 has 0.2 arcsec/pixel, .*r1.h5 has 0.1"):
+        train(cfg, [sim], other_scale, tmp_path / "o")
+    other_size, _, _ = write_set(tmp_path / "r2.h5", 8, SIZE + 2, rng, domain="real")
+    with pytest.raises(TrainingError, match=r"stamp size differs: .*\(16, 16\), .*r2.h5 has \(18, 18\)"):
+        train(cfg, [sim], other_size, tmp_path / "o")
+    images = rng.normal(size=(8, SIZE, SIZE)).astype(np.float32)
+    images[5, 3, 3] = np.nan
+    from refinegan.io import write_stamps
+
+    write_stamps(tmp_path / "nan.h5", images, {}, domain="real", pixel_scale=0.2, source="t",
+                 config={}, seed=1)
+    with pytest.raises(TrainingError, match=r"nan.h5: stamp 5 has NaN or inf pixels"):
+        train(cfg, [sim], tmp_path / "nan.h5", tmp_path / "o")
+    with pytest.raises(TrainingError, match="no sim stamp files given"):
+        train(cfg, [], tmp_path / "nan.h5", tmp_path / "o")
+
+
+def test_config_and_resume_errors(tmp_path, files, monkeypatch):
+    sim, real = files
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="train.device is 'cuda' but torch.cuda.is_available"):
+        train(_config("train.device=cuda"), [sim], real, tmp_path / "o")
+    with pytest.raises(ConfigError, match=r"config train section: missing keys \['adam_beta1'"):
+        TrainSettings.from_config({"train": {"steps": 1}})
+    train(_config("train.steps=1", "train.pretrain_r_steps=0", "train.pretrain_d_steps=0"),
+          [sim], real, tmp_path / "o")
+    with pytest.raises(TrainingError, match=r"checkpoint.pt: checkpoint was made with train settings .*resume needs the same"):
+        train(_config("train.steps=2", "train.refiner_channels=6"), [sim], real, tmp_path / "o", resume=True)
+    (tmp_path / "o" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingError, match=r"checkpoint.pt: not a readable refinegan checkpoint"):
+        train(_config("train.steps=2"), [sim], real, tmp_path / "o", resume=True)
