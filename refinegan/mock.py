@@ -80,6 +80,10 @@ class MockParams:
                 psf=dict(real["psf"]), noise=dict(real["noise"]),
                 effects={k: dict(v) for k, v in real["mock"].items() if k != "pairs"})
         k = len(p.layout)
+        fmax = p.effects["knots"]["fraction_max"] + p.effects["bulge"]["fraction_max"]
+        if fmax >= 1:
+            raise ConfigError(f"real.mock.knots.fraction_max + real.mock.bulge.fraction_max = "
+                              f"{fmax:g} must be below 1 (the disk keeps the rest of the flux)")
         if p.n % k:
             raise ConfigError(f"real.n = {p.n} must be a multiple of {k} (mock pairs rot90={rot90}, "
                               f"shear_sign={sign} make groups of {k} stamps)")
@@ -235,8 +239,6 @@ def _intrinsic(p: MockParams, pop: Population, params: dict, j: int, gid: int):
     knot_seed = int(rng.integers(1, 2**31))
     fk = u_k * eff["knots"]["fraction_max"] if p.on("knots") else 0.0
     fb = u_b * eff["bulge"]["fraction_max"] if p.on("bulge") else 0.0
-    if fk + fb >= 1:
-        raise ConfigError("real.mock.knots.fraction_max + bulge.fraction_max must be below 1")
     flux, hlr = float(params["flux"][j]), float(params["hlr"][j])
     shape = galsim.Shear(g1=float(params["e1_int"][j]), g2=float(params["e2_int"][j]))
     gal = build_galaxy(pop, params, j)

@@ -100,6 +100,9 @@ def test_pairs_follow_config():
     assert p.layout == [(0, 1), (0, -1)]
     with pytest.raises(ConfigError, match=r"real.n = 6 must be a multiple of 4"):
         MockParams.from_config(load_config(None, ["real.n=6"]))
+    with pytest.raises(ConfigError, match=r"fraction_max = 1.2 must be below 1"):
+        MockParams.from_config(load_config(None, ["real.mock.knots.fraction_max=0.9",
+                                                  "real.mock.bulge.fraction_max=0.3"]))
 
 
 @pytest.mark.parametrize("kind", ["lanczos", "white"])
