@@ -56,7 +56,7 @@ class CompareParams:
     power_spectrum_bins: int = 12
     acf_max_lag: int = 3
     histogram_bins: int = 96
-    morphology_n: int = 500
+    morphology_n: int = 300
     morph_threshold_sigma: float = 1.5
     morph_n_pixels: int = 5
     energy_n: int = 2000
@@ -65,7 +65,7 @@ class CompareParams:
     gb_seeds: int = 3
     gb_max_iter: int = 100
     cnn_seeds: int = 3
-    cnn_max_stamps: int = 4000
+    cnn_max_stamps: int = 2000
     cnn_epochs: int = 5
     cnn_channels: int = 8
     bar_m: float = 2e-3

@@ -180,26 +180,31 @@ def power_spectrum(
 def autocorrelation(images: np.ndarray, mask: np.ndarray, max_lag: int = 3) -> np.ndarray:
     """Normalised 2-D autocorrelation of each stamp's noise pixels, lags -L..L.
 
-    ``rho(dy, dx) = sum x(p) x(p+d) / npairs(d)`` over pairs of noise pixels (mean subtracted,
-    zero-padded FFTs so nothing wraps), divided by the lag-0 value. Returns (N, 2L+1, 2L+1), with
-    rho[:, L, L] = 1; rho[:, L, L+1] is the x-lag-1 correlation.
+    ``rho(dy, dx) = [sum x(p) x(p+d) / npairs(d)] / [sum x(p)^2 / npix]`` over pairs of noise
+    pixels (noise-pixel mean subtracted; direct sums over the overlapping region, nothing wraps).
+    Returns (N, 2L+1, 2L+1) with rho[:, L, L] = 1; rho[:, L, L+1] is the x-lag-1 correlation.
+    rho(-d) = rho(d), so only half the lags are summed.
     """
     w = (~mask).astype(np.float64)
     x = np.asarray(images, dtype=np.float64)
     n, h, wd = x.shape
+    big = max_lag
+    out = np.full((n, 2 * big + 1, 2 * big + 1), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = (w * x).sum(axis=(1, 2)) / w.sum(axis=(1, 2))
         xw = (x - mean[:, None, None]) * w
-        shape = (2 * h, 2 * wd)
-        fx = np.fft.rfft2(xw, s=shape)
-        fw = np.fft.rfft2(w, s=shape)
-        num = np.fft.irfft2(fx * fx.conj(), s=shape)
-        den = np.fft.irfft2(fw * fw.conj(), s=shape)
-        lags = np.r_[-max_lag : max_lag + 1]
-        num = num[:, lags[:, None], lags[None, :]]
-        den = np.round(den[:, lags[:, None], lags[None, :]])
-        acf = num / np.where(den > 0, den, np.nan)
-        return acf / acf[:, max_lag, max_lag][:, None, None]
+        for dy in range(0, big + 1):
+            for dx in range(-big, big + 1):
+                if dy == 0 and dx < 0:
+                    continue
+                a = (slice(None), slice(0, h - dy), slice(max(0, -dx), wd - max(0, dx)))
+                b = (slice(None), slice(dy, h), slice(max(0, dx), wd - max(0, -dx)))
+                num = np.einsum("nij,nij->n", xw[a], xw[b])
+                pairs = np.einsum("nij,nij->n", w[a], w[b])
+                val = num / np.where(pairs > 0, pairs, np.nan)
+                out[:, big + dy, big + dx] = val
+                out[:, big - dy, big - dx] = val
+        return out / out[:, big, big][:, None, None]
 
 
 def hsm_moments(
