@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from .errors import ContractError
 from .io import StampWriter, file_sha256, open_stamps
 from .normalize import Normalization
 
-__all__ = ["refine", "check_compatible", "refine_array", "SIGMA_TOLERANCE", "PIXEL_SCALE_RTOL"]
+__all__ = ["refine", "check_compatible", "refine_array", "fast_refiner", "SIGMA_TOLERANCE", "PIXEL_SCALE_RTOL"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +54,38 @@ def check_compatible(info: dict, sf, model_path, sigma: np.ndarray | None,
                 f"model's noise normalisation does not fit this file")
 
 
+def fast_refiner(module, device, example_shape, jit: bool = True):
+    """A callable z -> R(z) (with the moment projection) tuned for inference on ``device``.
+
+    CPU: R's network is traced and frozen with ``torch.jit.optimize_for_inference`` (MKLDNN
+    layout kept between layers, conv + ReLU fused), about 2x the plain eager model (see
+    docs/benchmarks.md); falls back to eager channels_last if tracing fails. CUDA: eager with
+    channels_last and bf16 autocast (`refine_array`).
+    """
+    if torch.device(device).type != "cpu" or not jit:
+        return module
+    net = module.refiner.eval()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # torch.jit is deprecated in favour of torch.compile, which needs a compiler and
+            # minutes per shape on CPU; jit.freeze is still the fastest CPU inference path here.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            example = torch.zeros((2, 1, *example_shape)).contiguous(memory_format=torch.channels_last)
+            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(net, example)))
+    except Exception as err:  # pragma: no cover - depends on the torch build
+        logger.warning("jit freeze of the refiner failed (%s); using eager mode", err)
+        return module
+    return lambda z: module.project(z, frozen(z))
+
+
 @torch.inference_mode()
 def refine_array(module, norm: Normalization, images: np.ndarray, sigma: np.ndarray,
                  device="cpu", channels_last: bool = True) -> np.ndarray:
-    """Refine (B, H, W) counts with per-stamp noise sigma (B,); returns float32 counts."""
+    """Refine (B, H, W) counts with per-stamp noise sigma (B,); returns float32 counts.
+
+    ``module`` is the refiner (`refinegan.checkpoint.load_model`) or `fast_refiner`'s callable.
+    """
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(device)[:, None]
     s = torch.from_numpy(np.asarray(sigma, dtype=np.float32)).to(device)
     z = norm.forward(x, s)
@@ -76,6 +105,7 @@ def refine(
     progress: bool = False,
     device: str = "auto",
     sigma_tolerance: float = SIGMA_TOLERANCE,
+    jit: bool = True,
 ) -> Path:
     """Refine every stamp of ``in_path`` with the model ``model_path`` into ``out_path``.
 
@@ -96,6 +126,8 @@ def refine(
     sigma_tolerance : float
         Largest factor between the input's and the training sims' median noise sigma; 0 turns
         the check off [default: `SIGMA_TOLERANCE`].
+    jit : bool
+        CPU only: run R through ``torch.jit.freeze`` (`fast_refiner`) [default: True].
 
     Raises
     ------
@@ -120,6 +152,7 @@ def refine(
             check_compatible(info, sf, model_path, sf.labels(["noise_sigma"])["noise_sigma"],
                              sigma_tolerance)
         psf = sf.psf
+        runner = fast_refiner(module, dev, sf.stamp_shape, jit=jit)
         extra = {"parent": str(in_path.resolve()), "parent_sha256": file_sha256(in_path),
                  "model": str(Path(model_path).resolve()), "model_sha256": model_sha}
         config = {"refine": {"model": str(model_path), "chunk_stamps": chunk_stamps},
@@ -141,7 +174,7 @@ def refine(
                 sigma = norm.sigmas(images, labels, str(in_path))
                 if i == 0 and not has_label:
                     check_compatible(info, sf, model_path, sigma, sigma_tolerance)
-                out = refine_array(module, norm, images, sigma, dev, channels_last=True)
+                out = refine_array(runner, norm, images, sigma, dev, channels_last=True)
                 mask = sf.mask[sl] if sf.mask is not None else None
                 w.write(out, labels, mask)
                 if bar is not None:

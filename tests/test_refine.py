@@ -131,3 +131,10 @@ def test_refuses_bad_model_files_and_inputs(tmp_path, model):
     with pytest.raises(ContractError, match=r"in.h5: stamp 3 has NaN or inf pixels"):
         refine(model, src, tmp_path / "out.h5", chunk_stamps=2)
     assert not (tmp_path / "out.h5").exists()
+
+
+def test_jit_path_matches_eager(tmp_path, model):
+    src, _ = _input(tmp_path, n=9)
+    a = read_stamps(refine(model, src, tmp_path / "a.h5", chunk_stamps=4, jit=True)).images
+    b = read_stamps(refine(model, src, tmp_path / "b.h5", chunk_stamps=4, jit=False)).images
+    assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max())

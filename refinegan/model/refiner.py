@@ -84,7 +84,10 @@ class MomentPreservingRefiner(nn.Module):
         self.projector = projector
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W)
-        out = self.refiner(z)
+        return self.project(z, self.refiner(z))
+
+    def project(self, z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Apply the moment projection to R's output ``out`` for input ``z`` (both (B, 1, H, W))."""
         if self.projector is None:
             return out
         with torch.autocast(z.device.type, enabled=False):
