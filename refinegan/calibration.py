@@ -212,8 +212,21 @@ def paired_difference(a: Groups, b: Groups, n_boot: int, rng: np.random.Generato
         dms.append(m2 - m1)
         dcs.append(c2 - c1)
     dms, dcs = np.array(dms).reshape(-1, 2), np.array(dcs).reshape(-1, 2)
+    # per-galaxy response shift: a refiner that undoes shear on some galaxies and exaggerates it
+    # on others can leave dm ~ 0 with a wide spread here
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shift = np.where(np.abs(a.d) > 1e-12, (b.d_hat - a.d_hat) / a.d, np.nan)  # (G, 2)
+    n_ok = np.isfinite(shift).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shift_mean = np.where(n_ok > 0, np.nansum(shift, axis=0) / np.maximum(n_ok, 1), np.nan)
+        shift_sd = np.array([np.std(shift[np.isfinite(shift[:, j]), j], ddof=1)
+                             if n_ok[j] > 1 else np.nan for j in range(2)])
+        shift_p95 = np.array([np.percentile(np.abs(shift[np.isfinite(shift[:, j]), j]), 95)
+                              if n_ok[j] > 0 else np.nan for j in range(2)])
     return {"dm": mb - ma, "dc": cb - ca, "dm_err": _std(dms), "dc_err": _std(dcs),
-            "n_groups": len(common)}
+            "n_groups": len(common), "response_shift_mean": shift_mean,
+            "response_shift_err": shift_sd / np.sqrt(np.maximum(n_ok, 1)),
+            "response_shift_p95_abs": shift_p95}
 
 
 def transfer(sim: dict, refined: dict, real: dict, paired: dict, bar: float = BAR_M) -> dict:

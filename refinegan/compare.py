@@ -163,6 +163,7 @@ def compare(
     out_path: str | os.PathLike,
     plots_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    control_paths: Sequence[str | os.PathLike] | None = None,
 ) -> dict:
     """Compare sim, refined and real stamp sets; write ``out_path`` (compare.h5) and plots.
 
@@ -180,6 +181,10 @@ def compare(
         Directory for PNG plots and their .rst captions [default: ``plots/`` beside out_path].
     progress : bool
         Show tqdm progress bars [default: True].
+    control_paths : sequence of paths, optional
+        A noise-only control (e.g. the mock with only its noise effect on, or the sims with
+        real-style noise): its classifier AUCs and W1 distances against real are reported next
+        to the refined ones (``classifier/<test>/control_auc``, ``distances/w1_control``).
 
     Returns
     -------
@@ -199,11 +204,16 @@ def compare(
         "refined": _truncate(read_many(refined_paths), p.max_stamps),
         "real": _truncate(read_stamps(real_path), p.max_stamps),
     }
+    if control_paths:
+        sets["control"] = _truncate(read_many(list(control_paths)), p.max_stamps)
     _check_pairing(sets["sim"], sets["refined"], sim_paths, refined_paths)
     if sets["real"].images.shape[1:] != sets["sim"].images.shape[1:]:
         raise ContractError(f"{real_path}: stamp shape {sets['real'].images.shape[1:]} differs from "
                             f"the sims' {sets['sim'].images.shape[1:]}")
     for dom, s in sets.items():
+        if s.images.shape[1:] != sets["sim"].images.shape[1:]:
+            raise ContractError(f"{dom} set: stamp shape {s.images.shape[1:]} differs from the "
+                                f"sims' {sets['sim'].images.shape[1:]}")
         if abs(s.pixel_scale - sets["sim"].pixel_scale) > 1e-9:
             raise ContractError(f"{dom} set: pixel_scale {s.pixel_scale} differs from the sims' "
                                 f"{sets['sim'].pixel_scale} arcsec")
@@ -231,7 +241,7 @@ def compare(
         logger.warning("real set has no usable noise pixels; pixel scale for asinh = %.3g", scale)
 
     result: dict = {"stats": {}}
-    for d in DOMAINS:
+    for d in sets:
         node = dict(meas[d]["scalars"])
         if "morph" in meas[d]:
             node.update(meas[d]["morph"])
@@ -246,7 +256,8 @@ def compare(
     result["calibration"] = _calibration(sets, meas, p, rng)
     result["labels"] = label_drift(meas["sim"], meas["refined"])
 
-    inputs = {"sim": [(str(x), file_sha256(x)) for x in sim_paths],
+    inputs = {"control": [(str(x), file_sha256(x)) for x in control_paths or []],
+              "sim": [(str(x), file_sha256(x)) for x in sim_paths],
               "refined": [(str(x), file_sha256(x)) for x in refined_paths],
               "real": [(str(real_path), file_sha256(real_path))]}
     attrs = {"config": dict(config), "inputs": inputs, "versions": package_versions(),

@@ -42,7 +42,7 @@ def spectra_tables(sets, meas, half_b, scale, p, hist_range):
     edges = np.linspace(*hist_range, p.histogram_bins + 1)
     hist = {"edges": edges, "scale_counts": scale,
             "definition": "counts of asinh(pixel / scale_counts); outliers in the end bins"}
-    for d in ("sim", "refined", "real"):
+    for d in [d for d in ("sim", "refined", "real", "control") if d in meas]:
         pw = meas[d]["power"]
         good = np.isfinite(pw).all(axis=1)
         spectra[d] = {"mean": pw[good].mean(axis=0) if good.any() else np.full(len(k), np.nan),
@@ -104,9 +104,15 @@ def distance_tables(sets, meas, half_b, scale, p, rng, pixel_sample):
                   (pix["real"][~hb], pix["real"][hb]))])
     names.append("pixels_asinh")
     arr = np.array(rows, dtype=float)  # (S, 3, 4): w1, ks, ks_p, n_excluded
+    if "control" in meas:  # noise-only control vs real, scalar statistics only
+        ctrl = [dist.w1_ks(_values(meas, "control", n), _values(meas, "real", n))
+                if n in meas["control"]["scalars"] else (np.nan,) * 4 for n in names]
     out = {"names": np.array(names), "pairs": np.array(["sim_real", "refined_real", "real_real"]),
            "w1": arr[..., 0], "ks": arr[..., 1], "ks_p": arr[..., 2],
            "n_excluded": arr[..., 3].astype(np.int64)}
+    if "control" in meas:
+        ctrl = np.array(ctrl, dtype=float)
+        out["w1_control"], out["ks_control"] = ctrl[:, 0], ctrl[:, 1]
     out["gap_closed_w1"] = dist.gap_closed(out["w1"][:, 0], out["w1"][:, 1])
     out["gap_closed_ks"] = dist.gap_closed(out["ks"][:, 0], out["ks"][:, 1])
     # multivariate energy distance on the scalar statistics, standardised by the real set
@@ -136,6 +142,7 @@ def distance_tables(sets, meas, half_b, scale, p, rng, pixel_sample):
 
 
 def _auc_triple(xs, gs, half_b_real, fit_predict, seeds, p, rng):
+    """AUCs of the three PAIRS; with a control set in ``xs``, also control vs real."""
     res = []
     for (xa, xb), (ga, gb) in zip(_triples(xs["sim"], xs["refined"], xs["real"], half_b_real),
                                   _triples(gs["sim"], gs["refined"], gs["real"], half_b_real),
@@ -146,9 +153,15 @@ def _auc_triple(xs, gs, half_b_real, fit_predict, seeds, p, rng):
     auc = np.array([r.auc for r in res])
     with np.errstate(invalid="ignore", divide="ignore"):
         gap = float(1.0 - (auc[1] - 0.5) / (auc[0] - 0.5))
-    return {"auc": auc, "err": np.array([r.err for r in res]),
-            "seed_aucs": np.stack([r.seed_aucs for r in res]),
-            "n": np.array([[r.n_a, r.n_b] for r in res]), "gap_closed": gap}
+    out = {"auc": auc, "err": np.array([r.err for r in res]),
+           "seed_aucs": np.stack([r.seed_aucs for r in res]),
+           "n": np.array([[r.n_a, r.n_b] for r in res]), "gap_closed": gap}
+    if "control" in xs:
+        r = dist.classifier_auc(xs["control"], xs["real"], gs["control"], gs["real"],
+                                fit_predict=fit_predict, seeds=seeds,
+                                test_fraction=p.test_fraction, n_boot=p.n_bootstrap, rng=rng)
+        out["control_auc"], out["control_err"] = r.auc, r.err
+    return out
 
 
 def classifier_tests(sets, meas, groups, half_b, scale, p, rng, progress=False):
@@ -171,8 +184,9 @@ def classifier_tests(sets, meas, groups, half_b, scale, p, rng, progress=False):
                                    threads=p.threads)
 
     out = {}
+    cdoms = doms + (("control",) if "control" in meas else ())
     for key, names, power in (("gb_all", SCALAR_STATS, True), ("gb_noise", NOISE_STATS, True)):
-        xs = {d: matrix(d, names, power) for d in doms}
+        xs = {d: matrix(d, names, power) for d in cdoms}
         out[key] = _auc_triple(xs, groups, half_b, gb, p.gb_seeds, p, rng)
         logger.info("classifier %s: AUC %s", key, np.round(out[key]["auc"], 3))
     if "morph" in meas["sim"]:
@@ -186,8 +200,10 @@ def classifier_tests(sets, meas, groups, half_b, scale, p, rng, progress=False):
         idx = {"sim": dist_pick(groups["sim"], p.cnn_max_stamps, rng)}
         idx["refined"] = idx["sim"]
         idx["real"] = dist_pick(groups["real"], p.cnn_max_stamps, rng)
-        xs = {d: np.asarray(sets[d].images[idx[d]]) for d in doms}
-        gs = {d: groups[d][idx[d]] for d in doms}
+        if "control" in meas:
+            idx["control"] = dist_pick(groups["control"], p.cnn_max_stamps, rng)
+        xs = {d: np.asarray(sets[d].images[idx[d]]) for d in idx}
+        gs = {d: groups[d][idx[d]] for d in idx}
         out["cnn_pixels"] = _auc_triple(xs, gs, half_b[idx["real"]], cnn.fit_predict,
                                         p.cnn_seeds, p, rng)
         logger.info("classifier cnn_pixels: AUC %s", np.round(out["cnn_pixels"]["auc"], 3))

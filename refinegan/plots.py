@@ -16,7 +16,8 @@ __all__ = ["CAPTIONS", "make_plots"]
 
 logger = logging.getLogger(__name__)
 
-COLORS = {"sim": "tab:blue", "refined": "tab:orange", "real": "black"}
+COLORS = {"sim": "tab:blue", "refined": "tab:orange", "real": "black", "control": "tab:green"}
+STYLES = {"sim": "-", "refined": "--", "real": "-", "control": ":"}
 CAPTIONS = {
     "stamps": "Postage stamps, one galaxy per column: sim (top), its refined version (middle) "
               "and random real stamps (bottom), asinh(pixel / real median noise std) stretch, one "
@@ -75,7 +76,7 @@ def _histograms(plt, result):
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.4 * nrow), squeeze=False)
     all_names = [str(n) for n in dist["names"]]
     for ax, name in zip(axes.flat, names, strict=False):
-        vals = {d: np.asarray(st[d][name], float) for d in COLORS}
+        vals = {d: np.asarray(st[d][name], float) for d in COLORS if d in st and name in st[d]}
         vals = {d: v[np.isfinite(v)] for d, v in vals.items()}
         pool = np.concatenate(list(vals.values()))
         if pool.size == 0:
@@ -86,7 +87,7 @@ def _histograms(plt, result):
         bins = np.linspace(lo, hi, 40)
         for d, v in vals.items():
             ax.hist(np.clip(v, lo, hi), bins=bins, density=True, histtype="step",
-                    color=COLORS[d], label=d)
+                    color=COLORS[d], ls=STYLES[d], label=d)
         i = all_names.index(name)
         w1 = dist["w1"][i]
         ax.set_title(f"{name}\nW1 {w1[0]:.3g} / {w1[1]:.3g} / {w1[2]:.3g}, "
@@ -104,6 +105,8 @@ def _pixels(plt, result):
     centres = 0.5 * (h["edges"][1:] + h["edges"][:-1])
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for d, c in COLORS.items():
+        if d not in h:
+            continue
         ax.step(centres, h[d] / max(h[d].sum(), 1), where="mid", color=c, label=d)
     ax.set_yscale("log")
     ax.set_xlabel("asinh(pixel / noise std)")
@@ -116,6 +119,8 @@ def _noise_power(plt, result):
     sp, acf = result["spectra"], result["acf"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
     for d, c in COLORS.items():
+        if d not in sp:
+            continue
         a1.errorbar(sp["k"], sp[d]["mean"], yerr=sp[d]["err"], color=c, label=d, marker=".")
         lag = acf["lags"]
         mid = len(lag) // 2
@@ -163,6 +168,9 @@ def _classifier(plt, result):
         for j in range(3):
             ax.errorbar(i + 0.2 * (j - 1), c["auc"][j], yerr=c["err"][j], fmt="o",
                         color=colors[j], label=labels[j] if i == 0 else None)
+        if "control_auc" in c:
+            ax.errorbar(i + 0.35, c["control_auc"], yerr=c["control_err"], fmt="s",
+                        color=COLORS["control"], label="control-real" if i == 0 else None)
     ax.axhline(0.5, color="0.5", lw=0.5)
     ax.set_xticks(range(len(cl)), list(cl))
     ax.set_ylabel("held-out AUC")

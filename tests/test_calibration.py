@@ -61,6 +61,9 @@ def test_injected_bias_recovered_and_transfer(rng):
     assert np.all(pd["dm_err"] < 2e-3)
     assert np.all(np.abs(pd["dm"] - 0.01) < 3 * pd["dm_err"] + 2e-4), (pd["dm"], pd["dm_err"])
     assert np.all(np.abs(pd["dc"]) < 3 * pd["dc_err"] + 1e-6)
+    # commutation: every galaxy's +/-g response moved by 1 %, so the spread is small too
+    np.testing.assert_allclose(pd["response_shift_mean"], 0.01, atol=5e-4)
+    assert np.all(pd["response_shift_p95_abs"] < 0.012)
     t = transfer(cal_b, cal_i, cal_o, pd)
     assert np.all(t["abs_dm_refined_real_err"] < 2.5e-3)
     assert np.all(np.abs(t["abs_dm_refined_real"] - 0.01) < 3 * t["abs_dm_refined_real_err"])

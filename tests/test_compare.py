@@ -75,9 +75,21 @@ def test_real_without_labels_skips_its_calibration(tmp_path, files, config):
     real = write_set(tmp_path / "nolabels.h5", imq, {}, None, "real")
     cfg = load_config(None, [*FAST, "compare.morphology_n=0", "compare.cnn_seeds=0"])
     res = compare(cfg, [files["sim"]], [files["refined"]], real, tmp_path / "c.h5",
-                  plots_dir=tmp_path / "p", progress=False)
+                  plots_dir=tmp_path / "p", progress=False, control_paths=[files["real"]])
     assert "skipped" in res["calibration"]["real"]
     assert "transfer" not in res["calibration"] and "paired" in res["calibration"]
+    # the control is the real stamps themselves: W1 0 against real, in every scalar statistic
+    w1c = res["distances"]["w1_control"]
+    names = list(res["distances"]["names"])
+    assert w1c[names.index("noise_std")] == 0.0 and w1c[names.index("hsm_g1")] == 0.0
+    assert "control_auc" in res["classifier"]["gb_noise"]
+    assert "control" in res["spectra"]
+
+
+def test_params_defaults_match_schema():
+    from dataclasses import asdict
+
+    assert asdict(CompareParams()) == load_config(None, [])["compare"]
 
 
 def _refined_with(tmp_path, files, labels=None, images=None, domain="refined"):
