@@ -19,8 +19,12 @@ validate(config, "workflows/schemas/config.schema.yaml")
 
 include: "workflows/rules/common.smk"
 include: "workflows/rules/simulate.smk"
+include: "workflows/rules/prepare_real.smk"
+include: "workflows/rules/train.smk"
+include: "workflows/rules/refine.smk"
+include: "workflows/rules/compare.smk"
 
 
 rule all:
     input:
-        sim_shards(),
+        rules.compare.output.h5,

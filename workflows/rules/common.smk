@@ -1,6 +1,7 @@
 # Shared paths and helpers. Outputs live in results/<name>/, logs in logs/<name>/<stage>/,
 # benchmarks in benchmarks/<name>/.
 import json
+import os
 from pathlib import Path
 
 RUN = config["name"]
@@ -29,3 +30,7 @@ def sections(*names):
 
 def sim_shards():
     return expand(f"{RESULTS}/sim/shard-{{i}}.h5", i=range(NSHARDS))
+
+
+def refined_shards():
+    return expand(f"{RESULTS}/refined/shard-{{i}}.h5", i=range(NSHARDS))

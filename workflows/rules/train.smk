@@ -1,0 +1,29 @@
+rule train:
+    """Train the SimGAN refiner on all sim shards and the real set (refinegan train).
+
+    Uses the GPU when there is one (train.device: auto). Declares a `gpu` resource so a cluster
+    profile can request one (workflows/profiles/slurm).
+    """
+    input:
+        sim=sim_shards(),
+        real=rules.prepare_real.output.h5,
+    output:
+        model=f"{RESULTS}/model/refiner.pt",
+        log_h5=f"{RESULTS}/model/train_log.h5",
+        samples=directory(f"{RESULTS}/model/samples"),
+    log:
+        f"{LOGS}/train/train.log",
+    benchmark:
+        f"{BENCH}/train.tsv"
+    conda:
+        "../envs/refinegan.yaml"
+    threads: workflow.cores
+    resources:
+        gpu=1 if config["train"]["device"] == "cuda" else 0,
+    params:
+        cfg=sections("seed", "train"),
+        config=RUN_CONFIG,
+        outdir=lambda wildcards, output: os.path.dirname(output.model),
+    shell:
+        "refinegan train --no-progress --config {params.config} --sim {input.sim}"
+        " --real {input.real} --out {params.outdir} > {log} 2>&1"
