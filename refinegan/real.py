@@ -32,7 +32,7 @@ from .errors import ConfigError, InputDataError
 from .io import write_stamps
 
 __all__ = ["prepare_real", "CutoutOptions", "CutoutCollector", "estimate_background_noise",
-           "resample_cutout", "center_crop", "check_pixel_scale", "working_shape"]
+           "resample_cutout", "center_crop", "check_pixel_scale", "working_shape", "prepare_psf"]
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +206,24 @@ def center_crop(image: np.ndarray, bad: np.ndarray, size: int, recenter: bool
     return stamp, sbad, cy - h // 2, cx - w // 2
 
 
+def prepare_psf(psf: np.ndarray, scale: float, opts: CutoutOptions, where: str) -> np.ndarray:
+    """The user's PSF image at ``scale`` arcsec/pixel, checked, resampled to the working scale.
+
+    It must be a 2-D floating-point image with finite pixels and a positive sum, centred in its
+    image; the stamp file stores it normalised to unit sum.
+    """
+    psf = np.asarray(psf)
+    if psf.dtype.kind != "f" or psf.ndim != 2:
+        raise InputDataError(f"{where}: PSF must be a 2-D floating-point image, got "
+                             f"{psf.dtype.name} of shape {psf.shape}")
+    if not np.all(np.isfinite(psf)) or psf.sum() <= 0:
+        raise InputDataError(f"{where}: PSF must have finite pixels and a positive sum")
+    psf = psf.astype(np.float64)
+    if abs(scale / opts.pixel_scale - 1) > SCALE_RTOL:
+        psf, _ = resample_cutout(psf, np.zeros(psf.shape, bool), scale, opts.pixel_scale)
+    return psf / psf.sum()
+
+
 class CutoutCollector:
     """Check, process and gather user cutouts; count rejections; write the stamp file.
 
@@ -264,8 +282,8 @@ class CutoutCollector:
             self.labels[key].append(value)
 
     def write(self, out: str | os.PathLike, config: dict, source: str, files: list[str],
-              input_scale: float) -> Path:
-        """Write the gathered stamps; InputDataError if none survived."""
+              input_scale: float, psf: np.ndarray | None = None) -> Path:
+        """Write the gathered stamps (and ``psf``, see `prepare_psf`); error if none survived."""
         if not self.images:
             reasons = "; ".join(f"{n} {r.replace('_', ' ')} (e.g. {self.first_reject[r]})"
                                 for r, n in self.rejected.items())
@@ -283,7 +301,8 @@ class CutoutCollector:
             attrs[f"n_rejected_{reason}"] = int(self.rejected.get(reason, 0))
         path = write_stamps(out, np.stack(self.images), labels, domain="real",
                             pixel_scale=self.opts.pixel_scale, source=source, config=config,
-                            seed=config["seed"], mask=np.stack(self.masks), extra_attrs=attrs)
+                            seed=config["seed"], psf=psf, mask=np.stack(self.masks),
+                            extra_attrs=attrs)
         logger.info("%d stamps kept of %d (%d rejected) -> %s", n, self.n_seen,
                     attrs["n_rejected"], path)
         return path

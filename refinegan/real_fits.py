@@ -21,7 +21,14 @@ from astropy.io import fits
 
 from .config import validate_config
 from .errors import ConfigError, InputDataError
-from .real import SCALE_RTOL, CutoutCollector, CutoutOptions, check_pixel_scale, working_shape
+from .real import (
+    SCALE_RTOL,
+    CutoutCollector,
+    CutoutOptions,
+    check_pixel_scale,
+    prepare_psf,
+    working_shape,
+)
 
 __all__ = ["prepare_fits", "list_fits_files", "read_fits_cutouts", "header_pixel_scale"]
 
@@ -97,7 +104,8 @@ def _select_hdu(hdul: fits.HDUList, hdu: int | str | None, path: Path, what: str
     return hdul.index_of(hdu) if not isinstance(hdu, int) else hdu, h
 
 
-def read_fits_cutouts(path: Path, hdu: int | str | None, mask_hdu: int | str | None
+def read_fits_cutouts(path: Path, hdu: int | str | None, mask_hdu: int | str | None,
+                      what: str = "a 2-D cutout (H, W) or a 3-D cube (N, H, W)"
                       ) -> tuple[np.ndarray, np.ndarray | None, fits.Header, int]:
     """Pixels (2-D or 3-D), optional mask, header and HDU index of one file, checked."""
     try:
@@ -123,8 +131,7 @@ def read_fits_cutouts(path: Path, hdu: int | str | None, mask_hdu: int | str | N
         raise InputDataError(f"{where}: pixels are {data.dtype.name} (BITPIX {header.get('BITPIX')}); "
                              "expected floating-point pixels (BITPIX -32 or -64)")
     if data.ndim not in (2, 3):
-        raise InputDataError(f"{where}: data have shape {data.shape}; expected a 2-D cutout "
-                             "(H, W) or a 3-D cube (N, H, W)")
+        raise InputDataError(f"{where}: data have shape {data.shape}; expected {what}")
     if mask is not None and mask.shape != data.shape:
         raise InputDataError(f"{path} HDU {mask_hdu!r}: mask shape {mask.shape} differs from the "
                              f"pixels' {data.shape}")
@@ -188,5 +195,14 @@ def prepare_fits(config: dict, out: str | os.PathLike, progress: bool = False) -
                 break
             collector.add(cube[i], None if mcube is None else mcube[i], scale, fi, i,
                           f"{where} cutout {i}")
+    psf = None
+    if sec["psf_path"]:
+        psf_file = Path(sec["psf_path"])
+        if not psf_file.is_file():
+            raise InputDataError(f"{psf_file}: no such PSF file (real.fits.psf_path)")
+        data, _, header, index = read_fits_cutouts(psf_file, None, None, what="a 2-D PSF image")
+        where = f"{psf_file} HDU {index}"
+        scale = header_pixel_scale(header, where) or scale0
+        psf = prepare_psf(data, scale, opts, where)
     return collector.write(out, config, f"user FITS cutouts: {sec['path']}", [str(f) for f in files],
-                           scale0)
+                           scale0, psf=psf)

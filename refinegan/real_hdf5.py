@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import validate_config
 from .errors import ConfigError, InputDataError
-from .real import CutoutCollector, CutoutOptions, check_pixel_scale, working_shape
+from .real import CutoutCollector, CutoutOptions, check_pixel_scale, prepare_psf, working_shape
 
 __all__ = ["prepare_hdf5", "read_hdf5_cutouts"]
 
@@ -121,5 +121,10 @@ def prepare_hdf5(config: dict, out: str | os.PathLike, progress: bool = False) -
                     break
                 collector.add(block[i], None if mblock is None else mblock[i], scale, 0, start + i,
                               f"{where} stamp {start + i}")
+        psf = None
+        if sec["psf_dataset"]:
+            pds = _dataset(f, path, sec["psf_dataset"], "real.hdf5.psf_dataset")
+            psf = prepare_psf(pds[()], float(pds.attrs.get("pixel_scale", scale)), opts,
+                              f"{path} dataset {sec['psf_dataset']!r}")
     return collector.write(out, config, f"user HDF5 stamps: {path}:{sec['dataset']}", [str(path)],
-                           scale)
+                           scale, psf=psf)

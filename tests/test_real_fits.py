@@ -218,3 +218,21 @@ def test_mask_shape_mismatch(rng, tmp_path):
         tmp_path / "m.fits")
     _bad(tmp_path, _cfg(tmp_path / "m.fits", "real.fits.mask_hdu=MASK"),
          r"m.fits HDU 'MASK': mask shape \(3, 32, 32\) differs")
+
+
+def test_psf_file_written_to_psf(rng, tmp_path):
+    fits.writeto(tmp_path / "c.fits", _galaxies(rng, 2), _header())
+    y, x = np.mgrid[:41, :41] - 20
+    psf = np.exp(-(x**2 + y**2) / (2 * 3.0**2))  # sigma 3 pixels at 0.1"/pixel = 0.3"
+    fits.writeto(tmp_path / "psf.fits", psf, _header(scale=0.1))
+    s = _run(_cfg(tmp_path / "c.fits", f"real.fits.psf_path={tmp_path / 'psf.fits'}"), tmp_path)
+    assert s.psf.ndim == 2 and s.psf.shape == (20, 20)  # resampled to 0.2"/pixel
+    np.testing.assert_allclose(s.psf.sum(), 1.0, rtol=1e-5)
+    yy = np.arange(20) - 9.5
+    sigma_pix = np.sqrt((s.psf.sum(axis=1) * yy**2).sum())
+    np.testing.assert_allclose(sigma_pix * SCALE, 0.3, rtol=0.05)
+    fits.writeto(tmp_path / "bad.fits", np.ones((2, 5, 5), np.float32))
+    _bad(tmp_path, _cfg(tmp_path / "c.fits", f"real.fits.psf_path={tmp_path / 'bad.fits'}"),
+         r"bad.fits HDU 0: PSF must be a 2-D floating-point image, got float32 of shape \(2, 5, 5\)")
+    _bad(tmp_path, _cfg(tmp_path / "c.fits", f"real.fits.psf_path={tmp_path / 'no.fits'}"),
+         r"no.fits: no such PSF file \(real.fits.psf_path\)")

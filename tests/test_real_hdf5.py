@@ -102,3 +102,16 @@ def test_bad_dtype_shape_scale_size(rng, tmp_path):
          r"set real.hdf5.resample: true")
     _bad(tmp_path, run("fine", "real.hdf5.resample=true"), r"u.h5 dataset 'fine': stamps are "
          r"32x32 pixels at 0.1\"/pixel \(16x16 at the working scale\)")
+
+
+def test_psf_dataset(rng, tmp_path):
+    with h5py.File(tmp_path / "u.h5", "w") as f:
+        f.create_dataset("images", data=_stamps(rng, 2)).attrs["pixel_scale"] = 0.2
+        f.create_dataset("psf", data=np.full((9, 9), 2.0))
+        f.create_dataset("nan_psf", data=np.full((9, 9), np.nan))
+    out = tmp_path / "real.h5"
+    prepare_real(_cfg(tmp_path / "u.h5", "real.hdf5.psf_dataset=psf"), out)
+    np.testing.assert_allclose(read_stamps(out).psf, 1 / 81, rtol=1e-6)
+    out.unlink()
+    _bad(tmp_path, _cfg(tmp_path / "u.h5", "real.hdf5.psf_dataset=nan_psf"),
+         r"u.h5 dataset 'nan_psf': PSF must have finite pixels")
