@@ -231,6 +231,7 @@ def test_psf_file_written_to_psf(rng, tmp_path):
     yy = np.arange(20) - 9.5
     sigma_pix = np.sqrt((s.psf.sum(axis=1) * yy**2).sum())
     np.testing.assert_allclose(sigma_pix * SCALE, 0.3, rtol=0.05)
+    (tmp_path / "real.h5").unlink()
     fits.writeto(tmp_path / "bad.fits", np.ones((2, 5, 5), np.float32))
     _bad(tmp_path, _cfg(tmp_path / "c.fits", f"real.fits.psf_path={tmp_path / 'bad.fits'}"),
          r"bad.fits HDU 0: PSF must be a 2-D floating-point image, got float32 of shape \(2, 5, 5\)")
