@@ -71,11 +71,14 @@ def regauss_shapes(
     status = np.zeros(n, np.int16)
     psf_img = galsim.Image(np.ascontiguousarray(psf)) if psf.ndim == 2 else None
     for i in range(n):
-        gal = galsim.Image(np.ascontiguousarray(images[i], dtype=np.float64))
+        x = np.array(images[i], dtype=np.float64)
+        bad = ~np.isfinite(x)
+        if mask is not None:
+            bad |= np.asarray(mask[i]) != 0
+        x[bad] = 0.0  # non-finite pixels are bad pixels
+        gal = galsim.Image(x)
         p = psf_img if psf_img is not None else galsim.Image(np.ascontiguousarray(psf[i]))
-        badpix = None
-        if mask is not None and np.any(mask[i]):
-            badpix = galsim.Image(np.ascontiguousarray(mask[i], dtype=np.int32))
+        badpix = galsim.Image(bad.astype(np.int32)) if bad.any() else None
         res = galsim.hsm.EstimateShear(gal, p, badpix=badpix, sky_var=float(noise_var[i]),
                                        shear_est="REGAUSS", strict=False)
         if res.correction_status != 0:

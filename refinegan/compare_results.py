@@ -52,8 +52,11 @@ def spectra_tables(sets, meas, half_b, scale, p, hist_range):
         a = meas[d]["acf"]
         ga = np.isfinite(a).all(axis=(1, 2))
         acf[d] = a[ga].mean(axis=0) if ga.any() else np.full(a.shape[1:], np.nan)
-        x = np.clip(np.arcsinh(np.asarray(sets[d].images, np.float64) / scale), *hist_range)
-        hist[d] = np.histogram(x, bins=edges)[0]
+        hist[d] = np.zeros(len(edges) - 1, np.int64)
+        for start in range(0, len(sets[d].images), p.chunk_stamps):
+            x = np.arcsinh(np.asarray(sets[d].images[start:start + p.chunk_stamps],
+                                      np.float64) / scale)
+            hist[d] += np.histogram(np.clip(x[np.isfinite(x)], *hist_range), bins=edges)[0]
     return spectra, acf, hist
 
 

@@ -108,3 +108,17 @@ def test_zero_shear_component_gives_nan_m(zero_component):
     gr, _ = _groups(images, labels, psf)
     m, _ = fit_mc(gr)
     assert np.isnan(m[zero_component]) and np.isfinite(m[1 - zero_component])
+
+
+def test_nonfinite_and_masked_pixels_are_bad_pixels():
+    """A NaN corner pixel and a masked one are excluded, not fatal: shapes equal the clean ones."""
+    images, labels, psf = make_pairs(2, g=G)
+    clean = regauss_shapes(images, psf)
+    dirty = images.copy()
+    dirty[0, 0, 0] = np.nan
+    mask = np.zeros(images.shape, np.uint8)
+    mask[1, 0, 1] = 1
+    dirty[1, 0, 1] = 1e6
+    out = regauss_shapes(dirty, psf, mask=mask)
+    assert (out["status"] == 0).all()
+    np.testing.assert_allclose(out["eps1"], clean["eps1"], atol=1e-5)
