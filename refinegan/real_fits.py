@@ -3,7 +3,8 @@
 Every file must hold floating-point pixels in the chosen HDU (``real.fits.hdu``; default the
 first HDU with data): 2-D (one cutout) or 3-D (a cube of N cutouts), the same for all files.
 The pixel scale comes from ``real.fits.pixel_scale`` when set, otherwise from the header
-(``PIXSCALE`` / ``PIXSCAL1`` / ``SECPIX`` in arcsec, the ``CD`` matrix or ``CDELT`` in degrees)
+(``PIXSCALE`` / ``PIXSCAL1`` / ``SECPIX`` in arcsec, the WCS ``CD`` matrix or ``CDELT`` with
+``PC``, in ``CUNIT`` or degrees)
 and must agree across files. Cutouts then go through refinegan.real.CutoutCollector.
 Each failure names the file (and HDU) and what was expected; nothing is written then.
 """
@@ -75,7 +76,9 @@ def header_pixel_scale(header: fits.Header, where: str) -> float | None:
         if abs(s1 / s2 - 1) > SCALE_RTOL:
             raise InputDataError(f"{where}: pixels are not square (CDELT1={s1}, CDELT2={s2}); "
                                  "expected equal pixel scales on both axes")
-        return s1 * factor
+        pc_det = (header.get("PC1_1", 1.0) * header.get("PC2_2", 1.0)
+                  - header.get("PC1_2", 0.0) * header.get("PC2_1", 0.0))  # WCS rotation matrix
+        return float(np.sqrt(abs(s1 * s2 * pc_det))) * factor
     return None
 
 

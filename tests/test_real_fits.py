@@ -31,6 +31,10 @@ def _header(scale=SCALE, kind="cdelt"):
         h["CD1_1"], h["CD1_2"], h["CD2_1"], h["CD2_2"] = -scale / 3600, 0.0, 0.0, scale / 3600
     elif kind == "pixscale":
         h["PIXSCALE"] = scale
+    elif kind == "pc":  # WCS with a 30-degree rotation in PC and the scale in CDELT (arcsec)
+        c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+        h["CDELT1"], h["CDELT2"], h["CUNIT1"], h["CUNIT2"] = -scale, scale, "arcsec", "arcsec"
+        h["PC1_1"], h["PC1_2"], h["PC2_1"], h["PC2_2"] = c, -s, s, c
     return h
 
 
@@ -61,7 +65,7 @@ def test_round_trip_cube(rng, tmp_path):
     np.testing.assert_allclose(t.images, cube - t.labels["background"][:, None, None], atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["cd", "pixscale", "config"])
+@pytest.mark.parametrize("kind", ["cd", "pc", "pixscale", "config"])
 def test_directory_of_cutouts_and_scale_sources(rng, tmp_path, kind):
     for i in range(3):
         fits.writeto(tmp_path / f"g{i}.fits", _galaxies(rng, 1)[0],
