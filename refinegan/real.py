@@ -287,8 +287,11 @@ class CutoutCollector:
         if not self.images:
             reasons = "; ".join(f"{n} {r.replace('_', ' ')} (e.g. {self.first_reject[r]})"
                                 for r, n in self.rejected.items())
-            raise InputDataError(f"no usable stamps in {', '.join(files[:3])}"
-                                 f"{' ...' if len(files) > 3 else ''}: {reasons or 'no cutouts'}")
+            raise InputDataError(
+                f"no usable stamps in {', '.join(files[:3])}{' ...' if len(files) > 3 else ''}: "
+                f"{reasons or 'no cutouts'}; expected stamps with at most "
+                f"real.{self.opts.section}.max_bad_fraction = {self.opts.max_bad_fraction:g} "
+                "NaN, inf or masked pixels")
         n = len(self.images)
         labels = {"id": np.arange(n, dtype=np.int64)}
         for key, vals in self.labels.items():
