@@ -72,6 +72,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real", required=True, help="real (target) stamp file")
     p.add_argument("--out", required=True, help="output compare.h5")
     p.add_argument("--plots", default=None, help="directory for PNG plots (default: beside --out)")
+    p.add_argument("--control", nargs="+", default=None,
+                   help="noise-only control stamp file(s): the target with only its noise effect")
     return parser
 
 
@@ -101,7 +103,7 @@ def _run(args: argparse.Namespace) -> None:
         from .compare import compare
 
         compare(config, args.sim, args.refined, args.real, args.out, plots_dir=args.plots,
-                progress=progress)
+                progress=progress, control_paths=args.control)
 
 
 def main(argv: list[str] | None = None) -> int:

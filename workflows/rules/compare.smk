@@ -4,6 +4,12 @@ rule compare:
         sim=sim_shards(),
         refined=refined_shards(),
         real=rules.prepare_real.output.h5,
+        # the noise-only control exists for the mock target only
+        control=(
+            [rules.prepare_control.output.h5]
+            if config["real"]["source"] == "mock"
+            else []
+        ),
     output:
         h5=f"{RESULTS}/compare.h5",
         plots=report(
@@ -22,7 +28,10 @@ rule compare:
     params:
         cfg=sections("seed", "compare"),
         config=RUN_CONFIG,
+        control=lambda wildcards, input: (
+            f"--control {input.control}" if input.control else ""
+        ),
     shell:
         "refinegan compare --no-progress --config {params.config} --sim {input.sim}"
         " --refined {input.refined} --real {input.real} --out {output.h5}"
-        " --plots {output.plots} > {log} 2>&1"
+        " {params.control} --plots {output.plots} > {log} 2>&1"

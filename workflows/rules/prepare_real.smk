@@ -14,3 +14,31 @@ rule prepare_real:
     shell:
         "refinegan prepare-real --no-progress --config {params.config} --out {output.h5}"
         " > {log} 2>&1"
+
+
+# The noise-only control for compare: the mock target with every effect off but its noise
+# (same galaxies, same seed). A refiner that only learned the noise should do as well as this.
+MOCK_EFFECTS = ["knots", "bulge", "neighbours", "cosmic_rays", "hot_pixels"]
+CONTROL_SETS = " ".join(
+    [f"--set real.mock.{e}.enabled=false" for e in MOCK_EFFECTS]
+    + ["--set real.psf.optical=false", "--set real.source=mock"]
+)
+
+
+rule prepare_control:
+    """The noise-only control set (mock with only its noise effect; refinegan prepare-real)."""
+    output:
+        h5=f"{RESULTS}/control_noise.h5",
+    log:
+        f"{LOGS}/prepare_real/control_noise.log",
+    benchmark:
+        f"{BENCH}/prepare_control.tsv"
+    conda:
+        "../envs/refinegan.yaml"
+    params:
+        cfg=sections("seed", "stamp", "sim", "real"),
+        config=RUN_CONFIG,
+        sets=CONTROL_SETS,
+    shell:
+        "refinegan prepare-real --no-progress --config {params.config} {params.sets}"
+        " --out {output.h5} > {log} 2>&1"
