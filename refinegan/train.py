@@ -40,7 +40,7 @@ PIXEL_SCALE_RTOL = 1e-6
 WATCH_STAMPS = 256  # fixed sim stamps used for the failure-mode watch and sample grids
 PHASES = ("pretrain_r", "pretrain_d", "adversarial")
 ARCH_KEYS = ("refiner_channels", "refiner_blocks", "disc_channels", "disc_global_branch",
-             "disc_spectral_norm", "moment_weights_px", "moment_mode", "history_size", "ema_decay")
+             "disc_spectral_norm", "moment_weights_px", "moment_order", "moment_mode", "history_size", "ema_decay")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +64,7 @@ class TrainSettings:
     moment_mode: str
     moment_lambda: float
     moment_weights_px: tuple
+    moment_order: int
     history_size: int
     history_fraction: float
     pretrain_r_steps: int
@@ -108,7 +109,7 @@ class TrainSettings:
     def arch(self) -> dict:
         weights = list(self.moment_weights_px) if self.moment_mode == "project" else []
         return {"channels": self.refiner_channels, "blocks": self.refiner_blocks,
-                "moment_weights_px": weights}
+                "moment_weights_px": weights, "moment_order": self.moment_order}
 
     def disc_arch(self) -> dict:
         return {"channels": self.disc_channels, "global_branch": self.disc_global_branch,
@@ -194,7 +195,7 @@ class _Trainer:
                                     torch.Generator(device=device).manual_seed(hist_seed),
                                     device=device, fraction=s.history_fraction)
         self.selfreg = SelfRegularization(s.reg_psi, s.reg_lowpass_sigma_px)
-        self.moments = MomentProjector(s.moment_weights_px)
+        self.moments = MomentProjector(s.moment_weights_px, s.moment_order)
         self.step = 0
         self.zero = torch.zeros((), device=device)
 

@@ -39,11 +39,13 @@ def build_refiner(arch: Mapping, seed: int = 0) -> nn.Module:
     """R (wrapped in the moment projection unless ``arch['moment_weights_px']`` is empty).
 
     ``arch`` keys: ``channels``, ``blocks``, ``moment_weights_px`` (list of Gaussian weight
-    sigmas in pixels, 0 = flat; empty = no projection).
+    sigmas in pixels, 0 = flat; empty = no projection), ``moment_order`` (highest monomial degree,
+    default 2).
     """
     net = _seeded(seed, lambda: Refiner(arch["channels"], arch["blocks"]))
     weights = list(arch.get("moment_weights_px") or [])
-    return MomentPreservingRefiner(net, MomentProjector(weights) if weights else None)
+    order = int(arch.get("moment_order", 2))
+    return MomentPreservingRefiner(net, MomentProjector(weights, order) if weights else None)
 
 
 def build_discriminator(arch: Mapping, seed: int = 0) -> Discriminator:

@@ -22,7 +22,7 @@ import torch
 __all__ = ["moment_basis", "MomentProjector"]
 
 
-def moment_basis(shape: tuple[int, int], weights_px: Sequence[float]) -> np.ndarray:
+def moment_basis(shape: tuple[int, int], weights_px: Sequence[float], order: int = 2) -> np.ndarray:
     """Orthonormal basis (H*W, k) of the weighted-moment functionals, float64.
 
     Parameters
@@ -31,6 +31,9 @@ def moment_basis(shape: tuple[int, int], weights_px: Sequence[float]) -> np.ndar
         Stamp (H, W) in pixels.
     weights_px : sequence of float
         Gaussian weight sigmas in pixels; 0 means a flat weight.
+    order : int
+        Highest total degree of the monomials x^i y^j kept [default: 2: flux, centroid,
+        second moments; 4 also pins the 3rd and 4th moments PSF-correcting estimators use].
     """
     h, w = shape
     y, x = np.mgrid[0:h, 0:w].astype(np.float64)
@@ -45,8 +48,9 @@ def moment_basis(shape: tuple[int, int], weights_px: Sequence[float]) -> np.ndar
             weight = np.ones_like(x)
             scale = max(h, w) / 2.0
         xs, ys = x / scale, y / scale
-        for p in (np.ones_like(x), xs, ys, xs * xs, ys * ys, xs * ys):
-            cols.append((weight * p).ravel())
+        for deg in range(order + 1):
+            for i in range(deg + 1):
+                cols.append((weight * xs ** (deg - i) * ys**i).ravel())
     basis = np.stack(cols, axis=1)
     q, r = np.linalg.qr(basis)
     keep = np.abs(np.diag(r)) > 1e-10 * np.abs(np.diag(r)).max()  # drop dependent columns
@@ -60,14 +64,15 @@ class MomentProjector:
     use (cached per shape, dtype and device) and is not part of a model's state dict.
     """
 
-    def __init__(self, weights_px: Sequence[float]) -> None:
+    def __init__(self, weights_px: Sequence[float], order: int = 2) -> None:
         self.weights_px = tuple(float(s) for s in weights_px)
+        self.order = int(order)
         self._cache: dict = {}
 
     def basis(self, shape: tuple[int, int], device, dtype=torch.float32) -> torch.Tensor:
         key = (tuple(shape), str(device), dtype)
         if key not in self._cache:
-            q = moment_basis(tuple(shape), self.weights_px)
+            q = moment_basis(tuple(shape), self.weights_px, self.order)
             self._cache[key] = torch.as_tensor(q, dtype=dtype, device=device)
         return self._cache[key]
 
