@@ -51,7 +51,7 @@ class CompareParams:
     max_stamps: int | None = None
     mask_threshold_sigma: float = 2.5
     mask_smooth_pix: float = 1.0
-    mask_dilate_pix: int = 2
+    mask_dilate_pix: int = 5
     mask_min_area_pix: int = 8
     power_spectrum_bins: int = 12
     acf_max_lag: int = 3

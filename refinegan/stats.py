@@ -51,7 +51,8 @@ class MaskParams:
     smooth_pix : float
         Gaussian smoothing sigma in pixels before detection [default: 1.0].
     dilate_pix : int
-        Dilation of the source mask in pixels [default: 2].
+        Dilation of the source mask in pixels [default: 5; on the default sims (white noise)
+        2 left galaxy wings that raised the lowest-k noise power by 23 %, 5 by 3 %].
     border_pix : int
         Width of the stamp border used for the robust first noise estimate, pixels [default: 4].
     min_area_pix : int
@@ -62,7 +63,7 @@ class MaskParams:
 
     threshold_sigma: float = 2.5
     smooth_pix: float = 1.0
-    dilate_pix: int = 2
+    dilate_pix: int = 5
     border_pix: int = 4
     min_area_pix: int = 8
     min_noise_pixels: int = 64
