@@ -98,7 +98,8 @@ def distance_tables(sets, meas, half_b, scale, p, rng, pixel_sample):
     pix = {}
     for d in ("sim", "refined", "real"):
         imgs = sets[d].images
-        flat = rng.integers(0, imgs.size, min(pixel_sample, imgs.size))
+        if d != "refined":  # refined uses the sim's pixels: the same pixels, paired
+            flat = rng.integers(0, imgs.size, min(pixel_sample, imgs.size))
         pix[d] = np.arcsinh(imgs.reshape(-1)[flat] / scale)
         pix[d + "_stamp"] = flat // (imgs.shape[1] * imgs.shape[2])
     hb = half_b[pix["real_stamp"]]

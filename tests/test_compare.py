@@ -142,3 +142,28 @@ def test_cli_compare_error_exit_code(tmp_path, files):
     rc = main(["compare", "--sim", str(files["sim"]), "--refined", str(files["sim"]),
                "--real", str(files["real"]), "--out", str(tmp_path / "c.h5"), "--no-progress"])
     assert rc == 2
+
+
+def test_pipeline_inputs_identity_refiner(tmp_path):
+    """On the pipeline's own sims and mock target, an identity "refiner" (the sims copied as a
+    refined set) changes nothing: drift 0, dm = dc = 0, gap closed 0 for every statistic."""
+    from refinegan.io import read_stamps, write_stamps
+    from refinegan.real import prepare_real
+    from refinegan.simulate import simulate
+
+    cfg = load_config(None, [*FAST, "stamp.size=32", "sim.n=64", "real.n=64",
+                             "compare.morphology_n=0", "compare.cnn_seeds=0"])
+    sim = simulate(cfg, tmp_path / "sim.h5") or tmp_path / "sim.h5"
+    real = prepare_real(cfg, tmp_path / "real.h5")
+    s = read_stamps(sim)
+    ref = write_stamps(tmp_path / "ref.h5", s.images, s.labels, domain="refined",
+                       pixel_scale=s.pixel_scale, source="identity", config=cfg, seed=1,
+                       psf=s.psf, extra_attrs={"parent": str(sim), "model_sha256": "0" * 64})
+    res = compare(cfg, [sim], [ref], real, tmp_path / "c.h5", progress=False)
+    assert res["labels"]["e1"]["p95_abs"] == 0 and res["labels"]["flux_rel"]["p95_abs"] == 0
+    np.testing.assert_array_equal(res["calibration"]["paired"]["dm"][0], 0.0)
+    assert np.all(res["calibration"]["paired"]["dc"] == 0)
+    d = res["distances"]
+    finite = np.isfinite(d["gap_closed_w1"])
+    assert finite.sum() > 10 and np.all(d["gap_closed_w1"][finite] == 0)
+    assert "m" in res["calibration"]["real"]  # the mock carries its true shear and pairs
