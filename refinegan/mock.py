@@ -38,7 +38,7 @@ from .errors import ConfigError
 from .io import StampWriter
 from .population import Population, build_galaxy, galaxy_rng, sample_population
 from .render import KSpaceRenderer, make_renderer
-from .simulate import draw_psf_image, group_layout
+from .simulate import build_psf, draw_psf_image, group_layout
 
 __all__ = ["MockParams", "KnottedScene", "build_target_psf", "psf_fwhm_arcsec", "lanczos_taps", "correlated_noise",
            "add_cosmic_rays", "add_hot_pixels", "mock_groups", "prepare_mock"]
@@ -78,7 +78,7 @@ class MockParams:
         sign = config["sim"]["pairs"]["shear_sign"] if pairs["shear_sign"] is None else pairs["shear_sign"]
         p = cls(n=real["n"], seed=real["seed"] or config["seed"], stamp_size=config["stamp"]["size"],
                 pixel_scale=config["stamp"]["pixel_scale"], rot90=bool(rot90), shear_sign=bool(sign),
-                psf=dict(real["psf"]), noise=dict(real["noise"]),
+                psf={**real["psf"], "sim": dict(config["sim"]["psf"])}, noise=dict(real["noise"]),
                 effects={k: dict(v) for k, v in real["mock"].items() if k != "pairs"})
         k = len(p.layout)
         fmax = p.effects["knots"]["fraction_max"] + p.effects["bulge"]["fraction_max"]
@@ -99,8 +99,16 @@ class MockParams:
 
 
 def build_target_psf(spec: dict) -> galsim.GSObject:
-    """Kolmogorov(atmos_fwhm) convolved with OpticalPSF (``real.psf`` keys; arcsec, waves)."""
-    atmos = galsim.Kolmogorov(fwhm=spec["atmos_fwhm"])
+    """Kolmogorov(atmos_fwhm) convolved with OpticalPSF (``real.psf`` keys; arcsec, waves).
+
+    With ``use_sim_psf`` the sim's PSF (``spec["sim"]``: the ``sim.psf`` section) replaces the
+    Kolmogorov atmosphere (a noise-only control: sim PSF, no optics, the target's noise).
+    """
+    if spec.get("use_sim_psf"):
+        sim = spec["sim"]
+        atmos = build_psf(sim["type"], sim["fwhm"], sim["beta"], sim["e1"], sim["e2"])
+    else:
+        atmos = galsim.Kolmogorov(fwhm=spec["atmos_fwhm"])
     if not spec["optical"]:
         return atmos
     optical = galsim.OpticalPSF(
@@ -203,16 +211,9 @@ class KnottedScene:
     `refinegan.render.KSpaceRenderer` only calls ``_drawKImage(kimage)`` on what it draws.
     GalSim evaluates each of the N delta functions of ``RandomKnots`` over the whole k grid in
     turn; here exp(-i k.x) is separable, so all N knots are one (M x N) @ (N x M/2+1) product,
-    equal to GalSim's (tests/test_mock.py) and about 20x faster for 20 knots.
-
-    Parameters
-    ----------
-    obj : galsim.GSObject
-        Everything but the knots.
-    points : ndarray (N, 2)
-        Knot positions in arcsec (x, y), already transformed (shape, rotation, shear).
-    flux_each : float
-        Flux of each knot in counts.
+    equal to GalSim's (tests/test_mock.py) and about 20x faster for 20 knots. ``obj``: all but
+    the knots; ``points`` (N, 2): knot (x, y) in arcsec, already transformed (shape, rotation,
+    shear); ``flux_each``: counts per knot.
     """
 
     def __init__(self, obj: galsim.GSObject, points: np.ndarray, flux_each: float) -> None:

@@ -79,7 +79,7 @@ def prepare_cosmos(config: dict, out: str | os.PathLike, progress: bool = False)
     if not indices or bad:
         raise InputDataError(f"{Path(sec['dir']) / sec['file_name']}: real.cosmos.indices {bad or '[]'} "
                              f"out of range; expected rows in [0, {cat.nobjects})")
-    psf = build_target_psf(real["psf"])
+    psf = build_target_psf({**real["psf"], "sim": config["sim"]["psf"]})
     renderer = make_renderer(psf, size, scale)
     fwhm = psf_fwhm_arcsec(psf, scale)
     galaxies, hst_var = {}, {}

@@ -232,3 +232,14 @@ def test_pairs_measure_a_shear_response(renderer):
     response = (g1[:, 0] - g1[:, 1] + g1[:, 2] - g1[:, 3]) / (4 * lab["g1"][0])
     # Adaptive moments without PSF correction: diluted by the PSF, so below 1 but clearly positive.
     assert 0.3 < response.mean() < 1.0 and response.std() < 0.5
+
+
+def test_use_sim_psf_gives_the_sims_psf(tmp_path):
+    """Noise-only control: sim PSF, no optics; the mock's /psf then equals the sim's PSF image."""
+    from refinegan.simulate import build_psf, draw_psf_image
+
+    cfg = _config("real.psf.use_sim_psf=true", "real.psf.optical=false")
+    out = prepare_real(cfg, tmp_path / "control.h5")
+    sim = cfg["sim"]["psf"]
+    want = draw_psf_image(build_psf(sim["type"], sim["fwhm"], sim["beta"]), SIZE, 0.2)
+    np.testing.assert_allclose(read_stamps(out).psf, want, atol=1e-6)
