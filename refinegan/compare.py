@@ -71,6 +71,7 @@ class CompareParams:
     bar_m: float = 2e-3
     plot_stamps: int = 8
     threads: int = 1
+    calibrate_with_target_psf: bool = True
 
     @classmethod
     def from_config(cls, config: Mapping) -> CompareParams:
@@ -296,4 +297,20 @@ def _calibration(sets: dict, meas: dict, p: CompareParams, rng: np.random.Genera
         if "real" in grs:
             out["transfer"] = cal.transfer(out["sim"], out["refined"], out["real"], out["paired"],
                                            p.bar_m)
+        target_psf = sets["real"].psf
+        if p.calibrate_with_target_psf and target_psf is not None:
+            # a refiner may learn PSF features the sim PSF lacks: calibrate refined stamps with
+            # the target's PSF too (the mean PSF image if the target has one per stamp)
+            if target_psf.ndim == 3:
+                target_psf = target_psf.mean(axis=0)
+            s = sets["refined"]
+            var = meas["refined"]["scalars"]["noise_std"] ** 2
+            sh = cal.regauss_shapes(s.images, target_psf, var, s.mask)
+            gr = cal.group_means(sh["eps1"], sh["eps2"], sh["status"] == 0, s.labels)
+            out["refined_target_psf"] = cal.calibrate(gr, p.n_bootstrap, rng)
+            out["paired_target_psf"] = cal.paired_difference(grs["sim"], gr, p.n_bootstrap, rng)
+            if "real" in grs:
+                out["transfer_target_psf"] = cal.transfer(
+                    out["sim"], out["refined_target_psf"], out["real"],
+                    out["paired_target_psf"], p.bar_m)
     return out

@@ -112,11 +112,12 @@ def summary_lines(result: Mapping) -> list[str]:
     if "paired" in cal:
         p = cal["paired"]
         lines.append(f"paired refined-sim  dm={p['dm']} +- {p['dm_err']}  dc={p['dc']} +- {p['dc_err']}")
-    if "transfer" in cal:
-        t = cal["transfer"]
-        lines.append(
-            f"calibration transfer |m_ref-m_real|={t['abs_dm_refined_real']} +- "
-            f"{t['abs_dm_refined_real_err']} vs |m_sim-m_real|={t['abs_dm_sim_real']} +- "
-            f"{t['abs_dm_sim_real_err']}; meets {t['bar']:g}: {t['meets_bar']}"
-        )
+    for key, label in (("transfer", "sim PSF"), ("transfer_target_psf", "target PSF")):
+        if key in cal:
+            t = cal[key]
+            lines.append(
+                f"calibration transfer ({label}) |m_ref-m_real|={t['abs_dm_refined_real']} +- "
+                f"{t['abs_dm_refined_real_err']} vs |m_sim-m_real|={t['abs_dm_sim_real']} +- "
+                f"{t['abs_dm_sim_real_err']}; meets {t['bar']:g}: {t['meets_bar']}"
+            )
     return lines

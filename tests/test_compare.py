@@ -57,6 +57,10 @@ def test_compare_end_to_end(tmp_path, files, config, caplog):
     # the refined set is the sim set with a 1% shear bias: paired dm = 0.01 (same noise)
     dm = tree["calibration"]["paired"]["dm"]
     np.testing.assert_allclose(dm, 0.01, atol=1e-3)
+    # the real file carries the same PSF here, so the target-PSF calibration agrees exactly
+    np.testing.assert_array_equal(tree["calibration"]["refined_target_psf"]["m"],
+                                  tree["calibration"]["refined"]["m"])
+    assert "abs_dm_refined_real" in tree["calibration"]["transfer_target_psf"]
     # morphology (8 of 32 stamps) on the same galaxies for sim and refined
     np.testing.assert_array_equal(tree["stats"]["sim"]["morph_index"],
                                   tree["stats"]["refined"]["morph_index"])
