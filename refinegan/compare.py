@@ -218,7 +218,7 @@ def compare(
         if abs(s.pixel_scale - sets["sim"].pixel_scale) > 1e-9:
             raise ContractError(f"{dom} set: pixel_scale {s.pixel_scale} differs from the sims' "
                                 f"{sets['sim'].pixel_scale} arcsec")
-    logger.info("compare: %d sim, %d refined, %d real stamps", *(len(s) for s in sets.values()))
+    logger.info("compare: %s stamps", ", ".join(f"{len(s)} {d}" for d, s in sets.items()))
 
     meas = {d: measure(s, p, progress, desc=d) for d, s in sets.items()}
     groups = {d: _groups(s) for d, s in sets.items()}
