@@ -21,7 +21,11 @@ rule prepare_real:
 MOCK_EFFECTS = ["knots", "bulge", "neighbours", "cosmic_rays", "hot_pixels"]
 CONTROL_SETS = " ".join(
     [f"--set real.mock.{e}.enabled=false" for e in MOCK_EFFECTS]
-    + ["--set real.psf.optical=false", "--set real.source=mock"]
+    + [
+        "--set real.psf.optical=false",
+        "--set real.psf.use_sim_psf=true",
+        "--set real.source=mock",
+    ]
 )
 
 
