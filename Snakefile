@@ -25,6 +25,10 @@ include: "workflows/rules/refine.smk"
 include: "workflows/rules/compare.smk"
 
 
+localrules:
+    all,
+
+
 rule all:
     input:
         rules.compare.output.h5,
