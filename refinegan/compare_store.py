@@ -23,6 +23,16 @@ logger = logging.getLogger(__name__)
 
 COMPARE_SCHEMA_VERSION = 1
 
+# ``units`` attribute of each dataset, by dataset name; anything else is dimensionless ("").
+UNITS = {
+    "flux": "counts", "hsm_flux": "counts", "noise_mean": "counts", "noise_std": "counts",
+    "hsm_sigma": "pixels", "hsm_dx": "pixels", "hsm_dy": "pixels", "morph_r50": "pixels",
+    "centroid_pix": "pixels", "power": "counts^2", "mean": "", "err": "", "k": "cycles/pixel",
+    "lags": "pixels", "edges": "asinh(pixel / scale_counts)", "scale_counts": "counts",
+    "w1": "units of each statistic (see names)", "w1_control": "units of each statistic",
+    "morph_index": "row in the domain's stamps", "n": "count", "n_groups": "count",
+}
+
 
 def write_tree(group: h5py.Group, tree: Mapping) -> None:
     """Store a nested dict under ``group`` (see module docstring)."""
@@ -38,7 +48,11 @@ def write_tree(group: h5py.Group, tree: Mapping) -> None:
             arr = np.asarray(value)
             if arr.dtype.kind == "U":
                 arr = arr.astype("S")
-            group.create_dataset(key, data=arr)
+            ds = group.create_dataset(key, data=arr)
+            units = UNITS.get(key, "")
+            if key == "mean" and group.parent.name == "/spectra":
+                units = "counts^2"
+            ds.attrs["units"] = units
 
 
 def read_tree(group: h5py.Group) -> dict:

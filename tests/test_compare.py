@@ -51,6 +51,9 @@ def test_compare_end_to_end(tmp_path, files, config, caplog):
                      "classifier/gb_morph/auc", "labels/e1/p95_abs", "calibration/sim/m",
                      "calibration/paired/dm", "calibration/transfer/abs_dm_refined_real"):
             assert path in f, path
+        assert f["stats/sim/hsm_sigma"].attrs["units"] == "pixels"
+        assert f["spectra/real/mean"].attrs["units"] == "counts^2"
+        assert f["stats/real/noise_std"].attrs["units"] == "counts"
         tree = read_tree(f)
     d = tree["distances"]
     assert d["w1"].shape == (len(d["names"]), 3)
