@@ -72,6 +72,7 @@ class CompareParams:
     plot_stamps: int = 8
     threads: int = 1
     calibrate_with_target_psf: bool = True
+    morph_processes: int = 1
 
     @classmethod
     def from_config(cls, config: Mapping) -> CompareParams:
@@ -232,7 +233,7 @@ def compare(
             meas[d]["morph"] = morphology(
                 sets[d].images[idx], meas[d]["scalars"]["noise_std"][idx],
                 threshold_sigma=p.morph_threshold_sigma, n_pixels=p.morph_n_pixels,
-                progress=progress)
+                progress=progress, processes=p.morph_processes)
             meas[d]["morph_index"] = idx
     # real vs real floor: two disjoint halves, whole groups each
     half_b = dist.group_split(groups["real"], 0.5, rng)

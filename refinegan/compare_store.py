@@ -113,7 +113,7 @@ def summary_lines(result: Mapping) -> list[str]:
         cells = [f"{a:.3f}+-{e:.3f}".rjust(14) for a, e in zip(c["auc"], c["err"], strict=True)]
         lines.append(f"{key:<16}" + "".join(cells) + _fmt(c["gap_closed"]))
     cal = result.get("calibration", {})
-    for dom in ("sim", "refined", "real"):
+    for dom in ("sim", "refined", "real", "control", "refined_target_psf"):
         if dom in cal and "m" in cal[dom]:
             c = cal[dom]
             lines.append(

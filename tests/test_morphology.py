@@ -56,3 +56,12 @@ def test_centre_segment_not_label_one():
     segmap, other = centre_segment(img + nb, 2.0)
     assert segmap[SIZE // 2, SIZE // 2] == 1
     assert not segmap[7, 7] and other[7, 7]
+
+
+def test_processes_give_identical_results():
+    images = np.stack([_sersic(1.0, seed=s) for s in range(3)])
+    sigma = np.full(3, 2.0)
+    one = morphology(images, sigma)
+    two = morphology(images, sigma, processes=2)
+    for key, value in one.items():
+        np.testing.assert_array_equal(two[key], value)
