@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 
 DOMAINS = ("sim", "refined", "real")
 PAIRS = ("sim_real", "refined_real", "real_real")  # columns of every distance table
-SCALAR_STATS = ("flux", "peak_snr", "hsm_flux", "hsm_sigma", "hsm_g1", "hsm_g2", "noise_mean",
+SCALAR_STATS = ("flux", "peak_snr", "hsm_flux", "hsm_sigma", "hlr_pix", "hsm_g1", "hsm_g2",
+                "noise_mean",
                 "noise_std", "noise_skew", "noise_kurt", "acf_10", "acf_01", "acf_11")
 NOISE_STATS = ("noise_mean", "noise_std", "noise_skew", "noise_kurt", "acf_10", "acf_01", "acf_11")
 MORPH_STATS = ("morph_r50", "morph_c", "morph_a", "morph_s", "morph_gini", "morph_m20")

@@ -26,7 +26,7 @@ COMPARE_SCHEMA_VERSION = 1
 # ``units`` attribute of each dataset, by dataset name; anything else is dimensionless ("").
 UNITS = {
     "flux": "counts", "hsm_flux": "counts", "noise_mean": "counts", "noise_std": "counts",
-    "hsm_sigma": "pixels", "hsm_dx": "pixels", "hsm_dy": "pixels", "morph_r50": "pixels",
+    "hsm_sigma": "pixels", "hlr_pix": "pixels", "hsm_dx": "pixels", "hsm_dy": "pixels", "morph_r50": "pixels",
     "centroid_pix": "pixels", "power": "counts^2", "mean": "", "err": "", "k": "cycles/pixel",
     "lags": "pixels", "edges": "asinh(pixel / scale_counts)", "scale_counts": "counts",
     "w1": "units of each statistic (see names)", "w1_control": "units of each statistic",

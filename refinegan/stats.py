@@ -26,6 +26,7 @@ __all__ = [
     "power_spectrum",
     "autocorrelation",
     "hsm_moments",
+    "half_light_radius",
     "pixel_histogram",
     "image_stats",
     "FLAG_HSM",
@@ -243,6 +244,45 @@ def hsm_moments(
     return out
 
 
+HLR_APERTURE_SIGMAS = 4.0  # aperture radius of `half_light_radius`, in HSM sigmas
+
+
+def half_light_radius(
+    images: np.ndarray, dx: np.ndarray, dy: np.ndarray, sigma: np.ndarray,
+    aperture_sigmas: float = HLR_APERTURE_SIGMAS,
+) -> np.ndarray:
+    """Circular half-light radius (pixels) within an aperture around the HSM centroid.
+
+    The aperture has radius ``aperture_sigmas`` x HSM sigma (capped at the stamp half-size);
+    the radius enclosing half of the aperture flux is interpolated on the curve of growth of the
+    pixel centres sorted by distance. For a Gaussian of sigma s it is 1.1774 s (99.97 % of the
+    flux is inside 4 s). NaN where HSM failed or the aperture flux is not positive.
+    """
+    n, h, w = images.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    cx = (w - 1) / 2.0 + np.nan_to_num(dx)  # array index of the centroid
+    cy = (h - 1) / 2.0 + np.nan_to_num(dy)
+    r = np.hypot(xx[None] - cx[:, None, None], yy[None] - cy[:, None, None]).reshape(n, -1)
+    r_ap = np.minimum(aperture_sigmas * np.nan_to_num(sigma, nan=0.0), min(h, w) / 2.0)
+    f = np.where(r <= r_ap[:, None], np.asarray(images, np.float64).reshape(n, -1), 0.0)
+    order = np.argsort(r, axis=1)
+    rs = np.take_along_axis(r, order, axis=1)
+    fs = np.take_along_axis(f, order, axis=1)
+    cum = np.cumsum(fs, axis=1) - 0.5 * fs  # each pixel's flux centred on its own radius
+    total = fs.sum(axis=1)
+    half = 0.5 * total
+    out = np.full(n, np.nan)
+    for i in np.flatnonzero(np.isfinite(sigma) & (total > 0)):
+        j = int(np.argmax(cum[i] >= half[i]))  # first pixel reaching half the flux
+        if j == 0:
+            out[i] = rs[i, 0]
+            continue
+        c0, c1 = cum[i, j - 1], cum[i, j]
+        t = (half[i] - c0) / (c1 - c0) if c1 > c0 else 0.0
+        out[i] = rs[i, j - 1] + t * (rs[i, j] - rs[i, j - 1])
+    return out
+
+
 def pixel_histogram(
     images: np.ndarray, scale: float, edges: np.ndarray
 ) -> np.ndarray:
@@ -278,7 +318,7 @@ def image_stats(
     Returns
     -------
     scalars : dict of str to (N,) arrays
-        flux, peak_snr, noise_*, acf_10, acf_01, acf_11, hsm_*, flags (bit field: FLAG_HSM,
+        flux, peak_snr, noise_*, acf_10, acf_01, acf_11, hsm_*, hlr_pix, flags (FLAG_HSM,
         FLAG_NOISE, FLAG_NONFINITE).
     power : (N, ps_bins) noise power spectrum, counts^2
     acf : (N, 2L+1, 2L+1) noise autocorrelation
@@ -310,5 +350,7 @@ def image_stats(
     hsm = hsm_moments(x, bad if bad.any() else None)
     flags[hsm["hsm_status"] != 0] |= FLAG_HSM
     out.update(hsm)
+    out["hlr_pix"] = half_light_radius(np.where(bad, 0.0, x), hsm["hsm_dx"], hsm["hsm_dy"],
+                                       hsm["hsm_sigma"])
     out["flags"] = flags
     return out, power, acf
