@@ -241,12 +241,13 @@ def label_drift(sim: dict, ref: dict) -> dict:
             "e1": b["hsm_g1"] - a["hsm_g1"],
             "e2": b["hsm_g2"] - a["hsm_g2"],
             "size_rel": b["hsm_sigma"] / a["hsm_sigma"] - 1.0,
+            "hlr_rel": b["hlr_pix"] / a["hlr_pix"] - 1.0,
             "centroid_pix": np.hypot(b["hsm_dx"] - a["hsm_dx"], b["hsm_dy"] - a["hsm_dy"]),
         }
         if "regauss" in sim and "regauss" in ref:
             drift["eps1_regauss"] = ref["regauss"]["eps1"] - sim["regauss"]["eps1"]
             drift["eps2_regauss"] = ref["regauss"]["eps2"] - sim["regauss"]["eps2"]
     out = {k: _drift_summary(np.asarray(v, float)) for k, v in drift.items()}
-    out["definition"] = ("refined minus sim per stamp; flux_rel, size_rel relative (HSM adaptive "
-                         "flux and sigma); e1, e2 HSM observed shape; centroid in pixels")
+    out["definition"] = ("refined minus sim per stamp; flux_rel, size_rel, hlr_rel relative (HSM "
+                         "adaptive flux and sigma, aperture half-light radius); e1, e2 HSM observed shape; centroid in pixels")
     return out
