@@ -29,7 +29,7 @@ import torch
 from refinegan.config import load_config
 from refinegan.model import build_refiner
 from refinegan.refine import fast_refiner
-from refinegan.train import TrainSettings, _Trainer
+from refinegan.trainer import Trainer, TrainSettings
 
 
 def _sync(device):
@@ -90,7 +90,7 @@ def bench_train(device, size, steps, batch, plain):
     if plain:
         over += ["train.cuda_bf16=false", "train.cuda_channels_last=false"]
     s = TrainSettings.from_config(load_config(None, over))
-    t = _Trainer(s, 1, (size, size), device)
+    t = Trainer(s, 1, (size, size), device)
     g = torch.Generator(device="cpu").manual_seed(0)
     sim = torch.asinh(torch.randn(4 * batch, 1, size, size, generator=g)).to(device)
     real = torch.asinh(torch.randn(4 * batch, 1, size, size, generator=g)).to(device)

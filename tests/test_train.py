@@ -6,12 +6,13 @@ import pytest
 import torch
 from refiner_helpers import write_set
 
-import refinegan.train as train_mod
+import refinegan.trainer as trainer_mod
 from refinegan import train_monitor as mon
 from refinegan.checkpoint import load_file
 from refinegan.config import load_config
 from refinegan.errors import ConfigError, TrainingError
-from refinegan.train import TrainSettings, _Trainer, train
+from refinegan.train import train
+from refinegan.trainer import Trainer, TrainSettings
 
 SIZE = 16
 SMALL = [
@@ -99,7 +100,7 @@ def test_pretraining_drives_a_perturbed_refiner_to_identity(rng):
     steps bring rms(R(z) - z) from > 0.2 to < 0.05 normalised units (noise std 0.8)."""
     s = TrainSettings.from_config(_config("train.reg_psi=identity", "train.lr_r=0.003",
                                           "train.batch_size=8", "train.refiner_channels=8"))
-    t = _Trainer(s, 1, (SIZE, SIZE), torch.device("cpu"))
+    t = Trainer(s, 1, (SIZE, SIZE), torch.device("cpu"))
     torch.nn.init.normal_(t.refiner.refiner.tail.weight, std=0.5, generator=torch.Generator().manual_seed(0))
     data = torch.asinh(torch.from_numpy(rng.normal(0, 1, (32, 1, SIZE, SIZE))).float())
 
@@ -134,14 +135,14 @@ def test_watch_failure_modes():
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, files, monkeypatch):
     sim, real = files
     calls = {"n": 0}
-    real_d_loss = train_mod.d_loss
+    real_d_loss = trainer_mod.d_loss
 
     def poisoned(*args, **kw):
         calls["n"] += 1
         loss = real_d_loss(*args, **kw)
         return loss * float("nan") if calls["n"] >= 5 else loss
 
-    monkeypatch.setattr(train_mod, "d_loss", poisoned)
+    monkeypatch.setattr(trainer_mod, "d_loss", poisoned)
     cfg = _config("train.steps=6", "train.pretrain_r_steps=0", "train.pretrain_d_steps=0",
                   "train.checkpoint_every=2", "train.log_every=1")
     with pytest.raises(TrainingError, match=r"loss became NaN/inf at step 4 \(adversarial.*last good checkpoint"):

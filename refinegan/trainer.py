@@ -1,0 +1,218 @@
+"""The training state of the SimGAN refiner: settings, networks, optimizers, one step.
+
+`TrainSettings` is the ``train:`` config section as a frozen dataclass. `Trainer` holds R, D,
+their optimizers, the EMA of R, the batch and history generators and the history buffer, and
+runs one global step (`Trainer.one_step`) without host synchronisation; its `state_dict` is what
+``checkpoint.pt`` stores. The loop, I/O and logging live in `refinegan.train`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+from .history import ImageHistory
+from .losses import SelfRegularization, d_accuracy, d_loss, g_loss, moment_loss, r1_penalty
+from .model import MomentProjector, build_discriminator, build_refiner
+
+__all__ = ["TrainSettings", "Trainer", "TRAIN_STREAM"]
+
+TRAIN_STREAM = 4  # SeedSequence([seed, TRAIN_STREAM]): training's own stream of the master seed
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """The ``train:`` section of the config (see config.schema.yaml for meanings and units)."""
+
+    steps: int
+    batch_size: int
+    device: str
+    refiner_channels: int
+    refiner_blocks: int
+    disc_channels: int
+    disc_global_branch: bool
+    disc_spectral_norm: bool
+    global_weight: float
+    adv_loss: str
+    r1_gamma: float
+    reg_lambda: float
+    reg_psi: str
+    reg_lowpass_sigma_px: float
+    moment_mode: str
+    moment_lambda: float
+    moment_weights_px: tuple
+    moment_order: int
+    history_size: int
+    history_fraction: float
+    pretrain_r_steps: int
+    pretrain_d_steps: int
+    k_g: int
+    k_d: int
+    lr_r: float
+    lr_d: float
+    adam_beta1: float
+    ema_decay: float
+    norm_softening: float
+    norm_sigma_source: str
+    norm_border_px: int
+    log_every: int
+    checkpoint_every: int
+    sample_every: int
+    sample_count: int
+    cuda_bf16: bool
+    cuda_channels_last: bool
+    compile: bool
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> TrainSettings:
+        section = dict(config.get("train", {}))
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing, unknown = names - set(section), set(section) - names
+        if missing or unknown:
+            raise ConfigError(f"config train section: missing keys {sorted(missing)}, unknown keys "
+                              f"{sorted(unknown)} (load it with refinegan.config.load_config)")
+        section["moment_weights_px"] = tuple(section["moment_weights_px"])
+        return cls(**section)
+
+    @property
+    def total_steps(self) -> int:
+        return self.pretrain_r_steps + self.pretrain_d_steps + self.steps
+
+    def phase(self, step: int) -> int:
+        if step < self.pretrain_r_steps:
+            return 0
+        return 1 if step < self.pretrain_r_steps + self.pretrain_d_steps else 2
+
+    def arch(self) -> dict:
+        weights = list(self.moment_weights_px) if self.moment_mode == "project" else []
+        return {"channels": self.refiner_channels, "blocks": self.refiner_blocks,
+                "moment_weights_px": weights, "moment_order": self.moment_order}
+
+    def disc_arch(self) -> dict:
+        return {"channels": self.disc_channels, "global_branch": self.disc_global_branch,
+                "spectral_norm": self.disc_spectral_norm}
+
+
+class Trainer:
+    """All training state; `train` drives it. Kept in one object so a checkpoint captures it."""
+
+    def __init__(self, s: TrainSettings, seed: int, shape, device: torch.device) -> None:
+        self.s, self.device = s, device
+        ss = np.random.SeedSequence([int(seed), TRAIN_STREAM])
+        r_seed, d_seed, batch_seed, hist_seed = (int(x) for x in ss.generate_state(4))
+        self.refiner = build_refiner(s.arch(), r_seed).to(device)
+        self.disc = build_discriminator(s.disc_arch(), d_seed).to(device)
+        self.cuda = device.type == "cuda"
+        if self.cuda and s.cuda_channels_last:
+            self.refiner.to(memory_format=torch.channels_last)
+            self.disc.to(memory_format=torch.channels_last)
+        self.r_call, self.d_call = self.refiner, self.disc
+        if s.compile:
+            self.r_call, self.d_call = torch.compile(self.refiner), torch.compile(self.disc)
+        betas = (s.adam_beta1, 0.999)
+        self.opt_r = torch.optim.Adam(self.refiner.parameters(), lr=s.lr_r, betas=betas)
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=s.lr_d, betas=betas)
+        self.ema = [p.detach().clone() for p in self.refiner.parameters()] if s.ema_decay > 0 else None
+        self.gen = torch.Generator(device=device).manual_seed(batch_seed)
+        self.history = ImageHistory(s.history_size, (1, *shape),
+                                    torch.Generator(device=device).manual_seed(hist_seed),
+                                    device=device, fraction=s.history_fraction)
+        self.selfreg = SelfRegularization(s.reg_psi, s.reg_lowpass_sigma_px)
+        self.moments = MomentProjector(s.moment_weights_px, s.moment_order)
+        self.step = 0
+        self.zero = torch.zeros((), device=device)
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.s.cuda_bf16)
+
+    def _batch(self, data: torch.Tensor) -> torch.Tensor:
+        idx = torch.randint(data.shape[0], (self.s.batch_size,), generator=self.gen, device=self.device)
+        return data[idx]
+
+    def r_step(self, sim: torch.Tensor, adversarial: bool):
+        s = self.s
+        x = self._batch(sim)
+        self.disc.requires_grad_(False)
+        with self._autocast():
+            y = self.r_call(x)
+            reg = s.reg_lambda * self.selfreg(y, x) if s.reg_lambda > 0 else self.zero
+            mom = (s.moment_lambda * moment_loss(y, x, self.moments)
+                   if s.moment_mode == "loss" else self.zero)
+            adv = g_loss(self.d_call(y), s.adv_loss, s.global_weight) if adversarial else self.zero
+            loss = adv + reg + mom
+        self.opt_r.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_r.step()
+        self.disc.requires_grad_(True)
+        if self.ema is not None:
+            torch._foreach_lerp_(self.ema, [p.detach() for p in self.refiner.parameters()],
+                                 1.0 - s.ema_decay)
+        return adv.detach(), reg.detach(), mom.detach()
+
+    def d_step(self, sim: torch.Tensor, real: torch.Tensor):
+        s = self.s
+        x, r = self._batch(sim), self._batch(real)
+        with torch.no_grad(), self._autocast():
+            y = self.r_call(x)
+        fake = self.history.mix(y)
+        with self._autocast():
+            out_r, out_f = self.d_call(r), self.d_call(fake)
+            loss = d_loss(out_r, out_f, s.adv_loss, s.global_weight)
+            r1 = r1_penalty(self.d_call, r, s.global_weight) if s.r1_gamma > 0 else self.zero
+            total = loss + 0.5 * s.r1_gamma * r1
+        self.opt_d.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_d.step()
+        return (loss.detach(), d_accuracy(out_r, True, s.adv_loss),
+                d_accuracy(out_f, False, s.adv_loss), r1.detach())
+
+    def one_step(self, sim, real) -> torch.Tensor:
+        """One global step; returns its metrics row (device tensor, no host sync)."""
+        s, z = self.s, self.zero
+        phase = s.phase(self.step)
+        adv = reg = mom = ld = acc_r = acc_f = r1 = z
+        if phase == 0:
+            adv, reg, mom = self.r_step(sim, adversarial=False)
+        elif phase == 1:
+            ld, acc_r, acc_f, r1 = self.d_step(sim, real)
+        else:
+            for _ in range(s.k_g):
+                adv, reg, mom = self.r_step(sim, adversarial=True)
+            for _ in range(s.k_d):
+                ld, acc_r, acc_f, r1 = self.d_step(sim, real)
+        self.step += 1
+        return torch.stack([adv, reg, mom, ld, acc_r, acc_f, r1]).float()
+
+    def model_state(self) -> dict:
+        state = self.refiner.state_dict()
+        if self.ema is not None:
+            names = [n for n, _ in self.refiner.named_parameters()]
+            state = dict(state) | dict(zip(names, self.ema, strict=True))
+        return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "refiner": self.refiner.state_dict(), "disc": self.disc.state_dict(),
+                "opt_r": self.opt_r.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "ema": None if self.ema is None else [t.cpu() for t in self.ema],
+                "gen": self.gen.get_state(), "history": self.history.state_dict()}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.step = int(st["step"])
+        self.refiner.load_state_dict(st["refiner"])
+        self.disc.load_state_dict(st["disc"])
+        self.opt_r.load_state_dict(st["opt_r"])
+        self.opt_d.load_state_dict(st["opt_d"])
+        if self.ema is not None:
+            for t, v in zip(self.ema, st["ema"], strict=True):
+                t.copy_(v)
+        self.gen.set_state(st["gen"])
+        self.history.load_state_dict(st["history"])
+
+    @torch.no_grad()
+    def refine_eval(self, z: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return self.r_call(z).float()
