@@ -254,7 +254,8 @@ def compare(
     result["stats"]["real_half_b"] = half_b.astype(np.uint8)
     result["spectra"], result["acf"], result["histogram"] = spectra_tables(
         sets, meas, half_b, scale, p, HIST_RANGE)
-    result["distances"] = distance_tables(sets, meas, half_b, scale, p, rng, PIXEL_SAMPLE)
+    result["distances"] = distance_tables(sets, meas, groups, half_b, scale, p, rng,
+                                          PIXEL_SAMPLE)
     result["classifier"] = classifier_tests(sets, meas, groups, half_b, scale, p, rng, progress)
     result["calibration"] = _calibration(sets, meas, p, rng)
     result["labels"] = label_drift(meas["sim"], meas["refined"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from scipy import stats as sps
 
 from . import distances as dist
 from .pixel_classifier import CNNParams
@@ -83,17 +84,57 @@ def _mean_acf(a):
     return a[good].mean(axis=0) if good.any() else np.full(a.shape[1:], np.nan)
 
 
-def distance_tables(sets, meas, half_b, scale, p, rng, pixel_sample):
-    """W1 / KS per statistic, energy distance, power-spectrum and ACF distances, gap closed."""
+W1_BOOTSTRAP = 50  # resamples of galaxy groups for the W1 errors (cost ~ 50 W1 evaluations)
+
+
+def _boot_sets(groups: np.ndarray, n_boot: int, rng) -> list[np.ndarray]:
+    """Index arrays of ``n_boot`` bootstrap resamples of whole groups."""
+    if len(groups) == 0:
+        return [np.zeros(0, np.int64)] * n_boot
+    uniq, inv = np.unique(groups, return_inverse=True)
+    order = np.argsort(inv, kind="stable")
+    counts = np.bincount(inv)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    members = [order[a : a + c] for a, c in zip(starts, counts, strict=True)]
+    return [np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
+            for _ in range(n_boot)]
+
+
+def _w1(a, b) -> float:
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    return float(sps.wasserstein_distance(a, b)) if len(a) > 1 and len(b) > 1 else np.nan
+
+
+def _w1_err(a, b, boots_a, boots_b) -> float:
+    vals = np.array([_w1(a[ia], b[ib]) for ia, ib in zip(boots_a, boots_b, strict=True)])
+    vals = vals[np.isfinite(vals)]
+    return float(vals.std(ddof=1)) if len(vals) > 1 else np.nan
+
+
+def distance_tables(sets, meas, groups, half_b, scale, p, rng, pixel_sample):
+    """W1 (with group-bootstrap errors) / KS per statistic, energy distance, power-spectrum and
+    ACF distances, gap closed."""
     from .compare import MORPH_STATS, SCALAR_STATS
 
     names = list(SCALAR_STATS) + [m for m in MORPH_STATS if "morph" in meas["sim"]]
-    rows = []
+
+    def boots(rows_of):  # bootstrap index sets of (sim, real, real half A, real half B)
+        g = {d: groups[d][rows_of(d)] for d in ("sim", "real")}
+        hb = half_b[rows_of("real")]
+        return [_boot_sets(x, W1_BOOTSTRAP, rng) for x in (g["sim"], g["real"], g["real"][~hb],
+                                                             g["real"][hb])]
+
+    boot_full = boots(lambda d: slice(None))
+    boot_morph = (boots(lambda d: meas[d]["morph_index"]) if "morph" in meas["sim"] else None)
+    rows, errs = [], []
     for name in names:
-        trip = _triples(_values(meas, "sim", name), _values(meas, "refined", name),
-                        _values(meas, "real", name), _real_half(meas, name, half_b))
-        rows.append([dist.w1_ks(np.where(np.isinf(a), np.nan, a), np.where(np.isinf(b), np.nan, b))
-                     for a, b in trip])
+        trip = _triples(*(np.where(np.isinf(v), np.nan, v) for v in
+                          (_values(meas, d, name) for d in ("sim", "refined", "real"))),
+                        _real_half(meas, name, half_b))
+        rows.append([dist.w1_ks(a, b) for a, b in trip])
+        bs, br, bra, brb = boot_full if name in meas["sim"]["scalars"] else boot_morph
+        errs.append([_w1_err(*trip[0], bs, br), _w1_err(*trip[1], bs, br),
+                     _w1_err(*trip[2], bra, brb)])
     # pixel values in asinh(x / scale), a random sample of pixels of each set
     pix = {}
     for d in ("sim", "refined", "real"):
@@ -107,12 +148,14 @@ def distance_tables(sets, meas, half_b, scale, p, rng, pixel_sample):
                  ((pix["sim"], pix["real"]), (pix["refined"], pix["real"]),
                   (pix["real"][~hb], pix["real"][hb]))])
     names.append("pixels_asinh")
+    errs.append([np.nan] * 3)  # pixels: no per-group errors
     arr = np.array(rows, dtype=float)  # (S, 3, 4): w1, ks, ks_p, n_excluded
     if "control" in meas:  # noise-only control vs real, scalar statistics only
         ctrl = [dist.w1_ks(_values(meas, "control", n), _values(meas, "real", n))
                 if n in meas["control"]["scalars"] else (np.nan,) * 4 for n in names]
     out = {"names": np.array(names), "pairs": np.array(["sim_real", "refined_real", "real_real"]),
-           "w1": arr[..., 0], "ks": arr[..., 1], "ks_p": arr[..., 2],
+           "w1": arr[..., 0], "w1_err": np.array(errs, dtype=float),
+           "ks": arr[..., 1], "ks_p": arr[..., 2],
            "n_excluded": arr[..., 3].astype(np.int64)}
     if "control" in meas:
         ctrl = np.array(ctrl, dtype=float)

@@ -56,7 +56,8 @@ def test_compare_end_to_end(tmp_path, files, config, caplog):
         assert f["stats/real/noise_std"].attrs["units"] == "counts"
         tree = read_tree(f)
     d = tree["distances"]
-    assert d["w1"].shape == (len(d["names"]), 3)
+    assert d["w1"].shape == d["w1_err"].shape == (len(d["names"]), 3)
+    assert np.isfinite(d["w1_err"][: len(d["names"]) - 7, :2]).all()  # scalar stats, sim/refined
     # the refined set is the sim set with a 1% shear bias: paired dm = 0.01 (same noise)
     dm = tree["calibration"]["paired"]["dm"]
     np.testing.assert_allclose(dm, 0.01, atol=1e-3)
