@@ -29,6 +29,12 @@ localrules:
     all,
 
 
+# Every stage's outputs are targets, so a deleted intermediate file (one sim shard, say) is
+# redrawn together with what depends on it, instead of being skipped as "not needed".
 rule all:
     input:
+        sim_shards(),
+        rules.prepare_real.output.h5,
+        rules.train.output.model,
+        refined_shards(),
         rules.compare.output.h5,

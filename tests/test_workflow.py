@@ -2,6 +2,7 @@
 the contract; a second run does nothing; a deleted shard reruns only what depends on it;
 `--config` overrides reach the stages. About a minute on 2 cores."""
 
+import re
 import subprocess
 import sys
 
@@ -55,14 +56,11 @@ def test_second_run_does_nothing_and_deleted_shard_reruns_only_dependents(finish
     res = _snakemake(finished_run, "--dry-run")
     assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr
     (finished_run / "results" / "ci" / "sim" / "shard-1.h5").unlink()
-    res = _snakemake(finished_run, "--dry-run", "--quiet", "rules")
+    res = _snakemake(finished_run, "--dry-run")
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
-    jobs = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            jobs[parts[0]] = int(parts[1])
+    table = out.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    jobs = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
     # shard 1 only, then everything downstream of it; shard 0 and the real set stay.
     assert jobs.get("simulate") == 1 and "prepare_real" not in jobs, out
     assert jobs.get("train") == 1 and jobs.get("refine") == 2 and jobs.get("compare") == 1
