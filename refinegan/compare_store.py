@@ -112,6 +112,11 @@ def summary_lines(result: Mapping) -> list[str]:
     for key, c in result.get("classifier", {}).items():
         cells = [f"{a:.3f}+-{e:.3f}".rjust(14) for a, e in zip(c["auc"], c["err"], strict=True)]
         lines.append(f"{key:<16}" + "".join(cells) + _fmt(c["gap_closed"]))
+    drift = result.get("labels", {})
+    cells = [f"{k} {_fmt(v['median_abs']).strip()}/{_fmt(v['p95_abs']).strip()}"
+             for k, v in drift.items() if isinstance(v, Mapping)]
+    if cells:
+        lines.append("label drift refined-sim, median/95th pct of |drift|: " + ", ".join(cells))
     cal = result.get("calibration", {})
     for dom in ("sim", "refined", "real", "control", "refined_target_psf"):
         if dom in cal and "m" in cal[dom]:
