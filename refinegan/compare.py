@@ -252,6 +252,7 @@ def compare(
         node["power"] = meas[d]["power"]
         result["stats"][d] = node
     result["stats"]["real_half_b"] = half_b.astype(np.uint8)
+    result["failures"] = _failure_counts(meas)
     result["spectra"], result["acf"], result["histogram"] = spectra_tables(
         sets, meas, half_b, scale, p, HIST_RANGE)
     result["distances"] = distance_tables(sets, meas, groups, half_b, scale, p, rng,
@@ -276,6 +277,23 @@ def compare(
     plots_dir = Path(plots_dir) if plots_dir is not None else Path(out_path).parent / "plots"
     plots.make_plots(result, sets, plots_dir, scale=scale, n_stamps=p.plot_stamps, rng=rng)
     return result
+
+
+def _failure_counts(meas: dict) -> dict:
+    """Per domain: stamps whose HSM moments, noise statistics or statmorph failed (flagged)."""
+    from .stats import FLAG_HSM, FLAG_NOISE, FLAG_NONFINITE
+
+    out = {}
+    for d, m in meas.items():
+        flags = m["scalars"]["flags"]
+        out[d] = {"n": len(flags), "hsm": int((flags & FLAG_HSM > 0).sum()),
+                  "noise": int((flags & FLAG_NOISE > 0).sum()),
+                  "nonfinite": int((flags & FLAG_NONFINITE > 0).sum())}
+        if "morph" in m:
+            out[d]["morph"] = int((m["morph"]["morph_flag"] >= 2).sum())
+            out[d]["morph_n"] = len(m["morph"]["morph_flag"])
+        logger.info("%s: flagged stamps %s", d, out[d])
+    return out
 
 
 def _calibration(sets: dict, meas: dict, p: CompareParams, rng: np.random.Generator) -> dict:

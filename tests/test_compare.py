@@ -49,6 +49,7 @@ def test_compare_end_to_end(tmp_path, files, config, caplog):
                      "histogram/edges", "distances/w1", "distances/gap_closed_w1",
                      "distances/energy", "classifier/gb_all/auc", "classifier/cnn_pixels/auc",
                      "classifier/gb_morph/auc", "labels/e1/p95_abs", "calibration/sim/m",
+                     "failures/sim/hsm", "failures/real/morph",
                      "calibration/paired/dm", "calibration/transfer/abs_dm_refined_real"):
             assert path in f, path
         assert f["stats/sim/hsm_sigma"].attrs["units"] == "pixels"
