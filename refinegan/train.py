@@ -247,7 +247,7 @@ def train(
     tail = adv_rows[-s.log_every:]
     acc_r = float(tail[:, 6].mean()) if len(tail) else float("nan")
     acc_f = float(tail[:, 7].mean()) if len(tail) else float("nan")
-    report = mon.watch(watch_z, t.refine_eval(watch_z), acc_r, acc_f)
+    report = mon.watch(watch_z, t.refine_eval(watch_z), acc_r, acc_f, real_z[:n_watch])
     for w in report["warnings"]:
         logger.warning("failure mode: %s", w)
     finished = t.step >= s.total_steps
@@ -264,6 +264,7 @@ def train(
     mon.write_log(log_path, all_rows, meta | {"warnings": report["warnings"],
                                               "identity_rms": report["identity_rms"],
                                               "diversity_ratio": report["diversity_ratio"],
+                                              "noise_ratio": report["noise_ratio"],
                                               "finished": finished})
     logger.info("training %s at step %d of %d; failure modes: %s", "finished" if finished else "stopped",
                 t.step, s.total_steps, report["warnings"] or "none")

@@ -39,6 +39,8 @@ LOG_UNITS = {"step_time_s": "s", "loss_r_reg": "normalised (asinh) units",
 IDENTITY_RMS = 0.02  # rms of R(z) - z in normalised units (noise std 0.8) below which R is "identity"
 D_WIN_ACCURACY = 0.99  # D's accuracy on both real and refined, averaged over the last log window
 COLLAPSE_RATIO = 0.5  # refined diversity / sim diversity (pixel std across stamps) below = collapse
+NOISE_RATIO_RANGE = (0.8, 1.25)  # refined / real border-frame std (normalised units) outside = warn
+BORDER_PX = 4  # frame used for the noise level
 
 
 def write_log(path: str | os.PathLike, rows: np.ndarray, attrs: Mapping) -> Path:
@@ -86,18 +88,27 @@ def save_sample_grid(path: str | os.PathLike, sim: np.ndarray, refined: np.ndarr
     return path
 
 
+def _border_std(z: torch.Tensor) -> float:
+    b = BORDER_PX
+    frame = torch.cat([z[..., :b, :].flatten(1), z[..., -b:, :].flatten(1)], dim=1).float()
+    return float(frame.std(dim=1).median())
+
+
 @torch.no_grad()
-def watch(sim_z: torch.Tensor, refined_z: torch.Tensor, acc_real: float, acc_fake: float) -> dict:
+def watch(sim_z: torch.Tensor, refined_z: torch.Tensor, acc_real: float, acc_fake: float,
+          real_z: torch.Tensor | None = None) -> dict:
     """Check the known SimGAN failure modes on a fixed batch of sim stamps and their refinements.
 
-    Returns a dict with the measured ``identity_rms``, ``diversity_ratio`` and a list
-    ``warnings`` of the modes found (identity, discriminator wins, collapse).
+    Returns a dict with the measured ``identity_rms``, ``diversity_ratio``,
+    ``noise_ratio`` (refined / real border std; NaN without ``real_z``) and a list ``warnings``
+    of the modes found (identity, discriminator wins, collapse, noise level off).
     """
     diff = (refined_z.float() - sim_z.float())
     identity_rms = float(diff.pow(2).mean().sqrt())
     div_sim = float(sim_z.float().std(dim=0).mean())
     div_ref = float(refined_z.float().std(dim=0).mean())
     ratio = div_ref / div_sim if div_sim > 0 else float("nan")
+    noise_ratio = _border_std(refined_z) / _border_std(real_z) if real_z is not None else float("nan")
     warnings = []
     if identity_rms < IDENTITY_RMS:
         warnings.append(f"refiner stayed the identity: rms(R(x) - x) = {identity_rms:.4f} "
@@ -108,4 +119,9 @@ def watch(sim_z: torch.Tensor, refined_z: torch.Tensor, acc_real: float, acc_fak
     if ratio < COLLAPSE_RATIO:
         warnings.append(f"collapse: refined stamps are {ratio:.2f}x as diverse as sim stamps "
                         f"(pixel std across stamps; < {COLLAPSE_RATIO})")
-    return {"identity_rms": identity_rms, "diversity_ratio": ratio, "warnings": warnings}
+    lo, hi = NOISE_RATIO_RANGE
+    if not lo <= noise_ratio <= hi and noise_ratio == noise_ratio:
+        warnings.append(f"noise level off: refined border std is {noise_ratio:.2f}x the target's "
+                        f"(normalised units; outside {lo}-{hi}); R amplifies or removes noise")
+    return {"identity_rms": identity_rms, "diversity_ratio": ratio, "noise_ratio": noise_ratio,
+            "warnings": warnings}

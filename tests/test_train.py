@@ -130,6 +130,9 @@ def test_watch_failure_modes():
     assert "discriminator wins" in mon.watch(sim, changed, 1.0, 0.995)["warnings"][0]
     collapsed = changed.mean(dim=0, keepdim=True).expand_as(sim) + 0.01 * sim
     assert any("collapse" in w for w in mon.watch(sim, collapsed, 0.6, 0.6)["warnings"])
+    assert mon.watch(sim, changed, 0.6, 0.6, real_z=changed)["noise_ratio"] == 1.0
+    loud = mon.watch(sim, 2 * changed, 0.6, 0.6, real_z=changed)
+    assert loud["noise_ratio"] == pytest.approx(2.0) and "noise level off" in loud["warnings"][0]
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, files, monkeypatch):
