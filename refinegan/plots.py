@@ -78,6 +78,7 @@ def _histograms(plt, result):
     for ax, name in zip(axes.flat, names, strict=False):
         vals = {d: np.asarray(st[d][name], float) for d in COLORS if d in st and name in st[d]}
         vals = {d: v[np.isfinite(v)] for d, v in vals.items()}
+        vals = {d: v for d, v in vals.items() if v.size}  # e.g. noise_std of noiseless sims
         pool = np.concatenate(list(vals.values()))
         if pool.size == 0:
             continue

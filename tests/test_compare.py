@@ -176,3 +176,16 @@ def test_pipeline_inputs_identity_refiner(tmp_path):
     finite = np.isfinite(d["gap_closed_w1"])
     assert finite.sum() > 10 and np.all(d["gap_closed_w1"][finite] == 0)
     assert "m" in res["calibration"]["real"]  # the mock carries its true shear and pairs
+
+
+def test_noiseless_sims_flagged_not_fatal(tmp_path, config):
+    """Noiseless sims: no noise pixels to measure (flagged, NaN), everything else still runs."""
+    im, lab, psf = make_pairs(4, g=G, noise=0.0)
+    sim = write_set(tmp_path / "sim.h5", im, lab, psf, "sim")
+    ref = write_set(tmp_path / "ref.h5", im, lab, psf, "refined", parent=sim)
+    imq, labq, _ = make_pairs(4, g=G, noise=3.0, seed=2)
+    real = write_set(tmp_path / "real.h5", imq, labq, psf, "real")
+    cfg = load_config(None, [*FAST, "compare.morphology_n=0", "compare.cnn_seeds=0"])
+    res = compare(cfg, [sim], [ref], real, tmp_path / "c.h5", progress=False)
+    assert res["failures"]["sim"]["noise"] == 16 and res["failures"]["real"]["noise"] == 0
+    assert abs(res["calibration"]["sim"]["m"][0]) < 1e-4  # REGAUSS exact on these Gaussians
