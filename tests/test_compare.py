@@ -189,3 +189,14 @@ def test_noiseless_sims_flagged_not_fatal(tmp_path, config):
     res = compare(cfg, [sim], [ref], real, tmp_path / "c.h5", progress=False)
     assert res["failures"]["sim"]["noise"] == 16 and res["failures"]["real"]["noise"] == 0
     assert abs(res["calibration"]["sim"]["m"][0]) < 1e-4  # REGAUSS exact on these Gaussians
+
+
+def test_cli_compare_runs(tmp_path, files):
+    from refinegan.cli import main
+
+    sets = [f"--set={kv}" for kv in (*FAST, "compare.morphology_n=0", "compare.cnn_seeds=0")]
+    rc = main(["compare", "--sim", str(files["sim"]), "--refined", str(files["refined"]),
+               "--real", str(files["real"]), "--out", str(tmp_path / "c.h5"),
+               "--plots", str(tmp_path / "figs"), "--no-progress", *sets])
+    assert rc == 0
+    assert (tmp_path / "c.h5").exists() and (tmp_path / "figs" / "calibration.png").exists()
