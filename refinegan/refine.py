@@ -147,7 +147,8 @@ def refine(
         has_label = "noise_sigma" in sf.label_names
         if norm.sigma_source == "label" and not has_label:
             norm.sigmas(np.zeros((0, 1, 1)), {}, str(in_path))  # raises the missing-label error
-        if has_label and norm.sigma_source != "estimate" and sf.n:
+        label_checked = has_label and norm.sigma_source != "estimate"
+        if label_checked and sf.n:
             # (N,) floats: small even for 10^6 stamps; the border estimate is checked per chunk
             check_compatible(info, sf, model_path, sf.labels(["noise_sigma"])["noise_sigma"],
                              sigma_tolerance)
@@ -172,7 +173,7 @@ def refine(
                     bad = sl.start + int(np.flatnonzero(~np.isfinite(images).all(axis=(1, 2)))[0])
                     raise ContractError(f"{in_path}: stamp {bad} has NaN or inf pixels")
                 sigma = norm.sigmas(images, labels, str(in_path))
-                if i == 0 and not has_label:
+                if i == 0 and not label_checked:
                     check_compatible(info, sf, model_path, sigma, sigma_tolerance)
                 out = refine_array(runner, norm, images, sigma, dev, channels_last=True)
                 mask = sf.mask[sl] if sf.mask is not None else None
