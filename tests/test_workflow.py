@@ -79,3 +79,13 @@ def test_bad_config_fails_before_any_job(tmp_path):
     assert res.returncode != 0
     assert "sigma" in res.stdout + res.stderr
     assert not (tmp_path / "results" / "ci" / "sim").exists()
+
+
+def test_readme_notebook_example_runs(finished_run, monkeypatch, capsys):
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- notebook-example -->", 1)[1].split("<!-- /notebook-example -->")[0]
+    code = block.split("```python", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(finished_run)
+    exec(code.replace("results/default/", "results/ci/"), {})
+    out = capsys.readouterr().out
+    assert "gap closed" in out and "paired dm1" in out
