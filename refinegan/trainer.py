@@ -107,6 +107,7 @@ class Trainer:
         self.refiner = build_refiner(s.arch(), r_seed).to(device)
         self.disc = build_discriminator(s.disc_arch(), d_seed).to(device)
         self.cuda = device.type == "cuda"
+        self.amp = self.cuda and s.cuda_bf16  # bf16 autocast (tests switch it on for CPU too)
         if self.cuda and s.cuda_channels_last:
             self.refiner.to(memory_format=torch.channels_last)
             self.disc.to(memory_format=torch.channels_last)
@@ -127,7 +128,7 @@ class Trainer:
         self.zero = torch.zeros((), device=device)
 
     def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.s.cuda_bf16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
     def _batch(self, data: torch.Tensor) -> torch.Tensor:
         idx = torch.randint(data.shape[0], (self.s.batch_size,), generator=self.gen, device=self.device)

@@ -196,3 +196,20 @@ def test_config_and_resume_errors(tmp_path, files, monkeypatch):
     (tmp_path / "o" / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(TrainingError, match=r"checkpoint.pt: not a readable refinegan checkpoint"):
         train(_config("train.steps=2"), [sim], real, tmp_path / "o", resume=True)
+
+
+def test_bf16_autocast_path_runs_and_keeps_float32_where_needed(rng):
+    """The CUDA path's mixed precision, exercised with CPU bf16 autocast: finite losses, the
+    refined stamps (moment projection) in float32, the history buffer in float32."""
+    s = TrainSettings.from_config(_config("train.pretrain_r_steps=1", "train.pretrain_d_steps=1",
+                                          "train.steps=2", "train.r1_gamma=1.0"))
+    t = Trainer(s, 1, (SIZE, SIZE), torch.device("cpu"))
+    t.amp = True
+    t.refiner.to(memory_format=torch.channels_last)
+    data = torch.asinh(torch.from_numpy(rng.normal(0, 1, (16, 1, SIZE, SIZE))).float())
+    rows = [t.one_step(data, data) for _ in range(4)]
+    assert all(bool(torch.isfinite(r).all()) for r in rows)
+    assert t.refine_eval(data).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert t.refiner(data).dtype == torch.float32
+    assert t.history.images.dtype == torch.float32 and len(t.history) > 0
