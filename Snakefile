@@ -38,3 +38,4 @@ rule all:
         rules.train.output.model,
         refined_shards(),
         rules.compare.output.h5,
+        rules.summary.output.html,

@@ -74,6 +74,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", default=None, help="directory for PNG plots (default: beside --out)")
     p.add_argument("--control", nargs="+", default=None,
                    help="noise-only control stamp file(s): the target with only its noise effect")
+    p = sub.add_parser("summary", help="key numbers of a compare.h5 as an HTML page")
+    p.add_argument("--compare", required=True, help="compare.h5 written by refinegan compare")
+    p.add_argument("--out", required=True, help="output HTML file")
     return parser
 
 
@@ -85,6 +88,11 @@ def _run(args: argparse.Namespace) -> None:
         from .refine import refine
 
         refine(args.model, args.in_path, args.out, chunk_stamps=args.chunk, progress=progress)
+        return
+    if args.stage == "summary":
+        from .summary import write_summary
+
+        write_summary(args.compare, args.out)
         return
     config = load_config(args.config, args.overrides)
     if args.stage == "simulate":

@@ -46,6 +46,8 @@ def test_all_outputs_exist_and_follow_the_contract(finished_run):
     with h5py.File(res / "compare.h5") as f:
         assert len(f.keys()) > 0
     assert sorted(p.name for p in (res / "plots").glob("*.png"))
+    summary = (res / "summary.html").read_text()
+    assert "Calibration transfer" in summary and "Classifier two-sample tests" in summary
     for stage in ("simulate", "prepare_real", "train", "refine", "compare"):
         assert any((finished_run / "logs" / "ci").glob(f"{stage}*")), stage
     assert (finished_run / "benchmarks" / "ci" / "train.tsv").exists()

@@ -24,7 +24,7 @@ rule compare:
         f"{BENCH}/compare.tsv"
     conda:
         "../envs/refinegan.yaml"
-    threads: workflow.cores
+    threads: 4
     params:
         cfg=sections("seed", "compare"),
         config=RUN_CONFIG,
@@ -35,3 +35,21 @@ rule compare:
         "refinegan compare --no-progress --config {params.config} --sim {input.sim}"
         " --refined {input.refined} --real {input.real} --out {output.h5}"
         " {params.control} --plots {output.plots} > {log} 2>&1"
+
+
+rule summary:
+    """The key numbers of compare.h5 as one HTML page for the report (refinegan summary)."""
+    input:
+        h5=rules.compare.output.h5,
+    output:
+        html=report(
+            f"{RESULTS}/summary.html",
+            caption="../report/summary.rst",
+            category="Summary",
+        ),
+    log:
+        f"{LOGS}/compare/summary.log",
+    conda:
+        "../envs/refinegan.yaml"
+    shell:
+        "refinegan summary --compare {input.h5} --out {output.html} > {log} 2>&1"

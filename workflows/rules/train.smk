@@ -10,14 +10,19 @@ rule train:
     output:
         model=f"{RESULTS}/model/refiner.pt",
         log_h5=f"{RESULTS}/model/train_log.h5",
-        samples=directory(f"{RESULTS}/model/samples"),
+        samples=report(
+            directory(f"{RESULTS}/model/samples"),
+            patterns=["{name}.png"],
+            caption="../report/training.rst",
+            category="Training",
+        ),
     log:
         f"{LOGS}/train/train.log",
     benchmark:
         f"{BENCH}/train.tsv"
     conda:
         "../envs/refinegan.yaml"
-    threads: workflow.cores
+    threads: 8
     resources:
         gpu=1 if config["train"]["device"] == "cuda" else 0,
     params:

@@ -1,0 +1,109 @@
+"""The key numbers of a run on one HTML page, for the Snakemake report (`refinegan summary`).
+
+Reads ``compare.h5`` (docs/compare.md) and writes a self-contained HTML file: the gap closed per
+statistic next to its real-vs-real floor, the classifier AUCs (sim, refined, noise-only control,
+floor), and the shear calibration (m per domain, paired dm, calibration transfer vs the bar).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .compare_store import read_tree
+from .errors import ContractError
+
+__all__ = ["write_summary", "summary_tables"]
+
+
+def _fmt(x, err=None, digits=3) -> str:
+    x = np.asarray(x, dtype=float)
+    if not np.isfinite(x):
+        return "n/a"
+    text = f"{x:.{digits}g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
+    if err is not None and np.isfinite(err):
+        text += f" ± {float(err):.2g}"
+    return text
+
+
+def summary_tables(tree: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) tables of the key numbers of a compare result tree."""
+    tables = []
+    dist = tree["distances"]
+    names = [str(n) for n in dist["names"]]
+    w1 = np.asarray(dist["w1"])
+    gap = np.asarray(dist["gap_closed_w1"])
+    rows = [[n, _fmt(w1[i, 0]), _fmt(w1[i, 1]), _fmt(w1[i, 2]), _fmt(gap[i], digits=2)]
+            for i, n in enumerate(names)]
+    for key in ("energy", "power_spectrum", "acf"):
+        d = np.asarray(dist[key])
+        rows.append([key, _fmt(d[0]), _fmt(d[1]), _fmt(d[2]), _fmt(dist[f"gap_closed_{key}"], digits=2)])
+    tables.append(("Distances to the real set (W1 per statistic; gap closed = 1 - d(refined, real) "
+                   "/ d(sim, real))", ["statistic", "sim-real", "refined-real", "floor real-real",
+                                       "gap closed"], rows))
+    rows = []
+    for test, res in tree.get("classifier", {}).items():
+        auc, err = np.asarray(res["auc"]), np.asarray(res["err"])
+        control = _fmt(res.get("control_auc", np.nan), res.get("control_err"))
+        rows.append([test, _fmt(auc[0], err[0]), _fmt(auc[1], err[1]), control,
+                     _fmt(auc[2], err[2]), _fmt(res.get("gap_closed", np.nan), digits=2)])
+    tables.append(("Classifier two-sample tests (held-out AUC; 0.5 = indistinguishable)",
+                   ["test", "sim vs real", "refined vs real", "noise-only control vs real",
+                    "real vs real", "gap closed"], rows))
+    cal = tree.get("calibration", {})
+    rows = []
+    for domain in ("sim", "refined", "real", "control", "refined_target_psf"):
+        if domain in cal and "m" in cal[domain]:
+            c = cal[domain]
+            rows.append([domain] + [_fmt(c["m"][k], c["m_err"][k]) for k in (0, 1)]
+                        + [_fmt(c["c"][k], c["c_err"][k]) for k in (0, 1)] + [str(c["n_groups"])])
+    if "paired" in cal:
+        p = cal["paired"]
+        rows.append(["paired refined - sim (dm, dc)"] + [_fmt(p["dm"][k], p["dm_err"][k]) for k in (0, 1)]
+                    + [_fmt(p["dc"][k], p["dc_err"][k]) for k in (0, 1)] + [str(p["n_groups"])])
+    tables.append(("Shear calibration, HSM REGAUSS with each file's PSF (eps = (1 + m) g + c)",
+                   ["set", "m1", "m2", "c1", "c2", "galaxy groups"], rows))
+    if "transfer" in cal:
+        t = cal["transfer"]
+        rows = [[f"component {k + 1}",
+                 _fmt(t["abs_dm_sim_real"][k], t["abs_dm_sim_real_err"][k]),
+                 _fmt(t["abs_dm_refined_real"][k], t["abs_dm_refined_real_err"][k]),
+                 str(bool(t["meets_bar"][k])), _fmt(t["abs_dm_paired"][k]),
+                 str(bool(t["paired_meets_bar"][k]))] for k in (0, 1)]
+        tables.append((f"Calibration transfer (bar {float(t['bar']):g})",
+                       ["", "|m_sim - m_real|", "|m_refined - m_real|", "refined meets bar",
+                        "|dm| paired", "|dm| meets bar"], rows))
+    return tables
+
+
+def write_summary(compare_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """Write the HTML summary of ``compare_path`` to ``out_path`` (atomically)."""
+    compare_path, out_path = Path(compare_path), Path(out_path)
+    try:
+        with h5py.File(compare_path, "r") as f:
+            tree = read_tree(f)
+    except OSError as err:
+        raise ContractError(f"{compare_path}: cannot read compare.h5 ({err})") from None
+    if "distances" not in tree:
+        raise ContractError(f"{compare_path}: no /distances group; is this a compare.h5?")
+    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>refinegan summary</title>",
+             "<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;"
+             "margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+             "td:first-child,th:first-child{text-align:left}</style></head><body>",
+             f"<h2>refinegan: key numbers of {html.escape(compare_path.name)}</h2>"]
+    for title, header, rows in summary_tables(tree):
+        parts.append(f"<h3>{html.escape(title)}</h3><table><tr>"
+                     + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+        for row in rows:
+            parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+        parts.append("</table>")
+    parts.append("</body></html>")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{out_path}.tmp")
+    tmp.write_text("\n".join(parts))
+    os.replace(tmp, out_path)
+    return out_path
