@@ -123,7 +123,7 @@ class SelfRegularization:
         Low-pass Gaussian sigma in pixels (``lowpass`` only) [default: 1.5].
     """
 
-    def __init__(self, psi: str = "lowpass", sigma_px: float = 1.5) -> None:
+    def __init__(self, psi: str = "identity", sigma_px: float = 1.5) -> None:
         if psi not in PSI_KINDS:
             raise ConfigError(f"train.reg_psi must be one of {PSI_KINDS}, got {psi!r}")
         if psi == "lowpass" and not sigma_px > 0:
