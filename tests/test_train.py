@@ -79,7 +79,7 @@ def test_outputs_log_samples_and_weights_only_checkpoints(tmp_path, files):
     sim, real = files
     cfg = _config("train.steps=3", "train.pretrain_r_steps=1", "train.pretrain_d_steps=2",
                   "train.sample_every=3")
-    res = train(cfg, [sim], real, tmp_path / "out")
+    res = train(cfg, [sim], real, tmp_path / "out", progress=True)
     for path in (res.model_path, res.checkpoint_path):
         torch.load(path, weights_only=True)  # no pickled code needed
     model = load_file(res.model_path)
