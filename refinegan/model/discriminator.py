@@ -5,7 +5,7 @@ Local branch (SimGAN section 2.3): conv3x3(1->C) -> conv3x3 stride 2 (C->2C) -> 
 map has shape (B, 1, ceil(H/2), ceil(W/2)). The adversarial loss is averaged over the map.
 
 Global branch (beyond the paper): two more stride-2 3x3 convs on the local features
-(receptive field 25 pixels, about a galaxy at 0.2"/pixel) and a global average pool feeding a
+(receptive field 21 pixels, about a galaxy at 0.2"/pixel) and a global average pool feeding a
 linear layer: one logit per stamp, for galaxy-scale differences (knots, PSF wings) the local
 patches cannot see. Spectral normalisation of every layer is an option.
 """
