@@ -109,3 +109,13 @@ def test_moment_preserving_refiner_keeps_moments_in_counts():
 def test_flops_per_pixel():
     r = Refiner(channels=32, blocks=4)
     assert r.flops_per_pixel() == 2 * (9 * 32 + 4 * 2 * 9 * 32 * 32 + 32)
+
+
+def test_local_patch_receptive_field_is_9_pixels():
+    d = Discriminator(channels=4, global_branch=False)
+    z = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    local, _ = d(z)
+    (g,) = torch.autograd.grad(local[0, 0, 8, 8], z)  # patch centred on pixel (16, 16)
+    rows = torch.nonzero(g[0, 0].abs().sum(dim=1)).flatten()
+    cols = torch.nonzero(g[0, 0].abs().sum(dim=0)).flatten()
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (12, 20, 12, 20)
