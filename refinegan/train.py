@@ -24,6 +24,7 @@ import torch
 
 from . import train_monitor as mon
 from .checkpoint import MODEL_FORMAT, MODEL_VERSION, atomic_save, load_file
+from .distributed import World, init_world
 from .errors import ConfigError, TrainingError
 from .io import open_stamps, package_versions, read_many
 from .normalize import Normalization
@@ -138,6 +139,20 @@ def train(
     """
     s = TrainSettings.from_config(config)
     device = resolve_device(s.device)
+    world = init_world(device.type)  # several processes under torchrun (refinegan.distributed)
+    try:
+        if world.distributed and device.type == "cuda":
+            device = torch.device("cuda", world.local_rank)
+            torch.cuda.set_device(device)
+        return _train(config, s, device, world, sim_paths, real_path, out_dir, resume, progress,
+                      stop_after_step)
+    finally:
+        world.close()
+
+
+def _train(config, s: TrainSettings, device: torch.device, world: World, sim_paths, real_path,
+           out_dir, resume: bool, progress: bool, stop_after_step: int | None) -> TrainResult:
+    """`train` for one process of ``world``; only rank 0 writes files."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, model_path, log_path = out_dir / "checkpoint.pt", out_dir / "refiner.pt", out_dir / "train_log.h5"
@@ -151,7 +166,7 @@ def train(
     sim_z = _to_device(sim.images, sig_sim, norm, device, cl)
     real_z = _to_device(real.images, sig_real, norm, device, cl)
     shape = sim.images.shape[1:]
-    t = Trainer(s, int(config["seed"]), shape, device)
+    t = Trainer(s, int(config["seed"]), shape, device, world)
     rows: list[np.ndarray] = []
     if resume and ckpt_path.exists():
         st = load_file(ckpt_path)
@@ -174,11 +189,15 @@ def train(
             "real_file": str(real_path)}
 
     def save_samples(step: int) -> None:
+        if not world.is_main:
+            return
         ref = t.refine_eval(watch_z[:k])
         mon.save_sample_grid(out_dir / "samples" / f"step-{step:06d}.png", watch_z[:k, 0].cpu().numpy(),
                              ref[:, 0].cpu().numpy(), real_z[:k, 0].float().cpu().numpy())
 
     def save_checkpoint() -> None:
+        if not world.is_main:
+            return
         done = np.concatenate(rows) if rows else np.zeros((0, len(mon.LOG_COLUMNS)))
         atomic_save({"trainer": t.state_dict(), "log_rows": torch.from_numpy(done),
                      "arch_settings": {k_: (list(v) if isinstance(v, tuple) else v)
@@ -214,7 +233,7 @@ def train(
         return block
 
     bar = None
-    if progress:
+    if progress and world.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=s.total_steps, initial=t.step, desc="train", unit="step")
@@ -253,6 +272,7 @@ def train(
     finished = t.step >= s.total_steps
     if finished:
         save_samples(t.step)
+    if finished and world.is_main:
         atomic_save({
             "format": MODEL_FORMAT, "version": MODEL_VERSION, "arch": s.arch(),
             "state_dict": t.model_state(), "normalization": norm.to_dict(),
@@ -261,11 +281,14 @@ def train(
             "config": dict(config), "step": int(t.step), "versions": package_versions(),
             "sim_files": meta["sim_files"], "real_file": meta["real_file"],
         }, model_path)
-    mon.write_log(log_path, all_rows, meta | {"warnings": report["warnings"],
-                                              "identity_rms": report["identity_rms"],
-                                              "diversity_ratio": report["diversity_ratio"],
-                                              "noise_ratio": report["noise_ratio"],
-                                              "finished": finished})
+    if world.is_main:
+        mon.write_log(log_path, all_rows, meta | {"world_size": world.size,
+                                                  "warnings": report["warnings"],
+                                                  "identity_rms": report["identity_rms"],
+                                                  "diversity_ratio": report["diversity_ratio"],
+                                                  "noise_ratio": report["noise_ratio"],
+                                                  "finished": finished})
+    world.barrier()  # the other ranks wait until rank 0 has written its files
     logger.info("training %s at step %d of %d; failure modes: %s", "finished" if finished else "stopped",
                 t.step, s.total_steps, report["warnings"] or "none")
     return TrainResult(model_path, ckpt_path, log_path, t.step, report)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from .distributed import SINGLE, World
 from .errors import ConfigError
 from .history import ImageHistory
 from .losses import SelfRegularization, d_accuracy, d_loss, g_loss, moment_loss, r1_penalty
@@ -100,8 +101,14 @@ class TrainSettings:
 class Trainer:
     """All training state; `train` drives it. Kept in one object so a checkpoint captures it."""
 
-    def __init__(self, s: TrainSettings, seed: int, shape, device: torch.device) -> None:
-        self.s, self.device = s, device
+    def __init__(self, s: TrainSettings, seed: int, shape, device: torch.device,
+                 world: World = SINGLE) -> None:
+        self.s, self.device, self.world = s, device, world
+        if world.distributed and s.batch_size % world.size:
+            raise ConfigError(f"train.batch_size={s.batch_size} must be divisible by the number of "
+                              f"processes ({world.size}): each takes an equal slice of the batch")
+        if world.distributed and s.r1_gamma > 0:
+            raise ConfigError("train.r1_gamma > 0 is not supported with several processes")
         ss = np.random.SeedSequence([int(seed), TRAIN_STREAM])
         r_seed, d_seed, batch_seed, hist_seed = (int(x) for x in ss.generate_state(4))
         self.refiner = build_refiner(s.arch(), r_seed).to(device)
@@ -114,6 +121,15 @@ class Trainer:
         self.r_call, self.d_call = self.refiner, self.disc
         if s.compile:
             self.r_call, self.d_call = torch.compile(self.refiner), torch.compile(self.disc)
+        # R's and D's own updates go through DDP when there are several processes (gradients
+        # averaged over ranks); D inside R's loss and R inside D's batch are plain calls.
+        self.r_train, self.d_train = self.r_call, self.d_call
+        if world.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [device.index] if device.type == "cuda" else None
+            self.r_train = DDP(self.r_call, device_ids=ids)
+            self.d_train = DDP(self.d_call, device_ids=ids)
         betas = (s.adam_beta1, 0.999)
         self.opt_r = torch.optim.Adam(self.refiner.parameters(), lr=s.lr_r, betas=betas)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=s.lr_d, betas=betas)
@@ -131,15 +147,16 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
     def _batch(self, data: torch.Tensor) -> torch.Tensor:
+        """This process's slice of a global batch (every rank draws the same indices)."""
         idx = torch.randint(data.shape[0], (self.s.batch_size,), generator=self.gen, device=self.device)
-        return data[idx]
+        return data[idx[self.world.local_slice(self.s.batch_size)]]
 
     def r_step(self, sim: torch.Tensor, adversarial: bool):
         s = self.s
         x = self._batch(sim)
         self.disc.requires_grad_(False)
         with self._autocast():
-            y = self.r_call(x)
+            y = self.r_train(x)
             reg = s.reg_lambda * self.selfreg(y, x) if s.reg_lambda > 0 else self.zero
             mom = (s.moment_lambda * moment_loss(y, x, self.moments)
                    if s.moment_mode == "loss" else self.zero)
@@ -159,9 +176,13 @@ class Trainer:
         x, r = self._batch(sim), self._batch(real)
         with torch.no_grad(), self._autocast():
             y = self.r_call(x)
-        fake = self.history.mix(y)
+        # The buffer sees the whole global batch, so it stays the same on every rank.
+        fake = self.history.mix(self.world.gather(y))[self.world.local_slice(self.s.batch_size)]
         with self._autocast():
-            out_r, out_f = self.d_call(r), self.d_call(fake)
+            out = self.d_train(torch.cat([r, fake]))  # one pass over real and refined stamps
+            n = r.shape[0]
+            out_r = tuple(None if o is None else o[:n] for o in out)
+            out_f = tuple(None if o is None else o[n:] for o in out)
             loss = d_loss(out_r, out_f, s.adv_loss, s.global_weight)
             r1 = r1_penalty(self.d_call, r, s.global_weight) if s.r1_gamma > 0 else self.zero
             total = loss + 0.5 * s.r1_gamma * r1
@@ -186,7 +207,7 @@ class Trainer:
             for _ in range(s.k_d):
                 ld, acc_r, acc_f, r1 = self.d_step(sim, real)
         self.step += 1
-        return torch.stack([adv, reg, mom, ld, acc_r, acc_f, r1]).float()
+        return self.world.mean(torch.stack([adv, reg, mom, ld, acc_r, acc_f, r1]).float())
 
     def model_state(self) -> dict:
         state = self.refiner.state_dict()
