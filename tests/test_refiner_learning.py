@@ -65,7 +65,7 @@ def test_default_config_meets_the_label_bounds(tmp_path, one_thread):
     refined-real 0.25 below sim-real, >= 70 % of the autocorrelation gap closed, flux ratio 1
     within 0.5 %, e1 drift rms < 0.03, |dm| <= 2e-3 within 2 sigma of its error.
 
-    Measured (one torch thread, 16 min of training on the loaded 2-core machine, ~20 min in all):
+    Measured (one torch thread on the loaded 2-core machine; the test took 14.3 min in all):
     AUC sim-real 0.99993, refined-real 0.670; acf -0.003 -> 0.506 (real 0.490); noise std 0.98x
     the target's; flux ratio 0.99996; e1 drift rms 0.009; dm = -1.55e-3 +/- 0.69e-3 (noise-only
     control: -1.29e-2 +/- 0.30e-2).
