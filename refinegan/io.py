@@ -225,7 +225,8 @@ class StampWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = h5py.File(self.tmp_path, "w")
         try:
-            chunk = (max(1, min(CHUNK_STAMPS, self.n)), *self.stamp_shape)
+            # HDF5 cannot chunk an empty dataset: a file of zero stamps is stored contiguous.
+            chunk = (min(CHUNK_STAMPS, self.n), *self.stamp_shape) if self.n else None
             self._images = self._f.create_dataset(
                 "images", shape=(self.n, *self.stamp_shape), dtype="f4", chunks=chunk
             )

@@ -178,3 +178,12 @@ def test_config_attribute_is_json(tmp_path):
     _write(path, config={"sim": {"n": 4}})
     with h5py.File(path) as f:
         assert json.loads(f.attrs["config"]) == {"sim": {"n": 4}}
+
+
+def test_empty_stamp_file(tmp_path):
+    path = tmp_path / "empty.h5"
+    io.write_stamps(path, np.zeros((0, 8, 8), np.float32), {"id": np.zeros(0, np.int64)},
+                    domain="real", pixel_scale=0.2, source="t", config={}, seed=1,
+                    mask=np.zeros((0, 8, 8), np.uint8))
+    with io.open_stamps(path) as sf:
+        assert sf.n == 0 and sf.stamp_shape == (8, 8)
