@@ -27,6 +27,7 @@ include: "workflows/rules/compare.smk"
 
 localrules:
     all,
+    summary,
 
 
 # Every stage's outputs are targets, so a deleted intermediate file (one sim shard, say) is
