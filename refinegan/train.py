@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 PIXEL_SCALE_RTOL = 1e-6
 WATCH_STAMPS = 256  # fixed sim stamps used for the failure-mode watch and sample grids
 PHASES = ("pretrain_r", "pretrain_d", "adversarial")
+MASK_FILL_STREAM = 6  # SeedSequence([seed, MASK_FILL_STREAM]): noise put on masked target pixels
 ARCH_KEYS = ("refiner_channels", "refiner_blocks", "disc_channels", "disc_global_branch",
              "disc_spectral_norm", "moment_weights_px", "moment_order", "moment_mode", "history_size", "ema_decay")
 
@@ -83,6 +84,22 @@ def _load_domain(paths: Sequence[str | os.PathLike], role: str):
         raise TrainingError(f"{paths[k]}: stamp {local} has NaN or inf pixels ({int(bad.sum())} "
                             f"such {role} stamps); fix or drop them before training")
     return stamps, paths
+
+
+def fill_masked(images: np.ndarray, mask: np.ndarray | None, sigma: np.ndarray,
+                seed: int) -> tuple[np.ndarray, int]:
+    """Replace bad pixels (``mask`` non-zero: cosmic rays, hot pixels) by white noise of each
+    stamp's sigma, so D never learns them as a feature of the target and R never learns to add
+    them. Returns the images (a copy when anything changed) and the number of pixels replaced.
+    """
+    if mask is None or not mask.any():
+        return images, 0
+    bad = mask != 0  # (N, H, W)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), MASK_FILL_STREAM]))
+    out = images.copy()
+    fill = rng.standard_normal(int(bad.sum())).astype(np.float32)
+    out[bad] = fill * np.broadcast_to(sigma.astype(np.float32)[:, None, None], bad.shape)[bad]
+    return out, int(bad.sum())
 
 
 def _check_pair(sim, sim_paths, real, real_path) -> None:
@@ -162,6 +179,9 @@ def _train(config, s: TrainSettings, device: torch.device, world: World, sim_pat
     norm = Normalization(s.norm_softening, s.norm_sigma_source, s.norm_border_px)
     sig_sim = norm.sigmas(sim.images, sim.labels, f"{sim_paths[0]}")
     sig_real = norm.sigmas(real.images, real.labels, f"{real_path}")
+    real.images, n_filled = fill_masked(real.images, real.mask, sig_real, int(config["seed"]))
+    if n_filled:
+        logger.info("%s: %d masked pixels replaced by noise for training", real_path, n_filled)
     cl = device.type == "cuda" and s.cuda_channels_last
     sim_z = _to_device(sim.images, sig_sim, norm, device, cl)
     real_z = _to_device(real.images, sig_real, norm, device, cl)

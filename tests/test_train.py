@@ -213,3 +213,20 @@ def test_bf16_autocast_path_runs_and_keeps_float32_where_needed(rng):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert t.refiner(data).dtype == torch.float32
     assert t.history.images.dtype == torch.float32 and len(t.history) > 0
+
+
+def test_masked_target_pixels_become_noise():
+    from refinegan.train import fill_masked
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(0, 3.0, (40, 16, 16)).astype(np.float32)
+    images[:, 5, 5] = 1e4  # a hot pixel in every stamp
+    mask = np.zeros(images.shape, np.uint8)
+    mask[:, 5, 5] = 2
+    out, n = fill_masked(images, mask, np.full(40, 3.0), seed=1)
+    assert n == 40
+    assert np.abs(out[:, 5, 5]).max() < 5 * 3.0 and 1.5 < out[:, 5, 5].std() < 4.5
+    np.testing.assert_array_equal(np.delete(out.reshape(40, -1), 5 * 16 + 5, axis=1),
+                                  np.delete(images.reshape(40, -1), 5 * 16 + 5, axis=1))
+    same, n0 = fill_masked(images, None, np.full(40, 3.0), seed=1)
+    assert n0 == 0 and same is images
