@@ -38,7 +38,7 @@ PIXEL_SCALE_RTOL = 1e-6
 WATCH_STAMPS = 256  # fixed sim stamps used for the failure-mode watch and sample grids
 PHASES = ("pretrain_r", "pretrain_d", "adversarial")
 MASK_FILL_STREAM = 6  # SeedSequence([seed, MASK_FILL_STREAM]): noise put on masked target pixels
-ARCH_KEYS = ("refiner_channels", "refiner_blocks", "disc_channels", "disc_global_branch",
+ARCH_KEYS = ("refiner_channels", "refiner_blocks", "residual_space", "disc_channels", "disc_global_branch",
              "disc_spectral_norm", "moment_weights_px", "moment_order", "moment_mode", "history_size", "ema_decay")
 
 

@@ -34,6 +34,7 @@ class TrainSettings:
     device: str
     refiner_channels: int
     refiner_blocks: int
+    residual_space: str
     disc_channels: int
     disc_global_branch: bool
     disc_spectral_norm: bool
@@ -91,7 +92,8 @@ class TrainSettings:
     def arch(self) -> dict:
         weights = list(self.moment_weights_px) if self.moment_mode == "project" else []
         return {"channels": self.refiner_channels, "blocks": self.refiner_blocks,
-                "moment_weights_px": weights, "moment_order": self.moment_order}
+                "moment_weights_px": weights, "moment_order": self.moment_order,
+                "residual_space": self.residual_space}
 
     def disc_arch(self) -> dict:
         return {"channels": self.disc_channels, "global_branch": self.disc_global_branch,

@@ -87,10 +87,11 @@ def test_projection_removes_exactly_the_weighted_moments(rng):
     assert float((p - u).pow(2).sum() / u.pow(2).sum()) < 0.15
 
 
-def test_moment_preserving_refiner_keeps_moments_in_counts():
+@pytest.mark.parametrize("space", ["asinh", "linear"])
+def test_moment_preserving_refiner_keeps_moments_in_counts(space):
     """Even a far-from-identity R keeps flux, centroid and second moments of sinh(z)."""
     torch.manual_seed(0)
-    r = build_refiner(ARCH, seed=3)
+    r = build_refiner(ARCH | {"residual_space": space}, seed=3)
     torch.nn.init.normal_(r.refiner.tail.weight, std=0.3, generator=torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(2)
     z = torch.asinh(torch.randn(3, 1, 32, 32, generator=g, dtype=torch.float64).float() + 20 * torch.exp(
@@ -100,10 +101,30 @@ def test_moment_preserving_refiner_keeps_moments_in_counts():
         raw = r.refiner(z)
     before = _moments(torch.sinh(z).double().numpy()[:, 0], ARCH["moment_weights_px"])
     after = _moments(torch.sinh(out).double().numpy()[:, 0], ARCH["moment_weights_px"])
-    unprojected = _moments(torch.sinh(raw).double().numpy()[:, 0], ARCH["moment_weights_px"])
+    raw_lin = torch.sinh(raw) if space == "asinh" else torch.sinh(z) + (raw - z)
+    unprojected = _moments(raw_lin.double().numpy()[:, 0], ARCH["moment_weights_px"])
     scale = np.abs(before).max()
     assert np.abs(unprojected - before).max() > 1e-2 * scale  # R alone moves them
     assert_allclose(after, before, atol=2e-5 * scale)  # the projection puts them back
+
+
+def test_linear_residual_is_an_additive_change_in_sigma_units():
+    """residual_space linear: sinh(out) = sinh(z) + R's residual, on faint and bright pixels alike
+    (asinh space would scale the same residual by cosh(z) ~ 100 on a 100-sigma core)."""
+    arch = {"channels": 8, "blocks": 1, "moment_weights_px": [], "residual_space": "linear"}
+    r = build_refiner(arch, seed=3)
+    torch.nn.init.normal_(r.refiner.tail.weight, std=0.3, generator=torch.Generator().manual_seed(1))
+    z = torch.asinh(torch.linspace(-3, 300, 16 * 16).reshape(1, 1, 16, 16))
+    with torch.no_grad():
+        out, resid = r(z), r.refiner.residual(z)
+    assert_allclose(torch.sinh(out) - torch.sinh(z), resid, atol=2e-3 * 300 * 1e-2, rtol=1e-3)
+    assert float(resid.abs().max()) > 1e-2  # R is far from the identity here
+    with pytest.raises(ValueError, match="residual_space"):
+        build_refiner(arch | {"residual_space": "log"})
+
+
+def test_old_checkpoint_arch_defaults_to_asinh_residual():
+    assert build_refiner(ARCH).residual_space == "asinh"
 
 
 def test_flops_per_pixel():

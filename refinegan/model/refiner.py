@@ -15,7 +15,7 @@ from torch import nn
 
 from .moments import MomentProjector
 
-__all__ = ["ResBlock", "Refiner", "MomentPreservingRefiner"]
+__all__ = ["ResBlock", "Refiner", "MomentPreservingRefiner", "RESIDUAL_SPACES"]
 
 
 class ResBlock(nn.Module):
@@ -63,35 +63,50 @@ class Refiner(nn.Module):
         return 2 * (9 * c + self.blocks_n * 2 * 9 * c * c + c)
 
 
+RESIDUAL_SPACES = ("asinh", "linear")
+
+
 class MomentPreservingRefiner(nn.Module):
     """R followed by the exact moment projection, in normalised units.
 
-    With ``u = sinh(R(z)) - sinh(z)`` (the refiner's change in linear units, proportional to
-    counts), the projection removes the part of ``u`` that would change the weighted moments,
-    and the output is ``asinh(sinh(z) + P u)``. Since the per-stamp scale ``softening * sigma``
-    is a common factor, the moments in counts are preserved exactly (to float32 rounding).
+    R's change ``u`` in linear units (proportional to counts) is ``sinh(R(z)) - sinh(z)`` when
+    R's residual is added in asinh space (``residual_space='asinh'``), or the residual itself,
+    ``R(z) - z``, when it is an additive change in units of ``softening * sigma``
+    (``'linear'``: a change of the noise texture costs the same on a galaxy's core as on the sky,
+    and is not amplified by ``cosh(z)`` at bright pixels). The projection removes the part of
+    ``u`` that would change the weighted moments, and the output is ``asinh(sinh(z) + P u)``.
+    Since the per-stamp scale ``softening * sigma`` is a common factor, the moments in counts are
+    preserved exactly (to float32 rounding).
 
     Parameters
     ----------
     refiner : Refiner
     projector : MomentProjector or None
-        None turns the projection off (the wrapper is then R itself).
+        None turns the projection off.
+    residual_space : {'asinh', 'linear'}
+        Where R's residual is added [default: 'asinh'].
     """
 
-    def __init__(self, refiner: Refiner, projector: MomentProjector | None) -> None:
+    def __init__(self, refiner: Refiner, projector: MomentProjector | None,
+                 residual_space: str = "asinh") -> None:
         super().__init__()
+        if residual_space not in RESIDUAL_SPACES:
+            raise ValueError(f"residual_space must be one of {RESIDUAL_SPACES}, got {residual_space!r}")
         self.refiner = refiner
         self.projector = projector
+        self.residual_space = residual_space
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W)
         return self.project(z, self.refiner(z))
 
     def project(self, z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Apply the moment projection to R's output ``out`` for input ``z`` (both (B, 1, H, W))."""
-        if self.projector is None:
+        if self.projector is None and self.residual_space == "asinh":
             return out
         with torch.autocast(z.device.type, enabled=False):
             z32, out32 = z.float(), out.float()
             lin = torch.sinh(z32)
-            u = self.projector.project_out(torch.sinh(out32) - lin)
+            u = out32 - z32 if self.residual_space == "linear" else torch.sinh(out32) - lin
+            if self.projector is not None:
+                u = self.projector.project_out(u)
             return torch.asinh(lin + u)  # float32 even under autocast: keeps the moments exact
