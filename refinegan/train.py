@@ -187,6 +187,10 @@ def _train(config, s: TrainSettings, device: torch.device, world: World, sim_pat
     real_z = _to_device(real.images, sig_real, norm, device, cl)
     shape = sim.images.shape[1:]
     t = Trainer(s, int(config["seed"]), shape, device, world)
+    if s.noise_lambda > 0:
+        t.set_noise_target(real_z)
+        logger.info("noise-level anchor: target border-frame variance %.4f (normalised linear units)",
+                    float(t.noise_target))
     rows: list[np.ndarray] = []
     if resume and ckpt_path.exists():
         st = load_file(ckpt_path)
@@ -245,7 +249,7 @@ def _train(config, s: TrainSettings, device: torch.device, world: World, sim_pat
             i = int(np.flatnonzero(bad)[0])
             raise TrainingError(
                 f"loss became NaN/inf at step {int(steps[i])} ({PHASES[s.phase(int(steps[i]))]} phase: "
-                f"{dict(zip(mon.LOG_COLUMNS[2:9], m[i], strict=True))}); stopped, the last good "
+                f"{dict(zip(mon.LOG_COLUMNS[2:10], m[i], strict=True))}); stopped, the last good "
                 f"checkpoint {ckpt_path} is kept (lower train.lr_r / lr_d or check the inputs)")
         block = np.column_stack([steps, [s.phase(int(q)) for q in steps], m,
                                  np.full(len(steps), s.reg_lambda), np.full(len(steps), dt)])
@@ -267,13 +271,14 @@ def _train(config, s: TrainSettings, device: torch.device, world: World, sim_pat
         if step % s.log_every == 0 or at_ckpt:
             block = flush()
             if len(block):
-                last = block[-1]
-                logger.info("step %d | %s | loss_R %.4f (adv %.4f reg %.4f) | loss_D %.4f | acc real "
-                            "%.2f fake %.2f | %.1f ms/step", step, PHASES[int(last[1])],
-                            last[2] + last[3] + last[4], last[2], last[3], last[5], last[6], last[7],
-                            1e3 * last[10])
+                last = dict(zip(mon.LOG_COLUMNS, block[-1], strict=True))
+                loss_r = sum(last[c] for c in ("loss_r_adv", "loss_r_reg", "loss_r_moment", "loss_r_noise"))
+                logger.info("step %d | %s | loss_R %.4f (adv %.4f reg %.4f noise %.4f) | loss_D %.4f | acc "
+                            "real %.2f fake %.2f | %.1f ms/step", step, PHASES[int(last["phase"])],
+                            loss_r, last["loss_r_adv"], last["loss_r_reg"], last["loss_r_noise"],
+                            last["loss_d"], last["acc_real"], last["acc_fake"], 1e3 * last["step_time_s"])
                 if bar is not None:
-                    bar.set_postfix(loss_R=f"{last[2] + last[3]:.3f}", loss_D=f"{last[5]:.3f}")
+                    bar.set_postfix(loss_R=f"{loss_r:.3f}", loss_D=f"{last['loss_d']:.3f}")
         if at_ckpt:
             save_checkpoint()
         if s.sample_every and step % s.sample_every == 0:
@@ -282,10 +287,10 @@ def _train(config, s: TrainSettings, device: torch.device, world: World, sim_pat
         bar.close()
     flush()
     all_rows = np.concatenate(rows) if rows else np.zeros((0, len(mon.LOG_COLUMNS)))
-    adv_rows = all_rows[all_rows[:, 1] >= 1] if len(all_rows) else all_rows
+    adv_rows = all_rows[all_rows[:, mon.COL["phase"]] >= 1] if len(all_rows) else all_rows
     tail = adv_rows[-s.log_every:]
-    acc_r = float(tail[:, 6].mean()) if len(tail) else float("nan")
-    acc_f = float(tail[:, 7].mean()) if len(tail) else float("nan")
+    acc_r = float(tail[:, mon.COL["acc_real"]].mean()) if len(tail) else float("nan")
+    acc_f = float(tail[:, mon.COL["acc_fake"]].mean()) if len(tail) else float("nan")
     report = mon.watch(watch_z, t.refine_eval(watch_z), acc_r, acc_f, real_z[:n_watch])
     for w in report["warnings"]:
         logger.warning("failure mode: %s", w)

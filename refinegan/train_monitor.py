@@ -31,7 +31,8 @@ __all__ = [
 
 # One row per step; these are the columns, in order.
 LOG_COLUMNS = ("step", "phase", "loss_r_adv", "loss_r_reg", "loss_r_moment", "loss_d",
-               "acc_real", "acc_fake", "r1", "lambda", "step_time_s")
+               "acc_real", "acc_fake", "r1", "loss_r_noise", "lambda", "step_time_s")
+COL = {name: j for j, name in enumerate(LOG_COLUMNS)}
 LOG_UNITS = {"step_time_s": "s", "loss_r_reg": "normalised (asinh) units",
              "acc_real": "fraction of patches", "acc_fake": "fraction of patches"}
 

@@ -17,7 +17,16 @@ import torch
 from .distributed import SINGLE, World
 from .errors import ConfigError
 from .history import ImageHistory
-from .losses import SelfRegularization, d_accuracy, d_loss, g_loss, moment_loss, r1_penalty
+from .losses import (
+    SelfRegularization,
+    border_variance,
+    d_accuracy,
+    d_loss,
+    g_loss,
+    moment_loss,
+    noise_level_loss,
+    r1_penalty,
+)
 from .model import MomentProjector, build_discriminator, build_refiner
 
 __all__ = ["TrainSettings", "Trainer", "TRAIN_STREAM"]
@@ -48,6 +57,7 @@ class TrainSettings:
     moment_lambda: float
     moment_weights_px: tuple
     moment_order: int
+    noise_lambda: float
     history_size: int
     history_fraction: float
     pretrain_r_steps: int
@@ -144,6 +154,14 @@ class Trainer:
         self.moments = MomentProjector(s.moment_weights_px, s.moment_order)
         self.step = 0
         self.zero = torch.zeros((), device=device)
+        self.noise_target = None
+
+    @torch.no_grad()
+    def set_noise_target(self, real: torch.Tensor, chunk: int = 1024) -> None:
+        """The target's median border-frame variance (linear normalised units), for the anchor."""
+        v = torch.cat([border_variance(real[i:i + chunk], self.s.norm_border_px)
+                       for i in range(0, real.shape[0], chunk)])
+        self.noise_target = v.median()
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -163,7 +181,11 @@ class Trainer:
             mom = (s.moment_lambda * moment_loss(y, x, self.moments)
                    if s.moment_mode == "loss" else self.zero)
             adv = g_loss(self.d_call(y), s.adv_loss, s.global_weight) if adversarial else self.zero
-            loss = adv + reg + mom
+            if s.noise_lambda > 0 and self.noise_target is None:
+                raise RuntimeError("train.noise_lambda > 0 needs Trainer.set_noise_target(real) first")
+            noise = (s.noise_lambda * noise_level_loss(y, self.noise_target, s.norm_border_px)
+                     if s.noise_lambda > 0 else self.zero)
+            loss = adv + reg + mom + noise
         self.opt_r.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_r.step()
@@ -171,7 +193,7 @@ class Trainer:
         if self.ema is not None:
             torch._foreach_lerp_(self.ema, [p.detach() for p in self.refiner.parameters()],
                                  1.0 - s.ema_decay)
-        return adv.detach(), reg.detach(), mom.detach()
+        return adv.detach(), reg.detach(), mom.detach(), noise.detach()
 
     def d_step(self, sim: torch.Tensor, real: torch.Tensor):
         s = self.s
@@ -198,18 +220,18 @@ class Trainer:
         """One global step; returns its metrics row (device tensor, no host sync)."""
         s, z = self.s, self.zero
         phase = s.phase(self.step)
-        adv = reg = mom = ld = acc_r = acc_f = r1 = z
+        adv = reg = mom = ld = acc_r = acc_f = r1 = noise = z
         if phase == 0:
-            adv, reg, mom = self.r_step(sim, adversarial=False)
+            adv, reg, mom, noise = self.r_step(sim, adversarial=False)
         elif phase == 1:
             ld, acc_r, acc_f, r1 = self.d_step(sim, real)
         else:
             for _ in range(s.k_g):
-                adv, reg, mom = self.r_step(sim, adversarial=True)
+                adv, reg, mom, noise = self.r_step(sim, adversarial=True)
             for _ in range(s.k_d):
                 ld, acc_r, acc_f, r1 = self.d_step(sim, real)
         self.step += 1
-        return self.world.mean(torch.stack([adv, reg, mom, ld, acc_r, acc_f, r1]).float())
+        return self.world.mean(torch.stack([adv, reg, mom, ld, acc_r, acc_f, r1, noise]).float())
 
     def model_state(self) -> dict:
         state = self.refiner.state_dict()

@@ -7,7 +7,16 @@ import torch
 from numpy.testing import assert_allclose
 
 from refinegan.errors import ConfigError
-from refinegan.losses import SelfRegularization, d_accuracy, d_loss, g_loss, moment_loss, r1_penalty
+from refinegan.losses import (
+    SelfRegularization,
+    border_variance,
+    d_accuracy,
+    d_loss,
+    g_loss,
+    moment_loss,
+    noise_level_loss,
+    r1_penalty,
+)
 from refinegan.model import Discriminator, MomentProjector
 
 
@@ -100,3 +109,34 @@ def test_moment_loss_sees_a_shift_but_not_moment_free_texture():
     u = proj.project_out(torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(1)))
     texture = torch.asinh(torch.sinh(blob(7.5)) + u)
     assert float(moment_loss(texture, blob(7.5), proj)) < 1e-4
+
+
+def _noise_stamps(scale, n=64, size=32, seed=0):
+    """asinh-normalised stamps of Gaussian noise of std ``scale`` (linear units) + a bright core."""
+    g = torch.Generator().manual_seed(seed)
+    lin = scale * torch.randn(n, 1, size, size, generator=g)
+    lin[:, :, 12:20, 12:20] += 200.0  # a galaxy inside the frame does not count
+    return torch.asinh(lin)
+
+
+def test_border_variance_measures_the_frame_only():
+    v = border_variance(_noise_stamps(2.0), border_px=4)
+    assert v.shape == (64,)
+    # 4-pixel frame of a 32x32 stamp: 448 pixels, variance 4 +- 4 * sqrt(2 / 448) per stamp
+    assert_allclose(float(v.mean()), 4.0, rtol=0.03)
+
+
+def test_noise_level_loss_is_zero_at_the_target_and_pushes_toward_it():
+    target = border_variance(_noise_stamps(1.0, seed=1), 4).median()
+    assert float(noise_level_loss(_noise_stamps(1.0, seed=1), target, 4)) == 0.0
+    # 10 % too loud: log(1.21)^2 = 0.0364
+    loud = _noise_stamps(1.1, seed=1)
+    assert_allclose(float(noise_level_loss(loud, target, 4)), math.log(1.21) ** 2, rtol=1e-4)
+    # the gradient shrinks a too-loud frame and grows a too-quiet one
+    for scale, sign in ((1.1, 1.0), (0.9, -1.0)):
+        z = _noise_stamps(scale, seed=1).requires_grad_(True)
+        noise_level_loss(z, target, 4).backward()
+        step = -1e-2 * z.grad  # one gradient-descent step
+        before = border_variance(z.detach(), 4).median()
+        after = border_variance(z.detach() + step, 4).median()
+        assert sign * float(after - before) < 0

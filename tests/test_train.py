@@ -11,6 +11,7 @@ from refinegan import train_monitor as mon
 from refinegan.checkpoint import load_file
 from refinegan.config import load_config
 from refinegan.errors import ConfigError, TrainingError
+from refinegan.losses import border_variance
 from refinegan.train import train
 from refinegan.trainer import Trainer, TrainSettings
 
@@ -92,7 +93,7 @@ def test_outputs_log_samples_and_weights_only_checkpoints(tmp_path, files):
 def test_pretraining_drives_a_perturbed_refiner_to_identity(rng):
     """R starts as the identity (zero last layer); from a perturbed R, 60 self-regularisation
     steps bring rms(R(z) - z) from > 0.2 to < 0.05 normalised units (noise std 0.8)."""
-    s = TrainSettings.from_config(_config("train.reg_psi=identity", "train.lr_r=0.003",
+    s = TrainSettings.from_config(_config("train.reg_psi=identity", "train.lr_r=0.001",
                                           "train.batch_size=8", "train.refiner_channels=8"))
     t = Trainer(s, 1, (SIZE, SIZE), torch.device("cpu"))
     torch.nn.init.normal_(t.refiner.refiner.tail.weight, std=0.5, generator=torch.Generator().manual_seed(0))
@@ -224,3 +225,33 @@ def test_masked_target_pixels_become_noise():
                                   np.delete(images.reshape(40, -1), 5 * 16 + 5, axis=1))
     same, n0 = fill_masked(images, None, np.full(40, 3.0), seed=1)
     assert n0 == 0 and same is images
+
+
+def test_noise_anchor_sets_the_refined_noise_level():
+    """With only the noise-level anchor on, R learns to scale white noise to the target's level
+    (variance 1.44 here); without it, R stays the identity (variance 1)."""
+    g = torch.Generator().manual_seed(0)
+    sim = torch.asinh(torch.randn(256, 1, SIZE, SIZE, generator=g))
+    real = torch.asinh(1.2 * torch.randn(256, 1, SIZE, SIZE, generator=g))
+    levels = {}
+    for lam in (0.0, 10.0):
+        s = TrainSettings.from_config(_config(
+            "train.pretrain_r_steps=300", "train.pretrain_d_steps=0", "train.steps=0",
+            "train.reg_lambda=0.01", f"train.noise_lambda={lam}", "train.batch_size=16",
+            "train.lr_r=0.001", "train.moment_mode=none"))
+        t = Trainer(s, 1, (SIZE, SIZE), torch.device("cpu"))
+        t.set_noise_target(real)
+        for _ in range(s.total_steps):
+            t.one_step(sim, real)
+        levels[lam] = float(border_variance(t.refine_eval(sim), s.norm_border_px).median())
+    assert float(t.noise_target) == pytest.approx(1.44, rel=0.05)
+    assert levels[0.0] == pytest.approx(1.0, rel=0.03)
+    assert levels[10.0] == pytest.approx(1.44, rel=0.05)
+
+
+def test_noise_anchor_without_target_is_refused():
+    s = TrainSettings.from_config(_config("train.noise_lambda=1", "train.pretrain_r_steps=1"))
+    t = Trainer(s, 1, (SIZE, SIZE), torch.device("cpu"))
+    x = torch.zeros(8, 1, SIZE, SIZE)
+    with pytest.raises(RuntimeError, match="set_noise_target"):
+        t.one_step(x, x)
