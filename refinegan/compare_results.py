@@ -114,7 +114,7 @@ def _w1_err(a, b, boots_a, boots_b) -> float:
 def distance_tables(sets, meas, groups, half_b, scale, p, rng, pixel_sample):
     """W1 (with group-bootstrap errors) / KS per statistic, energy distance, power-spectrum and
     ACF distances, gap closed."""
-    from .compare import MORPH_STATS, SCALAR_STATS
+    from .compare import MORPH_STATS, NOISE_STATS, SCALAR_STATS
 
     names = list(SCALAR_STATS) + [m for m in MORPH_STATS if "morph" in meas["sim"]]
 
@@ -168,6 +168,17 @@ def distance_tables(sets, meas, groups, half_b, scale, p, rng, pixel_sample):
     sd = np.nanstd(feats["real"], axis=0)
     out["energy"] = np.array([dist.energy(a, b, sd, p.energy_n, rng) for a, b in
                               _triples(feats["sim"], feats["refined"], feats["real"], half_b)])
+    # the same restricted to one family: the noise statistics (all stamps), the morphology ones
+    # (the statmorph subsample); one number per family for "how much of the noise gap closed"
+    families = {"energy_noise": (NOISE_STATS, half_b)}
+    if "morph" in meas["sim"]:
+        families["energy_morph"] = (MORPH_STATS, half_b[meas["real"]["morph_index"]])
+    for key, (fam, hb) in families.items():
+        fe = {d: np.stack([np.where(np.isinf(_values(meas, d, n)), np.nan, _values(meas, d, n))
+                           for n in fam], axis=1) for d in ("sim", "refined", "real")}
+        sd_f = np.nanstd(fe["real"], axis=0)
+        out[key] = np.array([dist.energy(a, b, sd_f, p.energy_n, rng) for a, b in
+                             _triples(fe["sim"], fe["refined"], fe["real"], hb)])
     # noise power spectrum: rms of log10 ratio of mean spectra; ACF: rms difference, lags != 0
     pw = {d: meas[d]["power"] for d in ("sim", "refined", "real")}
     ac = {d: meas[d]["acf"] for d in ("sim", "refined", "real")}
@@ -183,7 +194,11 @@ def distance_tables(sets, meas, groups, half_b, scale, p, rng, pixel_sample):
     out["power_spectrum_definition"] = "rms over k of log10(mean P_A(k) / mean P_B(k))"
     out["acf_definition"] = "rms over lags != 0 of mean rho_A - mean rho_B"
     out["energy_definition"] = "energy distance of the scalar statistics / real std"
-    for key in ("energy", "power_spectrum", "acf"):
+    out["energy_noise_definition"] = "energy distance of the noise statistics / real std"
+    out["energy_morph_definition"] = "energy distance of the statmorph statistics / real std"
+    for key in ("energy", "energy_noise", "energy_morph", "power_spectrum", "acf"):
+        if key not in out:
+            continue
         out[f"gap_closed_{key}"] = float(dist.gap_closed(out[key][0], out[key][1]))
     return out
 

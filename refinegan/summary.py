@@ -39,7 +39,9 @@ def summary_tables(tree: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     gap = np.asarray(dist["gap_closed_w1"])
     rows = [[n, _fmt(w1[i, 0]), _fmt(w1[i, 1]), _fmt(w1[i, 2]), _fmt(gap[i], digits=2)]
             for i, n in enumerate(names)]
-    for key in ("energy", "power_spectrum", "acf"):
+    for key in ("energy", "energy_noise", "energy_morph", "power_spectrum", "acf"):
+        if key not in dist:
+            continue
         d = np.asarray(dist[key])
         rows.append([key, _fmt(d[0]), _fmt(d[1]), _fmt(d[2]), _fmt(dist[f"gap_closed_{key}"], digits=2)])
     tables.append(("Distances to the real set (W1 per statistic; gap closed = 1 - d(refined, real) "

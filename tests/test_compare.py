@@ -47,7 +47,8 @@ def test_compare_end_to_end(tmp_path, files, config, caplog):
         for path in ("stats/sim/hsm_g1", "stats/real/noise_std", "stats/refined/morph_c",
                      "stats/sim/morph_index", "spectra/k", "spectra/real/mean", "acf/sim",
                      "histogram/edges", "distances/w1", "distances/gap_closed_w1",
-                     "distances/energy", "classifier/gb_all/auc", "classifier/cnn_pixels/auc",
+                     "distances/energy", "distances/energy_noise", "distances/energy_morph",
+                     "classifier/gb_all/auc", "classifier/cnn_pixels/auc",
                      "classifier/gb_morph/auc", "labels/e1/p95_abs", "calibration/sim/m",
                      "failures/sim/hsm", "failures/real/morph",
                      "calibration/paired/dm", "calibration/transfer/abs_dm_refined_real"):
@@ -72,6 +73,9 @@ def test_compare_end_to_end(tmp_path, files, config, caplog):
     # noise sigma 2 (sim) vs 4 (real) shows up in the statistics and the classifier
     assert np.nanmedian(tree["stats"]["real"]["noise_std"]) == pytest.approx(4.0, rel=0.1)
     assert tree["classifier"]["gb_noise"]["auc"][0] > 0.9
+    # ... and in the noise-family energy distance; refined has the sims' noise: no gap closed
+    en = d["energy_noise"]
+    assert en[0] > 5 * en[2] and abs(d["gap_closed_energy_noise"]) < 0.1
     for name in ("stamps", "histograms", "pixels", "noise_power", "calibration", "classifier"):
         assert (tmp_path / "res" / "plots" / f"{name}.png").stat().st_size > 1000
         assert (tmp_path / "res" / "plots" / f"{name}.rst").read_text().strip()
@@ -160,7 +164,7 @@ def test_pipeline_inputs_identity_refiner(tmp_path):
     from refinegan.real import prepare_real
     from refinegan.simulate import simulate
 
-    cfg = load_config(None, [*FAST, "stamp.size=32", "sim.n=64", "real.n=64",
+    cfg = load_config(None, [*FAST, "stamp.size=32", "sim.n=64", "real.n=64", "compare.energy_n=1000",
                              "compare.morphology_n=0", "compare.cnn_seeds=0"])
     sim = simulate(cfg, tmp_path / "sim.h5") or tmp_path / "sim.h5"
     real = prepare_real(cfg, tmp_path / "real.h5")
@@ -175,6 +179,7 @@ def test_pipeline_inputs_identity_refiner(tmp_path):
     d = res["distances"]
     finite = np.isfinite(d["gap_closed_w1"])
     assert finite.sum() > 10 and np.all(d["gap_closed_w1"][finite] == 0)
+    assert d["gap_closed_energy"] == d["gap_closed_energy_noise"] == 0
     assert "m" in res["calibration"]["real"]  # the mock carries its true shear and pairs
 
 
