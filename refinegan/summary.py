@@ -17,7 +17,7 @@ import numpy as np
 from .compare_store import read_tree
 from .errors import ContractError
 
-__all__ = ["write_summary", "summary_tables"]
+__all__ = ["write_summary", "summary_tables", "headline_rows"]
 
 
 def _fmt(x, err=None, digits=3) -> str:
@@ -30,10 +30,55 @@ def _fmt(x, err=None, digits=3) -> str:
     return text
 
 
+def headline_rows(tree: dict) -> list[list[str]]:
+    """(question, value, goal, met) rows: the gap closed per family, the classifier AUCs against
+    sim and the noise-only control, and the calibration transfer."""
+    rows = []
+    dist, clf, cal = tree["distances"], tree.get("classifier", {}), tree.get("calibration", {})
+
+    def yes(ok):
+        return "yes" if ok else "no"
+
+    for key, label, goal, ok in (("energy_noise", "noise statistics gap closed (energy distance)",
+                                  ">= 0.8", lambda g: g >= 0.8),
+                                 ("energy_morph", "morphology gap closed (energy distance)", "> 0",
+                                  lambda g: g > 0)):
+        g = dist.get(f"gap_closed_{key}")
+        if g is not None and np.isfinite(g):
+            rows.append([label, _fmt(g, digits=2), goal, yes(ok(float(g)))])
+    for test in ("gb_all", "cnn_pixels"):
+        if test not in clf:
+            continue
+        auc, err = np.asarray(clf[test]["auc"]), np.asarray(clf[test]["err"])
+        rows.append([f"{test} AUC refined vs real < sim vs real", f"{_fmt(auc[1], err[1])} vs "
+                     f"{_fmt(auc[0], err[0])}", "lower", yes(auc[1] < auc[0])])
+        if "control_auc" in clf[test]:
+            c = float(clf[test]["control_auc"])
+            rows.append([f"{test} AUC refined vs real < noise-only control vs real",
+                         f"{_fmt(auc[1], err[1])} vs {_fmt(c, clf[test].get('control_err'))}", "lower",
+                         yes(auc[1] < c)])
+    t = cal.get("transfer")
+    if t is not None:
+        for k in (0, 1):
+            a, b = float(t["abs_dm_refined_real"][k]), float(t["abs_dm_sim_real"][k])
+            if not (np.isfinite(a) and np.isfinite(b)):
+                continue
+            rows.append([f"|m{k + 1} refined - m{k + 1} real| < |m{k + 1} sim - m{k + 1} real|",
+                         f"{_fmt(a, t['abs_dm_refined_real_err'][k])} vs "
+                         f"{_fmt(b, t['abs_dm_sim_real_err'][k])}", "smaller", yes(a < b)])
+            rows.append([f"|m{k + 1} refined - m{k + 1} real| within the bar", _fmt(a),
+                         f"<= {float(t['bar']):g}", yes(bool(t["meets_bar"][k]))])
+    return rows
+
+
 def summary_tables(tree: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) tables of the key numbers of a compare result tree."""
     tables = []
     dist = tree["distances"]
+    head = headline_rows(tree)
+    if head:
+        tables.append(("Headline: is refined closer to the real set than sim? (the default run's "
+                       "goals, docs/benchmarks.md)", ["question", "value", "goal", "met"], head))
     names = [str(n) for n in dist["names"]]
     w1 = np.asarray(dist["w1"])
     gap = np.asarray(dist["gap_closed_w1"])

@@ -14,14 +14,28 @@ def test_summary_reports_the_numbers_it_reads(tmp_path):
             "distances": {"names": np.array(["noise_std"]), "w1": np.array([[2.0, 0.5, 0.1]]),
                           "gap_closed_w1": np.array([0.75]),
                           **{k: np.array([1.0, 1.0, 1.0]) for k in ("energy", "power_spectrum", "acf")},
-                          **{f"gap_closed_{k}": 0.0 for k in ("energy", "power_spectrum", "acf")}},
+                          **{f"gap_closed_{k}": 0.0 for k in ("energy", "power_spectrum", "acf")},
+                          "energy_noise": np.array([1.0, 0.1, 0.01]), "gap_closed_energy_noise": 0.9},
             "classifier": {"gb_all": {"auc": np.array([0.9, 0.6, 0.5]),
-                                      "err": np.array([0.01, 0.02, 0.03]), "gap_closed": 0.75}},
+                                      "err": np.array([0.01, 0.02, 0.03]), "gap_closed": 0.75,
+                                      "control_auc": 0.55, "control_err": 0.01}},
+            "calibration": {"transfer": {
+                "abs_dm_sim_real": np.array([0.05, np.nan]), "abs_dm_sim_real_err": np.array([0.01, np.nan]),
+                "abs_dm_refined_real": np.array([0.001, np.nan]),
+                "abs_dm_refined_real_err": np.array([0.004, np.nan]), "meets_bar": np.array([True, False]),
+                "abs_dm_paired": np.array([0.01, np.nan]), "paired_meets_bar": np.array([False, False]),
+                "bar": 0.002}},
         })
     out = write_summary(path, tmp_path / "s.html")
     text = out.read_text()
     assert "<td>noise_std</td><td>2</td><td>0.5</td><td>0.1</td><td>0.75</td>" in text
     assert "0.6 ± 0.02" in text
+    # the headline: noise gap 0.9 >= 0.8 met; AUC 0.6 below sim's 0.9 but not the control's 0.55
+    assert "<td>noise statistics gap closed (energy distance)</td><td>0.9</td><td>&gt;= 0.8</td><td>yes</td>" in text
+    assert "<td>gb_all AUC refined vs real &lt; sim vs real</td><td>0.6 ± 0.02 vs 0.9 ± 0.01</td><td>lower</td><td>yes</td>" in text
+    assert "noise-only control vs real</td><td>0.6 ± 0.02 vs 0.55 ± 0.01</td><td>lower</td><td>no</td>" in text
+    assert "<td>|m1 refined - m1 real| within the bar</td><td>0.001</td><td>&lt;= 0.002</td><td>yes</td>" in text
+    assert "m2 refined" not in text  # NaN component: no row
 
 
 def test_summary_refuses_other_files(tmp_path):
