@@ -162,22 +162,17 @@ def distance_tables(sets, meas, groups, half_b, scale, p, rng, pixel_sample):
         out["w1_control"], out["ks_control"] = ctrl[:, 0], ctrl[:, 1]
     out["gap_closed_w1"] = dist.gap_closed(out["w1"][:, 0], out["w1"][:, 1])
     out["gap_closed_ks"] = dist.gap_closed(out["ks"][:, 0], out["ks"][:, 1])
-    # multivariate energy distance on the scalar statistics, standardised by the real set
-    feats = {d: np.stack([np.where(np.isinf(_values(meas, d, n)), np.nan, _values(meas, d, n))
-                          for n in SCALAR_STATS], axis=1) for d in ("sim", "refined", "real")}
-    sd = np.nanstd(feats["real"], axis=0)
-    out["energy"] = np.array([dist.energy(a, b, sd, p.energy_n, rng) for a, b in
-                              _triples(feats["sim"], feats["refined"], feats["real"], half_b)])
-    # the same restricted to one family: the noise statistics (all stamps), the morphology ones
-    # (the statmorph subsample); one number per family for "how much of the noise gap closed"
-    families = {"energy_noise": (NOISE_STATS, half_b)}
+    # multivariate energy distance, standardised by the real set: all scalar statistics, then
+    # one family at a time (noise statistics on all stamps, statmorph on its subsample), one
+    # number per family for "how much of the noise / morphology gap closed"
+    families = {"energy": (SCALAR_STATS, half_b), "energy_noise": (NOISE_STATS, half_b)}
     if "morph" in meas["sim"]:
         families["energy_morph"] = (MORPH_STATS, half_b[meas["real"]["morph_index"]])
     for key, (fam, hb) in families.items():
         fe = {d: np.stack([np.where(np.isinf(_values(meas, d, n)), np.nan, _values(meas, d, n))
                            for n in fam], axis=1) for d in ("sim", "refined", "real")}
-        sd_f = np.nanstd(fe["real"], axis=0)
-        out[key] = np.array([dist.energy(a, b, sd_f, p.energy_n, rng) for a, b in
+        sd = np.nanstd(fe["real"], axis=0)
+        out[key] = np.array([dist.energy(a, b, sd, p.energy_n, rng) for a, b in
                              _triples(fe["sim"], fe["refined"], fe["real"], hb)])
     # noise power spectrum: rms of log10 ratio of mean spectra; ACF: rms difference, lags != 0
     pw = {d: meas[d]["power"] for d in ("sim", "refined", "real")}
