@@ -9,7 +9,8 @@ Self-regularisation (SimGAN eq. 3): ``lambda * mean | psi(R(x)) - psi(x) |`` wit
 identity or a Gaussian low-pass filter of ``sigma_px`` pixels (R may then change texture and
 noise freely but not the smooth light distribution). The moment term is the mean absolute
 weighted-moment change (`moment_loss`). The noise-level anchor (`noise_level_loss`) ties the
-median border-frame variance of a refined batch to the target's.
+median border-frame variance of a refined batch to the target's, and the correlation anchor
+(`noise_acf_loss`) its median border-frame autocorrelation at small lags.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ __all__ = [
     "moment_loss",
     "border_variance",
     "noise_level_loss",
+    "acf_lags",
+    "border_acf",
+    "noise_acf_loss",
 ]
 
 ADV_LOSSES = ("bce", "lsgan", "hinge")
@@ -157,13 +161,18 @@ def moment_loss(refined: torch.Tensor, original: torch.Tensor, projector: Moment
     return projector.coefficients(u).abs().mean()
 
 
+def _frame(shape, border_px: int, device) -> torch.Tensor:
+    """(H, W) bool: True on the border frame of ``border_px`` pixels."""
+    h, w = shape
+    frame = torch.ones((h, w), dtype=torch.bool, device=device)
+    frame[border_px:h - border_px, border_px:w - border_px] = False
+    return frame
+
+
 def border_variance(z: torch.Tensor, border_px: int) -> torch.Tensor:
     """Per-stamp variance (B,) of ``sinh(z)`` (linear units) over a frame of ``border_px`` pixels."""
     lin = torch.sinh(z.float())[:, 0]
-    h, w = lin.shape[-2:]
-    frame = torch.ones((h, w), dtype=torch.bool, device=z.device)
-    frame[border_px:h - border_px, border_px:w - border_px] = False
-    return lin[:, frame].var(dim=1)
+    return lin[:, _frame(lin.shape[-2:], border_px, z.device)].var(dim=1)
 
 
 def noise_level_loss(refined: torch.Tensor, target_var: torch.Tensor, border_px: int) -> torch.Tensor:
@@ -177,3 +186,53 @@ def noise_level_loss(refined: torch.Tensor, target_var: torch.Tensor, border_px:
     """
     v = border_variance(refined, border_px).median()
     return torch.log(v / target_var) ** 2
+
+
+def acf_lags(max_lag: int) -> tuple[tuple[int, int], ...]:
+    """Lags ``(dy, dx)`` of one half-plane with ``0 < max(|dy|, |dx|) <= max_lag``.
+
+    The autocorrelation is symmetric, ``acf(-dy, -dx) = acf(dy, dx)``, so the other half adds
+    nothing: ``max_lag = 2`` gives 12 lags.
+    """
+    return tuple((dy, dx) for dy in range(max_lag + 1) for dx in range(-max_lag, max_lag + 1)
+                 if dy > 0 or dx > 0)
+
+
+def _shifted(a: torch.Tensor, dy: int, dx: int):
+    """The two overlapping views ``a[..., y, x]`` and ``a[..., y + dy, x + dx]`` (dy >= 0)."""
+    h, w = a.shape[-2:]
+    x0, x1 = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+    return a[..., 0:h - dy, x0], a[..., dy:h, x1]
+
+
+def border_acf(z: torch.Tensor, border_px: int, lags) -> torch.Tensor:
+    """Per-stamp autocorrelation (B, L) of ``sinh(z)`` over the border frame at each lag.
+
+    ``acf = mean(d(p) d(p + lag)) / mean(d^2)`` over the pixel pairs with both pixels in the
+    frame, ``d`` the pixel minus the stamp's frame mean: the same normalised correlation
+    compare reports over source-masked pixels (``acf_10`` = lag (0, 1), ...).
+    """
+    lin = torch.sinh(z.float())[:, 0]  # (B, H, W)
+    frame = _frame(lin.shape[-2:], border_px, z.device)
+    n = frame.sum()
+    mean = (lin * frame).sum(dim=(1, 2), keepdim=True) / n
+    d = (lin - mean) * frame  # zero off the frame
+    var = d.pow(2).sum(dim=(1, 2)) / n
+    out = []
+    for dy, dx in lags:
+        a, b = _shifted(d, dy, dx)
+        fa, fb = _shifted(frame, dy, dx)
+        out.append((a * b).sum(dim=(1, 2)) / (fa & fb).sum() / var)
+    return torch.stack(out, dim=1)
+
+
+def noise_acf_loss(refined: torch.Tensor, target_acf: torch.Tensor, border_px: int, lags) -> torch.Tensor:
+    """``sum over lags of (median border acf of the batch - target_acf)^2``: the correlation anchor.
+
+    D's patches learn most of a target's noise correlations, not all (lag-1 gaps closed 0.6-0.8
+    in the default runs, docs/benchmarks.md), and a classifier on noise statistics finds the rest.
+    ``target_acf`` (L,) is the same statistic of the target set (`Trainer.set_noise_target`); the
+    median over stamps ignores neighbours that reach the frame.
+    """
+    acf = border_acf(refined, border_px, lags).median(dim=0).values
+    return (acf - target_acf).pow(2).sum()

@@ -152,10 +152,14 @@ def refine(
             # (N,) floats: small even for 10^6 stamps; the border estimate is checked per chunk
             check_compatible(info, sf, model_path, sf.labels(["noise_sigma"])["noise_sigma"],
                              sigma_tolerance)
-        psf = sf.psf
+        # With a learned PSF kernel the refined stamps are the sims through K * psf (docs/refiner.md)
+        psf = sf.psf if sf.psf is None else module.refined_psf(sf.psf)
         runner = fast_refiner(module, dev, sf.stamp_shape, jit=jit)
         extra = {"parent": str(in_path.resolve()), "parent_sha256": file_sha256(in_path),
                  "model": str(Path(model_path).resolve()), "model_sha256": model_sha}
+        kern = module.kernel()
+        if kern is not None:
+            extra["psf_kernel"] = kern.detach().cpu().numpy().astype(np.float64)
         config = {"refine": {"model": str(model_path), "chunk_stamps": chunk_stamps},
                   "parent_config": sf.attrs.get("config")}
         bar = None

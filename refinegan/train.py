@@ -38,7 +38,7 @@ PIXEL_SCALE_RTOL = 1e-6
 WATCH_STAMPS = 256  # fixed sim stamps used for the failure-mode watch and sample grids
 PHASES = ("pretrain_r", "pretrain_d", "adversarial")
 MASK_FILL_STREAM = 6  # SeedSequence([seed, MASK_FILL_STREAM]): noise put on masked target pixels
-ARCH_KEYS = ("refiner_channels", "refiner_blocks", "residual_space", "disc_channels", "disc_global_branch",
+ARCH_KEYS = ("refiner_channels", "refiner_blocks", "residual_space", "psf_kernel_px", "disc_channels", "disc_global_branch",
              "disc_spectral_norm", "moment_weights_px", "moment_order", "moment_mode", "history_size", "ema_decay")
 
 
@@ -187,10 +187,12 @@ def _train(config, s: TrainSettings, device: torch.device, world: World, sim_pat
     real_z = _to_device(real.images, sig_real, norm, device, cl)
     shape = sim.images.shape[1:]
     t = Trainer(s, int(config["seed"]), shape, device, world)
-    if s.noise_lambda > 0:
+    if t.needs_noise_target:
         t.set_noise_target(real_z)
-        logger.info("noise-level anchor: target border-frame variance %.4f (normalised linear units)",
-                    float(t.noise_target))
+        logger.info("noise anchors: target border-frame variance %.4f (normalised linear units), "
+                    "lag-1 correlations x %.3f, y %.3f", float(t.noise_target),
+                    float(t.acf_target[t.acf_lags.index((0, 1))]),
+                    float(t.acf_target[t.acf_lags.index((1, 0))]))
     rows: list[np.ndarray] = []
     if resume and ckpt_path.exists():
         st = load_file(ckpt_path)

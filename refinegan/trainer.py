@@ -19,11 +19,14 @@ from .errors import ConfigError
 from .history import ImageHistory
 from .losses import (
     SelfRegularization,
+    acf_lags,
+    border_acf,
     border_variance,
     d_accuracy,
     d_loss,
     g_loss,
     moment_loss,
+    noise_acf_loss,
     noise_level_loss,
     r1_penalty,
 )
@@ -44,6 +47,7 @@ class TrainSettings:
     refiner_channels: int
     refiner_blocks: int
     residual_space: str
+    psf_kernel_px: int
     disc_channels: int
     disc_global_branch: bool
     disc_spectral_norm: bool
@@ -58,6 +62,8 @@ class TrainSettings:
     moment_weights_px: tuple
     moment_order: int
     noise_lambda: float
+    noise_acf_lambda: float
+    noise_acf_max_lag: int
     history_size: int
     history_fraction: float
     pretrain_r_steps: int
@@ -103,7 +109,7 @@ class TrainSettings:
         weights = list(self.moment_weights_px) if self.moment_mode == "project" else []
         return {"channels": self.refiner_channels, "blocks": self.refiner_blocks,
                 "moment_weights_px": weights, "moment_order": self.moment_order,
-                "residual_space": self.residual_space}
+                "residual_space": self.residual_space, "psf_kernel_px": self.psf_kernel_px}
 
     def disc_arch(self) -> dict:
         return {"channels": self.disc_channels, "global_branch": self.disc_global_branch,
@@ -155,13 +161,21 @@ class Trainer:
         self.step = 0
         self.zero = torch.zeros((), device=device)
         self.noise_target = None
+        self.acf_lags = acf_lags(s.noise_acf_max_lag)
+        self.acf_target = None
+
+    @property
+    def needs_noise_target(self) -> bool:
+        return self.s.noise_lambda > 0 or self.s.noise_acf_lambda > 0
 
     @torch.no_grad()
     def set_noise_target(self, real: torch.Tensor, chunk: int = 1024) -> None:
-        """The target's median border-frame variance (linear normalised units), for the anchor."""
-        v = torch.cat([border_variance(real[i:i + chunk], self.s.norm_border_px)
-                       for i in range(0, real.shape[0], chunk)])
-        self.noise_target = v.median()
+        """The target's median border-frame variance (linear normalised units) and
+        autocorrelation at `acf_lags`, for the two noise anchors."""
+        b = self.s.norm_border_px
+        blocks = [real[i:i + chunk] for i in range(0, real.shape[0], chunk)]
+        self.noise_target = torch.cat([border_variance(x, b) for x in blocks]).median()
+        self.acf_target = torch.cat([border_acf(x, b, self.acf_lags) for x in blocks]).median(dim=0).values
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -178,13 +192,17 @@ class Trainer:
         with self._autocast():
             y = self.r_train(x)
             reg = s.reg_lambda * self.selfreg(y, x) if s.reg_lambda > 0 else self.zero
-            mom = (s.moment_lambda * moment_loss(y, x, self.moments)
+            mom = (s.moment_lambda * moment_loss(y, self.refiner.base(x), self.moments)
                    if s.moment_mode == "loss" else self.zero)
             adv = g_loss(self.d_call(y), s.adv_loss, s.global_weight) if adversarial else self.zero
-            if s.noise_lambda > 0 and self.noise_target is None:
-                raise RuntimeError("train.noise_lambda > 0 needs Trainer.set_noise_target(real) first")
+            if self.needs_noise_target and self.noise_target is None:
+                raise RuntimeError("train.noise_lambda or noise_acf_lambda > 0 needs "
+                                   "Trainer.set_noise_target(real) first")
             noise = (s.noise_lambda * noise_level_loss(y, self.noise_target, s.norm_border_px)
                      if s.noise_lambda > 0 else self.zero)
+            if s.noise_acf_lambda > 0:
+                noise = noise + s.noise_acf_lambda * noise_acf_loss(y, self.acf_target, s.norm_border_px,
+                                                                    self.acf_lags)
             loss = adv + reg + mom + noise
         self.opt_r.zero_grad(set_to_none=True)
         loss.backward()

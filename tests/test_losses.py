@@ -9,11 +9,14 @@ from numpy.testing import assert_allclose
 from refinegan.errors import ConfigError
 from refinegan.losses import (
     SelfRegularization,
+    acf_lags,
+    border_acf,
     border_variance,
     d_accuracy,
     d_loss,
     g_loss,
     moment_loss,
+    noise_acf_loss,
     noise_level_loss,
     r1_penalty,
 )
@@ -140,3 +143,51 @@ def test_noise_level_loss_is_zero_at_the_target_and_pushes_toward_it():
         before = border_variance(z.detach(), 4).median()
         after = border_variance(z.detach() + step, 4).median()
         assert sign * float(after - before) < 0
+
+
+def _correlated_stamps(weights, n=64, size=32, seed=0):
+    """asinh of white noise filtered by a cross kernel: centre 1, the 4 neighbours ``weights``."""
+    g = torch.Generator().manual_seed(seed)
+    w = float(weights)
+    k = torch.tensor([[0.0, w, 0.0], [w, 1.0, w], [0.0, w, 0.0]]).view(1, 1, 3, 3)
+    return torch.asinh(torch.nn.functional.conv2d(torch.randn(n, 1, size + 2, size + 2, generator=g), k))
+
+
+def test_acf_lags_are_one_half_plane():
+    lags = acf_lags(2)
+    assert len(lags) == 12 and (0, 1) in lags and (1, 0) in lags and (1, -1) in lags
+    assert all((-dy, -dx) not in lags for dy, dx in lags)
+    assert len(acf_lags(1)) == 4
+
+
+def test_border_acf_known_answers():
+    """Cross kernel (1, w): lag 1 = 2w / (1 + 4w^2), lag 2 along an axis = w^2 / (1 + 4w^2),
+    diagonal = 2 w^2 / (1 + 4 w^2), less the bias of subtracting each frame's own mean (about
+    the sum of all correlations, (1 + 4w)^2 / (1 + 4w^2), over the 448 frame pixels); white noise
+    gives 0."""
+    lags = acf_lags(2)
+    w = 0.3
+    acf = border_acf(_correlated_stamps(w, n=256), 4, lags).mean(dim=0)
+    bias = (1 + 4 * w) ** 2 / (1 + 4 * w * w) / 448
+    expect = {(0, 1): 2 * w, (1, 0): 2 * w, (0, 2): w * w, (2, 0): w * w, (1, 1): 2 * w * w,
+              (1, -1): 2 * w * w, (2, 2): 0.0, (1, 2): 0.0}
+    # 256 stamps x ~400 frame pairs: standard error ~0.003 per lag
+    for lag, num in expect.items():
+        assert_allclose(float(acf[lags.index(lag)]), num / (1 + 4 * w * w) - bias, atol=0.01,
+                        err_msg=str(lag))
+    white = border_acf(_noise_stamps(1.0, n=256), 4, lags).mean(dim=0)
+    assert float(white.abs().max()) < 0.01
+
+
+def test_noise_acf_loss_is_zero_at_the_target_and_pushes_toward_it():
+    lags = acf_lags(1)
+    target = border_acf(_correlated_stamps(0.2, seed=1), 4, lags).median(dim=0).values
+    assert float(noise_acf_loss(_correlated_stamps(0.2, seed=1), target, 4, lags)) == 0.0
+    white = _noise_stamps(1.0, seed=2)
+    loss = noise_acf_loss(white, target, 4, lags)
+    # about the sum of the squared target correlations (white noise has none)
+    assert_allclose(float(loss), float(target.pow(2).sum()), rtol=0.2)
+    z = white.clone().requires_grad_(True)
+    noise_acf_loss(z, target, 4, lags).backward()
+    after = noise_acf_loss(z.detach() - 0.5 * z.grad, target, 4, lags)  # one descent step
+    assert float(after) < float(loss)

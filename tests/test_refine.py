@@ -166,3 +166,38 @@ def test_memory_is_bounded_by_the_chunk(tmp_path, model):
     tracemalloc.stop()
     assert peak < 0.25 * n * SIZE * SIZE * 4, peak
     assert open_stamps(tmp_path / "out.h5").n == n
+
+
+def test_learned_psf_kernel_gives_the_refined_psf(tmp_path):
+    """With a PSF kernel the refined file's /psf is K * (sim /psf), unit sum, K in the attrs, the
+    pixels are K * sim (R itself left the identity here) and the flux is kept exactly."""
+    rng = np.random.default_rng(4)
+    sim, _, _ = write_set(tmp_path / "sim.h5", 8, SIZE, rng, sigma=2.0)
+    cfg = load_config(None, [f"stamp.size={SIZE}", "train.batch_size=4", "train.refiner_channels=4",
+                             "train.refiner_blocks=1", "train.disc_channels=4", "train.steps=0",
+                             "train.pretrain_r_steps=0", "train.pretrain_d_steps=0",
+                             "train.psf_kernel_px=3", "train.device=cpu", "train.sample_every=0"])
+    res = train(cfg, [sim], sim, tmp_path / "out")
+    ckpt = load_file(res.model_path)
+    theta = torch.tensor([[0.0, 0.1, 0.0], [0.1, -0.4, 0.1], [0.0, 0.1, 0.0]])  # a round blur
+    ckpt["state_dict"]["kernel_theta"] = theta
+    atomic_save(ckpt, res.model_path)
+    out = refine(res.model_path, sim, tmp_path / "ref.h5")
+    a, b = read_stamps(sim), read_stamps(out)
+    kernel = theta.numpy().astype(np.float64)
+    kernel[1, 1] += 1.0
+    assert_allclose(b.attrs["psf_kernel"], kernel, atol=1e-7)
+
+    def blur(img):  # K * img with circular padding, as the refiner applies it (K is symmetric)
+        p = np.pad(img, ((0, 0), (1, 1), (1, 1)), mode="wrap")
+        return sum(kernel[i, j] * p[..., i:i + img.shape[-2], j:j + img.shape[-1]]
+                   for i in range(3) for j in range(3))
+
+    assert_allclose(b.images, blur(a.images.astype(np.float64)), atol=2e-4 * np.abs(a.images).max())
+    assert_allclose(b.images.sum(axis=(1, 2)), a.images.sum(axis=(1, 2)), rtol=1e-4)
+    psf_zero = np.pad(a.psf.astype(np.float64), 1)
+    expect = sum(kernel[i, j] * psf_zero[i:i + a.psf.shape[0], j:j + a.psf.shape[1]]
+                 for i in range(3) for j in range(3))
+    assert_allclose(b.psf, expect / expect.sum(), atol=1e-6)
+    assert_allclose(b.psf.sum(), 1.0, rtol=1e-5)
+    assert not np.allclose(b.psf, a.psf, atol=1e-4)

@@ -4,6 +4,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from numpy.testing import assert_allclose
 from refiner_helpers import write_set
 
 import refinegan.trainer as trainer_mod
@@ -11,7 +12,7 @@ from refinegan import train_monitor as mon
 from refinegan.checkpoint import load_file
 from refinegan.config import load_config
 from refinegan.errors import ConfigError, TrainingError
-from refinegan.losses import border_variance
+from refinegan.losses import border_acf, border_variance
 from refinegan.train import train
 from refinegan.trainer import Trainer, TrainSettings
 
@@ -247,6 +248,32 @@ def test_noise_anchor_sets_the_refined_noise_level():
     assert float(t.noise_target) == pytest.approx(1.44, rel=0.05)
     assert levels[0.0] == pytest.approx(1.0, rel=0.03)
     assert levels[10.0] == pytest.approx(1.44, rel=0.05)
+
+
+def test_noise_acf_anchor_sets_the_refined_noise_correlation():
+    """With only the correlation anchor on, R learns the target's lag-1 correlations (cross
+    kernel 0.25: 0.4 in x and y, 0.06 on the diagonals); without it R stays white (0)."""
+    g = torch.Generator().manual_seed(0)
+    sim = torch.asinh(torch.randn(256, 1, SIZE, SIZE, generator=g))
+    k = torch.tensor([[0.0, 0.25, 0.0], [0.25, 1.0, 0.25], [0.0, 0.25, 0.0]]).view(1, 1, 3, 3)
+    corr = torch.nn.functional.conv2d(torch.randn(256, 1, SIZE + 2, SIZE + 2, generator=g), k)
+    real = torch.asinh(corr / corr.std())
+    lag1 = {}
+    for lam in (0.0, 30.0):
+        s = TrainSettings.from_config(_config(
+            "train.pretrain_r_steps=300", "train.pretrain_d_steps=0", "train.steps=0",
+            "train.reg_lambda=0.01", f"train.noise_acf_lambda={lam}", "train.noise_acf_max_lag=1",
+            "train.batch_size=16", "train.lr_r=0.001", "train.moment_mode=none",
+            "train.residual_space=linear"))
+        t = Trainer(s, 1, (SIZE, SIZE), torch.device("cpu"))
+        t.set_noise_target(real)
+        for _ in range(s.total_steps):
+            t.one_step(sim, real)
+        lag1[lam] = border_acf(t.refine_eval(sim), s.norm_border_px, t.acf_lags).median(dim=0).values
+    target = t.acf_target  # lags (0, 1), (1, -1), (1, 0), (1, 1)
+    assert float(target[0]) == pytest.approx(0.4, abs=0.04)
+    assert float(lag1[0.0].abs().max()) < 0.04
+    assert_allclose(lag1[30.0].numpy(), target.numpy(), atol=0.05)
 
 
 def test_noise_anchor_without_target_is_refused():

@@ -41,13 +41,14 @@ def build_refiner(arch: Mapping, seed: int = 0) -> nn.Module:
     ``arch`` keys: ``channels``, ``blocks``, ``moment_weights_px`` (list of Gaussian weight
     sigmas in pixels, 0 = flat; empty = no projection), ``moment_order`` (highest monomial degree,
     default 2), ``residual_space`` (``asinh`` or ``linear``, default ``asinh``: checkpoints
-    written before the key existed).
+    written before the key existed), ``psf_kernel_px`` (side of the learned PSF kernel, 0 = none,
+    the default for checkpoints without the key).
     """
     net = _seeded(seed, lambda: Refiner(arch["channels"], arch["blocks"]))
     weights = list(arch.get("moment_weights_px") or [])
     order = int(arch.get("moment_order", 2))
     return MomentPreservingRefiner(net, MomentProjector(weights, order) if weights else None,
-                                   arch.get("residual_space", "asinh"))
+                                   arch.get("residual_space", "asinh"), int(arch.get("psf_kernel_px", 0)))
 
 
 def build_discriminator(arch: Mapping, seed: int = 0) -> Discriminator:

@@ -4,11 +4,15 @@ R works in normalised units (`refinegan.normalize`), is fully convolutional (any
 returns ``z + residual``. The last 1x1 conv starts at zero, so an untrained R is exactly the
 identity. `MomentPreservingRefiner` wraps R with the moment projection
 (`refinegan.model.moments`), a design that cannot change the weighted flux, centroid and
-second moments of a stamp.
+second moments of a stamp. With a PSF kernel (``psf_kernel_px > 0``) the moments kept are those
+of the sim stamp convolved with a learned, unit-sum kernel K: R may then change the PSF, by a
+known operator, so the refined stamp is the same sheared galaxy through the PSF ``K * psf``
+(`MomentPreservingRefiner.refined_psf`), and its shear label stays true.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -66,6 +70,14 @@ class Refiner(nn.Module):
 RESIDUAL_SPACES = ("asinh", "linear")
 
 
+def _kernel_constraint_basis(size: int) -> torch.Tensor:
+    """Orthonormal basis (size*size, 3) of {1, x, y} on a centred size x size grid."""
+    t = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    y, x = np.meshgrid(t, t, indexing="ij")
+    q, _ = np.linalg.qr(np.stack([np.ones(size * size), x.ravel(), y.ravel()], axis=1))
+    return torch.as_tensor(q, dtype=torch.float32)
+
+
 class MomentPreservingRefiner(nn.Module):
     """R followed by the exact moment projection, in normalised units.
 
@@ -74,9 +86,17 @@ class MomentPreservingRefiner(nn.Module):
     ``R(z) - z``, when it is an additive change in units of ``softening * sigma``
     (``'linear'``: a change of the noise texture costs the same on a galaxy's core as on the sky,
     and is not amplified by ``cosh(z)`` at bright pixels). The projection removes the part of
-    ``u`` that would change the weighted moments, and the output is ``asinh(sinh(z) + P u)``.
-    Since the per-stamp scale ``softening * sigma`` is a common factor, the moments in counts are
-    preserved exactly (to float32 rounding).
+    ``u`` that would change the weighted moments, and the output is ``asinh(b + P u)`` with the
+    base ``b = sinh(z)``. Since the per-stamp scale ``softening * sigma`` is a common factor, the
+    moments in counts are preserved exactly (to float32 rounding).
+
+    With ``psf_kernel_px = k > 0`` the base is ``b = K * sinh(z)``: a learned k x k kernel
+    ``K = delta + Pi(theta)``, ``Pi`` removing the sum and the first moments of ``theta``, so K
+    keeps flux and centroid (unit sum, centred) and starts as the identity. One K for every
+    stamp, applied in counts, is a change of PSF: the refined stamp is the sim's galaxy, with
+    its shear, through ``K * psf`` (`refined_psf`), plus R's moment-free change. This lets R give
+    the sims the target's PSF size and shape, which the moment projection alone forbids (it
+    pins the sim PSF's moments, docs/refiner.md).
 
     Parameters
     ----------
@@ -85,23 +105,60 @@ class MomentPreservingRefiner(nn.Module):
         None turns the projection off.
     residual_space : {'asinh', 'linear'}
         Where R's residual is added [default: 'asinh'].
+    psf_kernel_px : int
+        Side of the learned PSF kernel in pixels, odd; 0 = none [default: 0].
     """
 
     def __init__(self, refiner: Refiner, projector: MomentProjector | None,
-                 residual_space: str = "asinh") -> None:
+                 residual_space: str = "asinh", psf_kernel_px: int = 0) -> None:
         super().__init__()
         if residual_space not in RESIDUAL_SPACES:
             raise ValueError(f"residual_space must be one of {RESIDUAL_SPACES}, got {residual_space!r}")
+        if psf_kernel_px < 0 or (psf_kernel_px and psf_kernel_px % 2 == 0):
+            raise ValueError(f"psf_kernel_px must be 0 or an odd number of pixels, got {psf_kernel_px}")
         self.refiner = refiner
         self.projector = projector
         self.residual_space = residual_space
+        self.psf_kernel_px = int(psf_kernel_px)
+        if self.psf_kernel_px:
+            k = self.psf_kernel_px
+            self.kernel_theta = nn.Parameter(torch.zeros(k, k))
+            self.register_buffer("_kernel_q", _kernel_constraint_basis(k), persistent=False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W)
         return self.project(z, self.refiner(z))
 
+    def kernel(self) -> torch.Tensor | None:
+        """The PSF kernel K (k, k), unit sum and centred, or None without one."""
+        if not self.psf_kernel_px:
+            return None
+        k = self.psf_kernel_px
+        theta = self.kernel_theta.float().reshape(-1)
+        q = self._kernel_q.to(theta.device)
+        delta = torch.zeros(k * k, device=theta.device)
+        delta[k * k // 2] = 1.0
+        return (delta + theta - q @ (q.T @ theta)).reshape(k, k)
+
+    def _base_linear(self, lin: torch.Tensor) -> torch.Tensor:
+        kern = self.kernel()
+        if kern is None:
+            return lin
+        # circular padding: the stamp's flux is kept exactly (sum K = 1), and the edge pixels see
+        # real noise of the right level from the opposite edge (zero padding would lower it there)
+        r = self.psf_kernel_px // 2
+        return F.conv2d(F.pad(lin, (r, r, r, r), mode="circular"), kern.view(1, 1, *kern.shape))
+
+    def base(self, z: torch.Tensor) -> torch.Tensor:
+        """The stamp whose moments the refined stamp keeps: ``asinh(K * sinh(z))`` (``z`` itself
+        without a kernel), (B, 1, H, W)."""
+        if not self.psf_kernel_px:
+            return z
+        with torch.autocast(z.device.type, enabled=False):
+            return torch.asinh(self._base_linear(torch.sinh(z.float())))
+
     def project(self, z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Apply the moment projection to R's output ``out`` for input ``z`` (both (B, 1, H, W))."""
-        if self.projector is None and self.residual_space == "asinh":
+        if self.projector is None and self.residual_space == "asinh" and not self.psf_kernel_px:
             return out
         with torch.autocast(z.device.type, enabled=False):
             z32, out32 = z.float(), out.float()
@@ -109,4 +166,21 @@ class MomentPreservingRefiner(nn.Module):
             u = out32 - z32 if self.residual_space == "linear" else torch.sinh(out32) - lin
             if self.projector is not None:
                 u = self.projector.project_out(u)
-            return torch.asinh(lin + u)  # float32 even under autocast: keeps the moments exact
+            return torch.asinh(self._base_linear(lin) + u)  # float32 even under autocast
+
+    @torch.no_grad()
+    def refined_psf(self, psf: np.ndarray) -> np.ndarray:
+        """The PSF of refined stamps, ``K * psf`` for a PSF image (h, w) or stack (N, h, w).
+
+        Unit sum again after the convolution (same size as ``psf``; K's reach past the image
+        edge is cut off). Without a kernel, ``psf`` itself.
+        """
+        kern = self.kernel()
+        if kern is None:
+            return psf
+        p = torch.as_tensor(np.asarray(psf, dtype=np.float32))
+        stack = p.reshape(-1, 1, *p.shape[-2:])
+        r = self.psf_kernel_px // 2
+        out = F.conv2d(F.pad(stack, (r, r, r, r)), kern.cpu().view(1, 1, *kern.shape))
+        out = out / out.sum(dim=(-2, -1), keepdim=True)
+        return out.reshape(p.shape).numpy().astype(np.float32)
