@@ -34,6 +34,10 @@ CAPTIONS = {
                    "multiplicative bias m and additive bias c per component with bootstrap errors "
                    "(over galaxy groups). The grey band is m_real +/- the weak-lensing bar 2e-3; "
                    "calibration transfer asks whether refined lands in it.",
+    "psf": "The PSF each file carries in /psf (log stretch, one scale; a per-stamp stack is "
+           "averaged) and their azimuthal profiles, with each one's HSM adaptive-moment sigma in "
+           "pixels. A refiner with a learned PSF kernel writes K * (sim PSF) as the refined PSF: "
+           "how close it comes to the target's is the PSF part of the sim-to-real gap it closed.",
     "classifier": "Classifier two-sample tests: held-out AUC (0.5 = indistinguishable) for sim vs "
                   "real, refined vs real and the real-vs-real floor, with errors over seeds and "
                   "bootstrap of held-out galaxy groups.",
@@ -179,6 +183,47 @@ def _classifier(plt, result):
     return fig
 
 
+def _psf_image(psf) -> np.ndarray | None:
+    if psf is None:
+        return None
+    p = np.asarray(psf, dtype=np.float64)
+    return p.mean(axis=0) if p.ndim == 3 else p
+
+
+def _hsm_sigma_px(img: np.ndarray) -> float:
+    import galsim
+
+    m = galsim.hsm.FindAdaptiveMom(galsim.Image(np.ascontiguousarray(img)), strict=False)
+    return float(m.moments_sigma) if m.moments_status == 0 else float("nan")
+
+
+def _psf(plt, sets):
+    psfs = {d: _psf_image(sets[d].psf) for d in ("sim", "refined", "real") if d in sets}
+    psfs = {d: p for d, p in psfs.items() if p is not None}
+    fig, axes = plt.subplots(1, len(psfs) + 1, figsize=(3.0 * (len(psfs) + 1), 3.0), squeeze=False)
+    axes = axes[0]
+    if not psfs:
+        axes[0].text(0.5, 0.5, "no /psf in any file", ha="center", va="center")
+        return fig
+    vmax = max(p.max() for p in psfs.values())
+    for ax, (d, p) in zip(axes, psfs.items(), strict=False):
+        ax.imshow(np.log10(np.clip(p, vmax * 1e-4, None)), origin="lower", cmap="magma",
+                  vmin=np.log10(vmax) - 4, vmax=np.log10(vmax))
+        ax.set_title(f"{d} PSF, sigma {_hsm_sigma_px(p):.2f} px", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        h, w = p.shape
+        y, x = np.mgrid[0:h, 0:w]
+        r = np.hypot(x - (w - 1) / 2.0, y - (h - 1) / 2.0).round().astype(int)
+        prof = np.bincount(r.ravel(), p.ravel()) / np.maximum(np.bincount(r.ravel()), 1)
+        axes[-1].semilogy(np.arange(len(prof)), np.clip(prof, 1e-7, None), STYLES[d],
+                          color=COLORS[d], label=d)
+    axes[-1].set_xlabel("radius (pixels)")
+    axes[-1].set_ylabel("mean PSF value")
+    axes[-1].legend(fontsize=8)
+    return fig
+
+
 def make_plots(result: dict, sets: dict, plots_dir: str | os.PathLike, *, scale: float,
                n_stamps: int = 8, rng: np.random.Generator) -> dict[str, Path]:
     """Draw every figure; return {name: png path}. Captions go to ``<name>.rst`` beside each."""
@@ -195,6 +240,7 @@ def make_plots(result: dict, sets: dict, plots_dir: str | os.PathLike, *, scale:
               "pixels": lambda: _pixels(plt, result),
               "noise_power": lambda: _noise_power(plt, result),
               "calibration": lambda: _calibration(plt, result),
+              "psf": lambda: _psf(plt, sets),
               "classifier": lambda: _classifier(plt, result)}
     for name, make in makers.items():
         fig = make()

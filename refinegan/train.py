@@ -315,6 +315,14 @@ def _train(config, s: TrainSettings, device: torch.device, world: World, sim_pat
                                                   "diversity_ratio": report["diversity_ratio"],
                                                   "noise_ratio": report["noise_ratio"],
                                                   "finished": finished})
+    kern = t.refiner.kernel()
+    if kern is not None:  # what the learned PSF change amounts to (docs/refiner.md)
+        k = kern.detach().double().cpu()
+        c = torch.arange(k.shape[0], dtype=torch.float64) - (k.shape[0] - 1) / 2.0
+        logger.info("learned PSF kernel %dx%d: second moments Ixx %.3f Iyy %.3f Ixy %.3f px^2, "
+                    "centre %.3f, min %.3f", k.shape[0], k.shape[1], float((k * c[None] ** 2).sum()),
+                    float((k * c[:, None] ** 2).sum()), float((k * c[:, None] * c[None]).sum()),
+                    float(k[k.shape[0] // 2, k.shape[1] // 2]), float(k.min()))
     world.barrier()  # the other ranks wait until rank 0 has written its files
     logger.info("training %s at step %d of %d; failure modes: %s", "finished" if finished else "stopped",
                 t.step, s.total_steps, report["warnings"] or "none")

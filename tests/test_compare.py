@@ -76,7 +76,7 @@ def test_compare_end_to_end(tmp_path, files, config, caplog):
     # ... and in the noise-family energy distance; refined has the sims' noise: no gap closed
     en = d["energy_noise"]
     assert en[0] > 5 * en[2] and abs(d["gap_closed_energy_noise"]) < 0.1
-    for name in ("stamps", "histograms", "pixels", "noise_power", "calibration", "classifier"):
+    for name in ("stamps", "histograms", "pixels", "noise_power", "calibration", "psf", "classifier"):
         assert (tmp_path / "res" / "plots" / f"{name}.png").stat().st_size > 1000
         assert (tmp_path / "res" / "plots" / f"{name}.rst").read_text().strip()
     assert any("calibration transfer" in r.message for r in caplog.records)
