@@ -41,13 +41,15 @@ def test_kernel_starts_as_the_identity():
     assert_allclose(m.refined_psf(psf), psf, atol=1e-7)
 
 
-def test_any_theta_gives_a_unit_sum_centred_kernel():
+def test_any_theta_gives_a_unit_sum_centred_point_symmetric_kernel():
     m = build_refiner(ARCH, seed=0).requires_grad_(False)
     m.kernel_theta.copy_(torch.randn(7, 7, generator=torch.Generator().manual_seed(1)))
     k = m.kernel().numpy().astype(np.float64)
     t = np.arange(7) - 3.0
     assert_allclose(k.sum(), 1.0, rtol=1e-5)  # float32 sums of 49 entries of order 1
     assert_allclose([(k * t[None, :]).sum(), (k * t[:, None]).sum()], [0.0, 0.0], atol=2e-5)
+    assert_allclose(k, k[::-1, ::-1], atol=1e-7)
+    assert not np.allclose(k, k.T, atol=1e-3)  # only point symmetry: it may still be elliptical
 
 
 def test_moments_of_the_kernel_convolved_sim_are_kept():

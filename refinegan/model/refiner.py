@@ -91,8 +91,10 @@ class MomentPreservingRefiner(nn.Module):
     moments in counts are preserved exactly (to float32 rounding).
 
     With ``psf_kernel_px = k > 0`` the base is ``b = K * sinh(z)``: a learned k x k kernel
-    ``K = delta + Pi(theta)``, ``Pi`` removing the sum and the first moments of ``theta``, so K
-    keeps flux and centroid (unit sum, centred) and starts as the identity. One K for every
+    ``K = delta + Pi(S theta)``, ``S`` the point-symmetric part (``K(-x) = K(x)``) and ``Pi``
+    removing the sum, so K keeps flux and centroid (unit sum, centred) and starts as the
+    identity. Without ``S`` the kernel learned an odd, lopsided pattern in the default run that
+    gave an additive shear bias c2 = 0.012 (docs/benchmarks.md). One K for every
     stamp, applied in counts, is a change of PSF: the refined stamp is the sim's galaxy, with
     its shear, through ``K * psf`` (`refined_psf`), plus R's moment-free change. This lets R give
     the sims the target's PSF size and shape, which the moment projection alone forbids (it
@@ -133,7 +135,8 @@ class MomentPreservingRefiner(nn.Module):
         if not self.psf_kernel_px:
             return None
         k = self.psf_kernel_px
-        theta = self.kernel_theta.float().reshape(-1)
+        theta = self.kernel_theta.float()
+        theta = (0.5 * (theta + theta.flip(0, 1))).reshape(-1)  # point-symmetric: K(-x) = K(x)
         q = self._kernel_q.to(theta.device)
         delta = torch.zeros(k * k, device=theta.device)
         delta[k * k // 2] = 1.0
