@@ -215,8 +215,10 @@ def _psf(plt, sets):
         h, w = p.shape
         y, x = np.mgrid[0:h, 0:w]
         r = np.hypot(x - (w - 1) / 2.0, y - (h - 1) / 2.0).round().astype(int)
-        prof = np.bincount(r.ravel(), p.ravel()) / np.maximum(np.bincount(r.ravel()), 1)
-        axes[-1].semilogy(np.arange(len(prof)), np.clip(prof, 1e-7, None), STYLES[d],
+        count = np.bincount(r.ravel())
+        has = count > 0  # an even-sized image has no pixel at radius 0
+        prof = np.bincount(r.ravel(), p.ravel())[has] / count[has]
+        axes[-1].semilogy(np.flatnonzero(has), np.clip(prof, 1e-7, None), STYLES[d],
                           color=COLORS[d], label=d)
     axes[-1].set_xlabel("radius (pixels)")
     axes[-1].set_ylabel("mean PSF value")
