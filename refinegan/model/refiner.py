@@ -91,10 +91,12 @@ class MomentPreservingRefiner(nn.Module):
     moments in counts are preserved exactly (to float32 rounding).
 
     With ``psf_kernel_px = k > 0`` the base is ``b = K * sinh(z)``: a learned k x k kernel
-    ``K = delta + Pi(S theta)``, ``S`` the point-symmetric part (``K(-x) = K(x)``) and ``Pi``
-    removing the sum, so K keeps flux and centroid (unit sum, centred) and starts as the
-    identity. Without ``S`` the kernel learned an odd, lopsided pattern in the default run that
-    gave an additive shear bias c2 = 0.012 (docs/benchmarks.md). One K for every
+    ``K = delta + Pi(S theta)``, ``S`` the average over the 8 symmetries of the square and ``Pi``
+    removing the sum, so K keeps flux and centroid (unit sum, centred), is round up to a spin-4
+    part (no spin 1-3: it cannot shear the PSF) and starts as the identity. Free, the kernel
+    learned a lopsided pattern (additive shear bias c2 = 0.012); point-symmetric, an elliptical
+    one along the mock PSF's strut that made the galaxies' HSM g1 distribution 7x wider than the
+    sim-mock distance (docs/benchmarks.md). One K for every
     stamp, applied in counts, is a change of PSF: the refined stamp is the sim's galaxy, with
     its shear, through ``K * psf`` (`refined_psf`), plus R's moment-free change. This lets R give
     the sims the target's PSF size and shape, which the moment projection alone forbids (it
@@ -136,7 +138,10 @@ class MomentPreservingRefiner(nn.Module):
             return None
         k = self.psf_kernel_px
         theta = self.kernel_theta.float()
-        theta = (0.5 * (theta + theta.flip(0, 1))).reshape(-1)  # point-symmetric: K(-x) = K(x)
+        # the symmetries of the square (4 rotations, each also transposed): K has no spin-1, 2 or 3
+        # part, so it changes the PSF's size and profile but cannot shear or shift it
+        turns = [torch.rot90(theta, k, (0, 1)) for k in range(4)]
+        theta = torch.stack(turns + [t.T for t in turns]).mean(dim=0).reshape(-1)
         q = self._kernel_q.to(theta.device)
         delta = torch.zeros(k * k, device=theta.device)
         delta[k * k // 2] = 1.0
