@@ -70,12 +70,28 @@ class Refiner(nn.Module):
 RESIDUAL_SPACES = ("asinh", "linear")
 
 
-def _kernel_constraint_basis(size: int) -> torch.Tensor:
-    """Orthonormal basis (size*size, 3) of {1, x, y} on a centred size x size grid."""
-    t = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
-    y, x = np.meshgrid(t, t, indexing="ij")
-    q, _ = np.linalg.qr(np.stack([np.ones(size * size), x.ravel(), y.ravel()], axis=1))
-    return torch.as_tensor(q, dtype=torch.float32)
+# Gaussian sigmas of the PSF kernel's basis, in units of its radius (size // 2): from 9 x 9 on, each
+# sampled Gaussian is round to 2 % in its r^4 moment (narrower ones are a 5-point cross on the
+# pixel grid, wider ones are squared off by the cut)
+KERNEL_SIGMAS = (0.2, 0.33, 0.5)
+
+
+def kernel_basis(size: int) -> torch.Tensor:
+    """(J, size, size) basis ``G_j - delta`` of the round PSF kernel, float32.
+
+    ``G_j``: a circular Gaussian of sigma ``KERNEL_SIGMAS[j] * (size // 2)`` pixels, cut at the
+    radius ``size // 2 + 0.5`` (a disc, so the cut adds no square, spin-4 pattern), unit sum.
+    """
+    radius = size // 2
+    t = np.arange(size, dtype=np.float64) - radius
+    r2 = t[:, None] ** 2 + t[None, :] ** 2
+    delta = np.zeros((size, size))
+    delta[radius, radius] = 1.0
+    out = []
+    for f in KERNEL_SIGMAS:
+        g = np.exp(-0.5 * r2 / (f * radius) ** 2) * (r2 <= (radius + 0.5) ** 2)
+        out.append(g / g.sum() - delta)
+    return torch.as_tensor(np.stack(out), dtype=torch.float32)
 
 
 class MomentPreservingRefiner(nn.Module):
@@ -90,17 +106,17 @@ class MomentPreservingRefiner(nn.Module):
     base ``b = sinh(z)``. Since the per-stamp scale ``softening * sigma`` is a common factor, the
     moments in counts are preserved exactly (to float32 rounding).
 
-    With ``psf_kernel_px = k > 0`` the base is ``b = K * sinh(z)``: a learned k x k kernel
-    ``K = delta + Pi(S theta)``, ``S`` the average over the 8 symmetries of the square and ``Pi``
-    removing the sum, so K keeps flux and centroid (unit sum, centred), is round up to a spin-4
-    part (no spin 1-3: it cannot shear the PSF) and starts as the identity. Free, the kernel
-    learned a lopsided pattern (additive shear bias c2 = 0.012); point-symmetric, an elliptical
-    one along the mock PSF's strut that made the galaxies' HSM g1 distribution 7x wider than the
-    sim-mock distance (docs/benchmarks.md). One K for every
-    stamp, applied in counts, is a change of PSF: the refined stamp is the sim's galaxy, with
-    its shear, through ``K * psf`` (`refined_psf`), plus R's moment-free change. This lets R give
-    the sims the target's PSF size and shape, which the moment projection alone forbids (it
-    pins the sim PSF's moments, docs/refiner.md).
+    With ``psf_kernel_px = k > 0`` the base is ``b = K * sinh(z)``: one learned, round k x k kernel
+    ``K = delta + sum_j w_j (G_j - delta)`` for every stamp, ``G_j`` circular Gaussians of a few
+    widths (`kernel_basis`), so K has unit sum, is centred and round (it changes the PSF's size
+    and radial profile but cannot shear or shift it) and starts as the identity (``w = 0``).
+    Applied in counts, K is a change of PSF: the refined stamp is the sim's galaxy, with its
+    shear, through ``K * psf`` (`refined_psf`), plus R's moment-free change. This lets R give the
+    sims the target's PSF size, which the moment projection alone forbids (it pins the sim PSF's
+    moments, docs/refiner.md). A free k x k kernel learned a lopsided pattern (additive shear
+    bias c2 = 0.012), a point-symmetric one an elongation along the mock PSF's strut, and one with
+    the square's symmetries a spin-4 pattern that moved m1 by -4.6 % and m2 by -0.7 %
+    (docs/benchmarks.md).
 
     Parameters
     ----------
@@ -125,27 +141,21 @@ class MomentPreservingRefiner(nn.Module):
         self.residual_space = residual_space
         self.psf_kernel_px = int(psf_kernel_px)
         if self.psf_kernel_px:
-            k = self.psf_kernel_px
-            self.kernel_theta = nn.Parameter(torch.zeros(k, k))
-            self.register_buffer("_kernel_q", _kernel_constraint_basis(k), persistent=False)
+            self.register_buffer("_kernel_basis", kernel_basis(self.psf_kernel_px), persistent=False)
+            self.kernel_weights = nn.Parameter(torch.zeros(len(KERNEL_SIGMAS)))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W)
         return self.project(z, self.refiner(z))
 
     def kernel(self) -> torch.Tensor | None:
-        """The PSF kernel K (k, k), unit sum and centred, or None without one."""
+        """The PSF kernel K (k, k), unit sum, centred and round, or None without one."""
         if not self.psf_kernel_px:
             return None
         k = self.psf_kernel_px
-        theta = self.kernel_theta.float()
-        # the symmetries of the square (4 rotations, each also transposed): K has no spin-1, 2 or 3
-        # part, so it changes the PSF's size and profile but cannot shear or shift it
-        turns = [torch.rot90(theta, k, (0, 1)) for k in range(4)]
-        theta = torch.stack(turns + [t.T for t in turns]).mean(dim=0).reshape(-1)
-        q = self._kernel_q.to(theta.device)
-        delta = torch.zeros(k * k, device=theta.device)
-        delta[k * k // 2] = 1.0
-        return (delta + theta - q @ (q.T @ theta)).reshape(k, k)
+        basis = self._kernel_basis.to(self.kernel_weights.device)
+        delta = torch.zeros(k, k, device=basis.device)
+        delta[k // 2, k // 2] = 1.0
+        return delta + torch.tensordot(self.kernel_weights.float(), basis, dims=1)
 
     def _base_linear(self, lin: torch.Tensor) -> torch.Tensor:
         kern = self.kernel()
