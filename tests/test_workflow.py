@@ -39,6 +39,9 @@ def test_all_outputs_exist_and_follow_the_contract(finished_run):
         ref = io.read_stamps(res / "refined" / f"shard-{i}.h5")
         for name, values in sim.labels.items():
             assert ref.labels[name].tobytes() == values.tobytes(), name
+        # the CI config's refiner has a learned PSF kernel: /psf is K * (sim PSF), unit sum
+        assert ref.attrs["psf_kernel"].shape == (9, 9)
+        assert ref.psf.shape == sim.psf.shape and abs(float(ref.psf.sum()) - 1.0) < 1e-5
     assert io.validate_file(res / "real.h5")["domain"] == "real"
     assert (res / "model" / "refiner.pt").stat().st_size > 0
     with h5py.File(res / "model" / "train_log.h5") as f:
