@@ -191,8 +191,11 @@ class Trainer:
         self.disc.requires_grad_(False)
         with self._autocast():
             y = self.r_train(x)
-            reg = s.reg_lambda * self.selfreg(y, x) if s.reg_lambda > 0 else self.zero
-            mom = (s.moment_lambda * moment_loss(y, self.refiner.base(x), self.moments)
+            # R's own change is regularised relative to K * sim (x itself without a PSF kernel):
+            # the kernel's change of PSF is known and recorded, so it keeps the labels true
+            base = self.refiner.base(x)
+            reg = s.reg_lambda * self.selfreg(y, base) if s.reg_lambda > 0 else self.zero
+            mom = (s.moment_lambda * moment_loss(y, base, self.moments)
                    if s.moment_mode == "loss" else self.zero)
             adv = g_loss(self.d_call(y), s.adv_loss, s.global_weight) if adversarial else self.zero
             if self.needs_noise_target and self.noise_target is None:

@@ -282,3 +282,19 @@ def test_noise_anchor_without_target_is_refused():
     x = torch.zeros(8, 1, SIZE, SIZE)
     with pytest.raises(RuntimeError, match="set_noise_target"):
         t.one_step(x, x)
+
+
+def test_self_regularisation_is_relative_to_the_kernel_convolved_sim():
+    """With a PSF kernel, the kernel's own change costs no self-regularisation (it is a known,
+    recorded change of PSF): an identity R with K != delta has reg = 0 on its first step."""
+    s = TrainSettings.from_config(_config("train.pretrain_r_steps=1", "train.pretrain_d_steps=0",
+                                          "train.steps=0", "train.psf_kernel_px=5",
+                                          "train.reg_lambda=1.0"))
+    t = Trainer(s, 1, (SIZE, SIZE), torch.device("cpu"))
+    with torch.no_grad():
+        t.refiner.kernel_weights.copy_(torch.tensor([0.0, 0.0, 0.5]))
+    x = torch.asinh(3.0 * torch.randn(32, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0)))
+    with torch.no_grad():
+        assert float((t.refiner.base(x) - x).abs().mean()) > 0.05  # K does change the stamps
+    row = t.one_step(x, x)
+    assert float(row[1]) == 0.0  # (adv, reg, ...): reg against K * sim
