@@ -20,6 +20,15 @@ SIZE = 16
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+def _tiny_config(*extra):
+    """A tiny refiner on SIZE x SIZE stamps with no pretraining (steps set by ``extra``)."""
+    return load_config(None, [f"stamp.size={SIZE}", "train.batch_size=4", "train.refiner_channels=4",
+                              "train.refiner_blocks=1", "train.disc_channels=4",
+                              "train.pretrain_r_steps=0", "train.pretrain_d_steps=0",
+                              "train.history_size=4", "train.device=cpu", "train.sample_every=0",
+                              *extra])
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A tiny trained refiner whose last layer is then randomised, so it changes stamps."""
@@ -27,10 +36,7 @@ def model(tmp_path_factory):
     rng = np.random.default_rng(3)
     sim, _, _ = write_set(d / "sim.h5", 16, SIZE, rng, sigma=2.0)
     real, _, _ = write_set(d / "real.h5", 16, SIZE, rng, domain="real", sigma=2.0, correlated=True)
-    cfg = load_config(None, [f"stamp.size={SIZE}", "train.batch_size=4", "train.refiner_channels=4",
-                             "train.refiner_blocks=1", "train.disc_channels=4", "train.steps=1",
-                             "train.pretrain_r_steps=0", "train.pretrain_d_steps=0",
-                             "train.history_size=4", "train.device=cpu", "train.sample_every=0"])
+    cfg = _tiny_config("train.steps=1")
     res = train(cfg, [sim], real, d / "out")
     ckpt = load_file(res.model_path)
     g = torch.Generator().manual_seed(0)
@@ -173,10 +179,7 @@ def test_learned_psf_kernel_gives_the_refined_psf(tmp_path):
     pixels are K * sim (R itself left the identity here) and the flux is kept exactly."""
     rng = np.random.default_rng(4)
     sim, _, _ = write_set(tmp_path / "sim.h5", 8, SIZE, rng, sigma=2.0)
-    cfg = load_config(None, [f"stamp.size={SIZE}", "train.batch_size=4", "train.refiner_channels=4",
-                             "train.refiner_blocks=1", "train.disc_channels=4", "train.steps=0",
-                             "train.pretrain_r_steps=0", "train.pretrain_d_steps=0",
-                             "train.psf_kernel_px=3", "train.device=cpu", "train.sample_every=0"])
+    cfg = _tiny_config("train.steps=0", "train.psf_kernel_px=3")
     res = train(cfg, [sim], sim, tmp_path / "out")
     ckpt = load_file(res.model_path)
     ckpt["state_dict"]["kernel_weights"] = torch.tensor([0.2, 0.3, 0.4])  # a round blur
