@@ -190,14 +190,9 @@ def _psf_image(psf) -> np.ndarray | None:
     return p.mean(axis=0) if p.ndim == 3 else p
 
 
-def _hsm_sigma_px(img: np.ndarray) -> float:
-    import galsim
-
-    m = galsim.hsm.FindAdaptiveMom(galsim.Image(np.ascontiguousarray(img)), strict=False)
-    return float(m.moments_sigma) if m.moments_status == 0 else float("nan")
-
-
 def _psf(plt, sets):
+    from .stats import hsm_moments
+
     psfs = {d: _psf_image(sets[d].psf) for d in ("sim", "refined", "real") if d in sets}
     psfs = {d: p for d, p in psfs.items() if p is not None}
     fig, axes = plt.subplots(1, len(psfs) + 1, figsize=(3.0 * (len(psfs) + 1), 3.0), squeeze=False)
@@ -209,7 +204,8 @@ def _psf(plt, sets):
     for ax, (d, p) in zip(axes, psfs.items(), strict=False):
         ax.imshow(np.log10(np.clip(p, vmax * 1e-4, None)), origin="lower", cmap="magma",
                   vmin=np.log10(vmax) - 4, vmax=np.log10(vmax))
-        ax.set_title(f"{d} PSF, sigma {_hsm_sigma_px(p):.2f} px", fontsize=9)
+        sigma = hsm_moments(p[None])["hsm_sigma"][0]  # NaN where HSM fails
+        ax.set_title(f"{d} PSF, sigma {sigma:.2f} px", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
         h, w = p.shape
