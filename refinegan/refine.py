@@ -25,6 +25,7 @@ from .checkpoint import load_model
 from .errors import ContractError
 from .io import StampWriter, file_sha256, open_stamps
 from .normalize import Normalization
+from .psf_match import PsfMatch
 
 __all__ = ["refine", "check_compatible", "refine_array", "fast_refiner", "SIGMA_TOLERANCE", "PIXEL_SCALE_RTOL"]
 
@@ -52,6 +53,19 @@ def check_compatible(info: dict, sf, model_path, sigma: np.ndarray | None,
                 f"{sf.path}: median noise sigma {med:.4g} counts is outside a factor "
                 f"{sigma_tolerance} of the {ref:.4g} counts {model_path} was trained on; the "
                 f"model's noise normalisation does not fit this file")
+
+
+def _check_match_psf(match: PsfMatch, sf, model_path, rtol: float = 1e-3) -> None:
+    """The matching kernel is only right for the PSF it was built from: refuse any other."""
+    psf = None if sf.psf is None else np.asarray(sf.psf, dtype=np.float64)
+    if psf is None or psf.shape != match.sim_psf.shape:
+        got = "no /psf" if psf is None else f"a /psf of shape {psf.shape}"
+        raise ContractError(f"{model_path} matches the sims' PSF {match.sim_psf.shape} to the target's "
+                            f"(train.psf_match); {sf.path} has {got}")
+    diff = float(np.abs(psf / psf.sum() - match.sim_psf).max())
+    if diff > rtol * float(match.sim_psf.max()):
+        raise ContractError(f"{sf.path}: /psf differs from the PSF {model_path} was trained on (max "
+                            f"|difference| {diff:.3g}); its PSF matching kernel does not fit this file")
 
 
 def fast_refiner(module, device, example_shape, jit: bool = True):
@@ -152,11 +166,18 @@ def refine(
             # (N,) floats: small even for 10^6 stamps; the border estimate is checked per chunk
             check_compatible(info, sf, model_path, sf.labels(["noise_sigma"])["noise_sigma"],
                              sigma_tolerance)
-        # With a learned PSF kernel the refined stamps are the sims through K * psf (docs/refiner.md)
-        psf = sf.psf if sf.psf is None else module.refined_psf(sf.psf)
+        match = PsfMatch.from_dict(info.get("psf_match"))
+        if match is not None:
+            _check_match_psf(match, sf, model_path)
+        # PSF matching and a learned PSF kernel: the refined stamps are the sims through
+        # K_learned * K_match * psf (docs/refiner.md)
+        psf = sf.psf if (sf.psf is None or match is None) else match.apply_psf(sf.psf)
+        psf = psf if psf is None else module.refined_psf(psf)
         runner = fast_refiner(module, dev, sf.stamp_shape, jit=jit)
         extra = {"parent": str(in_path.resolve()), "parent_sha256": file_sha256(in_path),
                  "model": str(Path(model_path).resolve()), "model_sha256": model_sha}
+        if match is not None:
+            extra["psf_match_kernel"] = match.kernel
         kern = module.kernel()
         if kern is not None:
             extra["psf_kernel"] = kern.detach().cpu().numpy().astype(np.float64)
@@ -179,6 +200,8 @@ def refine(
                 sigma = norm.sigmas(images, labels, str(in_path))
                 if i == 0 and not label_checked:
                     check_compatible(info, sf, model_path, sigma, sigma_tolerance)
+                if match is not None:
+                    images = match.apply(images, sigma, labels, offset=sl.start)
                 out = refine_array(runner, norm, images, sigma, dev, channels_last=True)
                 mask = sf.mask[sl] if sf.mask is not None else None
                 w.write(out, labels, mask)

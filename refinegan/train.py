@@ -28,6 +28,7 @@ from .distributed import World, init_world
 from .errors import ConfigError, TrainingError
 from .io import open_stamps, package_versions, read_many
 from .normalize import Normalization
+from .psf_match import PsfMatch, build_psf_match
 from .trainer import Trainer, TrainSettings
 
 __all__ = ["TrainSettings", "Trainer", "TrainResult", "train", "resolve_device"]
@@ -38,7 +39,7 @@ PIXEL_SCALE_RTOL = 1e-6
 WATCH_STAMPS = 256  # fixed sim stamps used for the failure-mode watch and sample grids
 PHASES = ("pretrain_r", "pretrain_d", "adversarial")
 MASK_FILL_STREAM = 6  # SeedSequence([seed, MASK_FILL_STREAM]): noise put on masked target pixels
-ARCH_KEYS = ("refiner_channels", "refiner_blocks", "residual_space", "psf_kernel_px", "disc_channels", "disc_global_branch",
+ARCH_KEYS = ("refiner_channels", "refiner_blocks", "residual_space", "psf_kernel_px", "psf_match", "disc_channels", "disc_global_branch",
              "disc_spectral_norm", "moment_weights_px", "moment_order", "moment_mode", "history_size", "ema_decay")
 
 
@@ -112,6 +113,25 @@ def _check_pair(sim, sim_paths, real, real_path) -> None:
                             f"{real_path} has {real.images.shape[1:]}; cut both to one size")
 
 
+def _psf_match(sim, sim_path, real, real_path, seed: int) -> PsfMatch:
+    """The matching kernel from the sims' PSF to the target's (``train.psf_match``)."""
+    if real.psf is None:
+        raise TrainingError(f"train.psf_match is on but {real_path} has no /psf; give the target's PSF "
+                            f"image or set train.psf_match=false")
+    if sim.psf is None or np.asarray(sim.psf).ndim != 2:
+        got = "no /psf" if sim.psf is None else f"/psf of shape {np.asarray(sim.psf).shape}"
+        raise TrainingError(f"train.psf_match needs one sim PSF image (h, w); {sim_path} has {got}")
+    target = np.asarray(real.psf, dtype=np.float64)
+    if target.ndim == 3:
+        target = target.mean(axis=0)  # one PSF per target stamp: match to their mean
+    match = build_psf_match(sim.psf, target, sim.images.shape[1:], seed)
+    q = match.summary(target)
+    logger.info("PSF matching %s -> %s: |K * psf_sim - psf_target| <= %.2g of the target peak, "
+                "%.1f%% of Fourier modes clipped to |K| = 1", sim_path, real_path, q["psf_residual"],
+                100 * q["clipped_fraction"])
+    return match
+
+
 def _to_device(images: np.ndarray, sigma: np.ndarray, norm: Normalization, device, channels_last):
     z = norm.forward(images.astype(np.float32), sigma.astype(np.float32))[:, None]  # (N, 1, H, W)
     t = torch.from_numpy(np.ascontiguousarray(z)).to(device)
@@ -178,6 +198,9 @@ def _train(config, s: TrainSettings, device: torch.device, world: World, sim_pat
     _check_pair(sim, sim_paths, real, real_path)
     norm = Normalization(s.norm_softening, s.norm_sigma_source, s.norm_border_px)
     sig_sim = norm.sigmas(sim.images, sim.labels, f"{sim_paths[0]}")
+    match = _psf_match(sim, sim_paths[0], real, real_path, int(config["seed"])) if s.psf_match else None
+    if match is not None:
+        sim.images = match.apply(sim.images, sig_sim, sim.labels)
     sig_real = norm.sigmas(real.images, real.labels, f"{real_path}")
     real.images, n_filled = fill_masked(real.images, real.mask, sig_real, int(config["seed"]))
     if n_filled:
@@ -307,6 +330,7 @@ def _train(config, s: TrainSettings, device: torch.device, world: World, sim_pat
             "sim_sigma_median": float(np.median(sig_sim)), "real_sigma_median": float(np.median(sig_real)),
             "config": dict(config), "step": int(t.step), "versions": package_versions(),
             "sim_files": meta["sim_files"], "real_file": meta["real_file"],
+            "psf_match": match.to_dict() if match is not None else None,
         }, model_path)
     if world.is_main:
         mon.write_log(log_path, all_rows, meta | {"world_size": world.size,

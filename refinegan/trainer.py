@@ -48,6 +48,7 @@ class TrainSettings:
     refiner_blocks: int
     residual_space: str
     psf_kernel_px: int
+    psf_match: bool
     disc_channels: int
     disc_global_branch: bool
     disc_spectral_norm: bool

@@ -9,7 +9,7 @@ from refiner_helpers import write_set
 
 from refinegan.checkpoint import atomic_save, load_file
 from refinegan.config import load_config
-from refinegan.errors import ContractError
+from refinegan.errors import ContractError, TrainingError
 from refinegan.io import file_sha256, open_stamps, read_stamps
 from refinegan.refine import refine
 from refinegan.train import train
@@ -204,3 +204,46 @@ def test_learned_psf_kernel_gives_the_refined_psf(tmp_path):
     assert_allclose(b.psf, expect / expect.sum(), atol=1e-6)
     assert_allclose(b.psf.sum(), 1.0, rtol=1e-5)
     assert not np.allclose(b.psf, a.psf, atol=1e-4)
+
+
+def _set_psf(path, psf):
+    with h5py.File(path, "a") as f:
+        del f["psf"]
+        f["psf"] = psf.astype(np.float32)
+
+
+def test_psf_match_refines_through_the_target_psf(tmp_path):
+    """train.psf_match: the refined pixels are the matched sims (R itself the identity here), the
+    refined /psf is the target's, the kernel is in the attrs, labels unchanged; a file with
+    another PSF, or a target without one, is refused."""
+    from refinegan.psf_match import PsfMatch
+
+    rng = np.random.default_rng(4)
+    sim, _, _ = write_set(tmp_path / "sim.h5", 8, SIZE, rng, sigma=2.0)
+    real, _, _ = write_set(tmp_path / "real.h5", 8, SIZE, rng, domain="real", sigma=2.0)
+    y, x = np.mgrid[0:SIZE, 0:SIZE] - SIZE // 2
+    wide = np.exp(-0.5 * ((x - 0.3) ** 2 / 2.2**2 + y**2 / 1.9**2))  # wider, elliptical, offset
+    _set_psf(real, wide / wide.sum())
+    cfg = _tiny_config("train.steps=0", "train.psf_match=true")
+    res = train(cfg, [sim], real, tmp_path / "out")
+    out = refine(res.model_path, sim, tmp_path / "ref.h5")
+    a, b = read_stamps(sim), read_stamps(out)
+    match = PsfMatch.from_dict(load_file(res.model_path)["psf_match"])
+    assert_allclose(b.images, match.apply(a.images, a.labels["noise_sigma"], a.labels), atol=1e-3)
+    assert_allclose(b.psf, wide / wide.sum(), atol=1e-3 * wide.max() / wide.sum())
+    assert_allclose(np.asarray(b.attrs["psf_match_kernel"]), match.kernel)
+    for name in a.labels:
+        assert np.array_equal(a.labels[name], b.labels[name])
+    # the sims' border noise keeps its sigma (white noise put back), the galaxies are wider
+    assert_allclose(b.images[:, :3].std(), a.images[:, :3].std(), rtol=0.1)
+    assert b.images.sum(axis=0).max() < 0.8 * a.images.sum(axis=0).max()
+
+    other = tmp_path / "other.h5"
+    write_set(other, 4, SIZE, rng, sigma=2.0)
+    _set_psf(other, wide / wide.sum())
+    with pytest.raises(ContractError, match="other.h5: /psf differs from the PSF"):
+        refine(res.model_path, other, tmp_path / "ref2.h5")
+    with h5py.File(real, "a") as f:
+        del f["psf"]
+    with pytest.raises(TrainingError, match="train.psf_match is on but .*real.h5 has no /psf"):
+        train(cfg, [sim], real, tmp_path / "out2")

@@ -1,0 +1,159 @@
+"""PSF matching: re-observe each sim stamp through the target's PSF before R refines it.
+
+When the target file carries its PSF (``/psf``: the mock, COSMOS, an HDF5 set with a PSF model),
+``train.psf_match`` turns the sim stamps into the same galaxies seen through that PSF, exactly
+and with the shear label still true, so the refiner need not (and cannot) learn a PSF change:
+
+- the matching kernel K on the stamp grid, ``K~ = P~t conj(P~s) / (|P~s|^2 + eps^2)``, with P~s,
+  P~t the discrete Fourier transforms of the sim's and the target's pixelised PSF images, scaled
+  to unit sum and clipped to ``|K~| <= 1`` (modes where the sim PSF has no power are not
+  amplified); the refined ``/psf`` is ``K * (sim /psf)``, i.e. the target PSF up to that clip;
+- each stamp is convolved with K (circularly: flux is kept exactly and the noise stays
+  stationary), which also filters its white noise to the power ``sigma^2 |K~|^2``;
+- white noise is put back with an independent field of power ``sigma^2 (1 - |K~|^2)``, so the
+  matched stamp's noise is white with the sim's sigma again (its ``noise_sigma`` label stays
+  true) and R learns the target's noise from the sim's, as without matching. The field is drawn
+  per noise realisation of the sim (``pair_id`` and ``rot90``: the +g / -g twins of one
+  orientation share it as they share the sim noise, so shear pairs still cancel noise), from
+  ``SeedSequence([seed, PSF_MATCH_STREAM, pair_id, rot90])``: training and refine see the same
+  bytes, whatever the chunking.
+
+This is what the shear-calibration difference between sim and target mostly comes from on the
+mock (docs/benchmarks.md: the target PSF moves REGAUSS's m by -0.04 / -0.05 of the mock's total
+-0.03 / -0.06). Labels are copied unchanged; ``psf_fwhm`` stays the sim's input PSF, ``/psf`` is
+the PSF of the refined stamps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["PsfMatch", "build_psf_match", "embed", "PSF_MATCH_STREAM", "WIENER_EPS"]
+
+PSF_MATCH_STREAM = 7  # SeedSequence([seed, PSF_MATCH_STREAM, ...]): the whitening noise
+WIENER_EPS = 1e-3  # regularisation of the division by the sim PSF's transform (unit-sum PSFs)
+
+
+def embed(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Centre-crop or zero-pad the last two axes of ``img`` to ``shape`` (pixel h//2 -> H//2)."""
+    img = np.asarray(img, dtype=np.float64)
+    h, w = img.shape[-2:]
+    hh, ww = shape
+    out = np.zeros(img.shape[:-2] + (hh, ww))
+    # source and destination windows, aligned on the centre pixels h//2 and H//2
+    dy, dx = hh // 2 - h // 2, ww // 2 - w // 2
+    ys, yd = max(0, -dy), max(0, dy)
+    xs, xd = max(0, -dx), max(0, dx)
+    ny, nx = min(h - ys, hh - yd), min(w - xs, ww - xd)
+    out[..., yd:yd + ny, xd:xd + nx] = img[..., ys:ys + ny, xs:xs + nx]
+    return out
+
+
+def _ft(centred: np.ndarray) -> np.ndarray:
+    """DFT of an image centred on pixel (H//2, W//2), with the origin moved to (0, 0)."""
+    return np.fft.fft2(np.fft.ifftshift(centred, axes=(-2, -1)))
+
+
+@dataclass(frozen=True)
+class PsfMatch:
+    """A matching kernel (centred on pixel (H//2, W//2), unit sum) and the whitening seed."""
+
+    kernel: np.ndarray  # (H, W) float64
+    seed: int
+    sim_psf: np.ndarray  # (h, w) float64: the PSF the kernel starts from (checked at refine)
+
+    def kernel_ft(self, shape: tuple[int, int]) -> np.ndarray:
+        """K~ on a stamp grid of ``shape`` (the kernel embedded, re-normalised to unit sum)."""
+        k = embed(self.kernel, shape)
+        return _ft(k / k.sum())
+
+    def whiten_ft(self, shape: tuple[int, int]) -> np.ndarray:
+        """The whitening filter sqrt(1 - |K~|^2) on a grid of ``shape`` (real, >= 0)."""
+        return np.sqrt(np.clip(1.0 - np.abs(self.kernel_ft(shape)) ** 2, 0.0, None))
+
+    def apply_psf(self, psf: np.ndarray) -> np.ndarray:
+        """The PSF of matched stamps, ``K * psf``, for (h, w) or (N, h, w) images.
+
+        On ``psf``'s grid, widened to the kernel's where that is larger (the wings K adds are kept).
+        """
+        psf = np.asarray(psf, dtype=np.float64)
+        grid = tuple(max(a, b) for a, b in zip(psf.shape[-2:], self.kernel.shape, strict=True))
+        psf = embed(psf, grid)
+        out = np.fft.ifft2(np.fft.fft2(np.fft.ifftshift(psf, axes=(-2, -1))) * self.kernel_ft(grid))
+        out = np.fft.fftshift(out.real, axes=(-2, -1))
+        return (out / out.sum(axis=(-2, -1), keepdims=True)).astype(np.float32)
+
+    def noise_fields(self, labels: Mapping, n: int, shape: tuple[int, int], offset: int = 0) -> np.ndarray:
+        """Unit-variance white fields (n, H, W), one per sim noise realisation (module docstring)."""
+        if "pair_id" in labels:
+            a = np.asarray(labels["pair_id"], dtype=np.int64)
+            b = np.asarray(labels["rot90"], dtype=np.int64) + 1 if "rot90" in labels else np.ones(n, np.int64)
+        elif "id" in labels:
+            a, b = np.asarray(labels["id"], dtype=np.int64), np.zeros(n, np.int64)
+        else:
+            a, b = np.arange(offset, offset + n, dtype=np.int64), np.zeros(n, np.int64)
+        out = np.empty((n, *shape))
+        cache: dict[tuple[int, int], np.ndarray] = {}
+        for i, key in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
+            if key not in cache:
+                ss = np.random.SeedSequence([int(self.seed), PSF_MATCH_STREAM, key[0] & 0x7FFFFFFFFFFFFFFF, key[1]])
+                cache[key] = np.random.default_rng(ss).standard_normal(shape)
+            out[i] = cache[key]
+        return out
+
+    def apply(self, images: np.ndarray, sigma: np.ndarray, labels: Mapping, offset: int = 0) -> np.ndarray:
+        """Matched stamps (N, H, W) float32 from sim stamps in counts with noise sigma (N,)."""
+        images = np.asarray(images, dtype=np.float64)
+        n, shape = images.shape[0], images.shape[-2:]
+        if n == 0:
+            return images.astype(np.float32)
+        conv = np.fft.ifft2(np.fft.fft2(images) * self.kernel_ft(shape)).real
+        w = self.noise_fields(labels, n, shape, offset)
+        fill = np.fft.ifft2(np.fft.fft2(w) * self.whiten_ft(shape)).real
+        sigma = np.asarray(sigma, dtype=np.float64).reshape(n, 1, 1)
+        return (conv + sigma * fill).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"kernel": self.kernel.tolist(), "seed": int(self.seed), "sim_psf": self.sim_psf.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None) -> PsfMatch | None:
+        if not d:
+            return None
+        return cls(np.asarray(d["kernel"], dtype=np.float64), int(d["seed"]),
+                   np.asarray(d["sim_psf"], dtype=np.float64))
+
+    def summary(self, target_psf: np.ndarray) -> dict:
+        """How well K * sim_psf reproduces ``target_psf`` and how much of K~ was clipped."""
+        shape = self.kernel.shape
+        ps, pt = _ft(embed(self.sim_psf, shape)), _ft(embed(target_psf, shape))
+        raw = np.abs(pt) / np.maximum(np.abs(ps), 1e-300)
+        got = self.apply_psf(embed(self.sim_psf, shape))
+        tgt = embed(target_psf, shape)
+        return {"clipped_fraction": float(np.mean(raw > 1.0)),
+                "psf_residual": float(np.abs(got - tgt / tgt.sum()).max() / tgt.max())}
+
+
+def build_psf_match(sim_psf: np.ndarray, target_psf: np.ndarray, shape: tuple[int, int],
+                    seed: int, eps: float = WIENER_EPS) -> PsfMatch:
+    """The kernel taking ``sim_psf`` (h, w) to ``target_psf`` (h', w') on a stamp grid ``shape``.
+
+    Both PSFs are pixelised images at the stamp scale, centred on pixel (h//2, w//2) or on the
+    same sub-pixel point (a common offset cancels in the ratio); a target shift relative to the
+    sim PSF is part of K, as it is of the target stamps.
+    """
+    sim_psf = np.asarray(sim_psf, dtype=np.float64)
+    target_psf = np.asarray(target_psf, dtype=np.float64)
+    for name, p in (("sim", sim_psf), ("target", target_psf)):
+        if p.ndim != 2 or not np.isfinite(p).all() or p.sum() <= 0:
+            raise ValueError(f"{name} PSF must be one finite (h, w) image with positive sum, got shape {p.shape}")
+    ps = _ft(embed(sim_psf / sim_psf.sum(), shape))
+    pt = _ft(embed(target_psf / target_psf.sum(), shape))
+    k = pt * np.conj(ps) / (np.abs(ps) ** 2 + eps**2)
+    k /= k[0, 0].real
+    k /= np.maximum(1.0, np.abs(k))  # no mode amplified: the whitening filter stays real
+    kernel = np.fft.fftshift(np.fft.ifft2(k).real)
+    return PsfMatch(kernel / kernel.sum(), int(seed), sim_psf / sim_psf.sum())
