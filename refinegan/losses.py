@@ -236,3 +236,47 @@ def noise_acf_loss(refined: torch.Tensor, target_acf: torch.Tensor, border_px: i
     """
     acf = border_acf(refined, border_px, lags).median(dim=0).values
     return (acf - target_acf).pow(2).sum()
+
+
+def border_shape(z: torch.Tensor, border_px: int) -> torch.Tensor:
+    """Per-stamp skewness and excess kurtosis (B, 2) of ``sinh(z)`` over the border frame."""
+    lin = torch.sinh(z.float())[:, 0]
+    x = lin[:, _frame(lin.shape[-2:], border_px, z.device)]
+    d = x - x.mean(dim=1, keepdim=True)
+    m2 = d.pow(2).mean(dim=1)
+    return torch.stack([d.pow(3).mean(dim=1) / m2.pow(1.5), d.pow(4).mean(dim=1) / m2.pow(2) - 3.0], dim=1)
+
+
+def noise_shape_loss(refined: torch.Tensor, target: torch.Tensor, border_px: int) -> torch.Tensor:
+    """``sum of (batch-mean border skewness, excess kurtosis - target)^2``: the noise-shape anchor.
+
+    R builds the target's noise texture through ReLUs, which can skew it: the session-3 default
+    refiners left the refined noise skewed by -0.03 to +0.03 (half the per-stamp scatter, 5-10x
+    the sim-mock distance of that statistic, docs/benchmarks.md), which no 9x9 patch of D resolves.
+    ``target`` (2,) is the mean over target stamps of the same statistics over their
+    source-masked pixels (`Trainer.set_noise_target`; the target's neighbours would skew a frame).
+    """
+    return (border_shape(refined, border_px).mean(dim=0) - target).pow(2).sum()
+
+
+SPREAD_TRIM = 0.1  # order statistics left out at each end by noise_acf_spread_loss
+
+
+def noise_acf_spread_loss(refined: torch.Tensor, target_sorted: torch.Tensor, border_px: int, lags,
+                          trim: float = SPREAD_TRIM) -> torch.Tensor:
+    """Squared quantile distance between the batch's and the target's per-stamp correlations.
+
+    For each lag the B per-stamp border autocorrelations of the refined batch, sorted, are
+    compared with the target's quantiles at (i + 1/2) / B (``target_sorted``: (N, L), each column
+    sorted), mean over the central ``1 - 2 trim`` of the order statistics (a neighbour in a target
+    frame makes an outlier there), summed over lags: a 1-D Wasserstein-2 distance per lag. The
+    correlation anchor (`noise_acf_loss`) ties the median; this ties the spread too, e.g. a
+    coadd's stamp-to-stamp scatter of the correlation, which a refiner with a latent code
+    (``train.latent_dim``) can produce and a deterministic one cannot.
+    """
+    acf = border_acf(refined, border_px, lags).sort(dim=0).values  # (B, L)
+    b = acf.shape[0]
+    p = (torch.arange(b, device=acf.device, dtype=torch.float32) + 0.5) / b
+    q = torch.quantile(target_sorted.float(), p.to(target_sorted.device), dim=0).to(acf.device)  # (B, L)
+    keep = (p >= trim) & (p <= 1 - trim)
+    return (acf - q)[keep].pow(2).mean(dim=0).sum()

@@ -14,8 +14,8 @@ and with the shear label still true, so the refiner need not (and cannot) learn 
   matched stamp's noise is white with the sim's sigma again (its ``noise_sigma`` label stays
   true) and R learns the target's noise from the sim's, as without matching. The field is drawn
   per noise realisation of the sim (``pair_id`` and ``rot90``: the +g / -g twins of one
-  orientation share it as they share the sim noise, so shear pairs still cancel noise), from
-  ``SeedSequence([seed, PSF_MATCH_STREAM, pair_id, rot90])``: training and refine see the same
+  orientation share it as they share the sim noise, so shear pairs still cancel noise;
+  `refinegan.realisations`, stream ``PSF_MATCH_STREAM``): training and refine see the same
   bytes, whatever the chunking.
 
 This is what the shear-calibration difference between sim and target mostly comes from on the
@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+
+from .realisations import realisation_normals
 
 __all__ = ["PsfMatch", "build_psf_match", "embed", "PSF_MATCH_STREAM", "WIENER_EPS"]
 
@@ -86,24 +88,6 @@ class PsfMatch:
         out = np.fft.fftshift(out.real, axes=(-2, -1))
         return (out / out.sum(axis=(-2, -1), keepdims=True)).astype(np.float32)
 
-    def noise_fields(self, labels: Mapping, n: int, shape: tuple[int, int], offset: int = 0) -> np.ndarray:
-        """Unit-variance white fields (n, H, W), one per sim noise realisation (module docstring)."""
-        if "pair_id" in labels:
-            a = np.asarray(labels["pair_id"], dtype=np.int64)
-            b = np.asarray(labels["rot90"], dtype=np.int64) + 1 if "rot90" in labels else np.ones(n, np.int64)
-        elif "id" in labels:
-            a, b = np.asarray(labels["id"], dtype=np.int64), np.zeros(n, np.int64)
-        else:
-            a, b = np.arange(offset, offset + n, dtype=np.int64), np.zeros(n, np.int64)
-        out = np.empty((n, *shape))
-        cache: dict[tuple[int, int], np.ndarray] = {}
-        for i, key in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
-            if key not in cache:
-                ss = np.random.SeedSequence([int(self.seed), PSF_MATCH_STREAM, key[0] & 0x7FFFFFFFFFFFFFFF, key[1]])
-                cache[key] = np.random.default_rng(ss).standard_normal(shape)
-            out[i] = cache[key]
-        return out
-
     def apply(self, images: np.ndarray, sigma: np.ndarray, labels: Mapping, offset: int = 0) -> np.ndarray:
         """Matched stamps (N, H, W) float32 from sim stamps in counts with noise sigma (N,)."""
         images = np.asarray(images, dtype=np.float64)
@@ -111,7 +95,7 @@ class PsfMatch:
         if n == 0:
             return images.astype(np.float32)
         conv = np.fft.ifft2(np.fft.fft2(images) * self.kernel_ft(shape)).real
-        w = self.noise_fields(labels, n, shape, offset)
+        w = realisation_normals(labels, n, shape, self.seed, PSF_MATCH_STREAM, offset)
         fill = np.fft.ifft2(np.fft.fft2(w) * self.whiten_ft(shape)).real
         sigma = np.asarray(sigma, dtype=np.float64).reshape(n, 1, 1)
         return (conv + sigma * fill).astype(np.float32)

@@ -24,14 +24,18 @@ import torch
 from .checkpoint import load_model
 from .errors import ContractError
 from .io import StampWriter, file_sha256, open_stamps
+from .model import MomentPreservingRefiner
 from .normalize import Normalization
 from .psf_match import PsfMatch
+from .realisations import realisation_normals
 
-__all__ = ["refine", "check_compatible", "refine_array", "fast_refiner", "SIGMA_TOLERANCE", "PIXEL_SCALE_RTOL"]
+__all__ = ["refine", "check_compatible", "refine_array", "fast_refiner", "latent_codes", "SIGMA_TOLERANCE",
+           "PIXEL_SCALE_RTOL", "LATENT_STREAM"]
 
 logger = logging.getLogger(__name__)
 
 PIXEL_SCALE_RTOL = 1e-6
+LATENT_STREAM = 8  # refinegan.realisations stream of R's latent codes
 SIGMA_TOLERANCE = 2.0  # refuse inputs whose median noise sigma is off by more than this factor
 
 
@@ -68,6 +72,13 @@ def _check_match_psf(match: PsfMatch, sf, model_path, rtol: float = 1e-3) -> Non
                             f"|difference| {diff:.3g}); its PSF matching kernel does not fit this file")
 
 
+def latent_codes(labels, n: int, dim: int, seed: int, offset: int = 0) -> np.ndarray | None:
+    """R's latent codes (n, dim) for n stamps, one per sim noise realisation (None if dim = 0)."""
+    if not dim:
+        return None
+    return realisation_normals(labels, n, (dim,), seed, LATENT_STREAM, offset).astype(np.float32)
+
+
 def fast_refiner(module, device, example_shape, jit: bool = True):
     """A callable z -> R(z) (with the moment projection) tuned for inference on ``device``.
 
@@ -85,7 +96,8 @@ def fast_refiner(module, device, example_shape, jit: bool = True):
             # minutes per shape on CPU; jit.freeze is still the fastest CPU inference path here.
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", UserWarning)
-            example = torch.zeros((2, 1, *example_shape)).contiguous(memory_format=torch.channels_last)
+            example = torch.zeros((2, 1 + module.latent_dim, *example_shape)).contiguous(
+                memory_format=torch.channels_last)
             frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(net, example)))
     except Exception as err:  # pragma: no cover - depends on the torch build
         logger.warning("jit freeze of the refiner failed (%s); using eager mode", err)
@@ -95,14 +107,17 @@ def fast_refiner(module, device, example_shape, jit: bool = True):
 
 @torch.inference_mode()
 def refine_array(module, norm: Normalization, images: np.ndarray, sigma: np.ndarray,
-                 device="cpu", channels_last: bool = True) -> np.ndarray:
+                 device="cpu", channels_last: bool = True, latent: np.ndarray | None = None) -> np.ndarray:
     """Refine (B, H, W) counts with per-stamp noise sigma (B,); returns float32 counts.
 
-    ``module`` is the refiner (`refinegan.checkpoint.load_model`) or `fast_refiner`'s callable.
+    ``module`` is the refiner (`refinegan.checkpoint.load_model`) or `fast_refiner`'s callable;
+    ``latent`` (B, d) the latent codes of a refiner with ``latent_dim`` d > 0 (`latent_codes`).
     """
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(device)[:, None]
     s = torch.from_numpy(np.asarray(sigma, dtype=np.float32)).to(device)
     z = norm.forward(x, s)
+    if latent is not None:
+        z = MomentPreservingRefiner.with_latent(z, torch.from_numpy(np.asarray(latent, dtype=np.float32)))
     if channels_last:
         z = z.contiguous(memory_format=torch.channels_last)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
@@ -166,6 +181,7 @@ def refine(
             # (N,) floats: small even for 10^6 stamps; the border estimate is checked per chunk
             check_compatible(info, sf, model_path, sf.labels(["noise_sigma"])["noise_sigma"],
                              sigma_tolerance)
+        seed = int(info["config"]["seed"])  # the latent codes' seed: the training run's
         match = PsfMatch.from_dict(info.get("psf_match"))
         if match is not None:
             _check_match_psf(match, sf, model_path)
@@ -202,7 +218,8 @@ def refine(
                     check_compatible(info, sf, model_path, sigma, sigma_tolerance)
                 if match is not None:
                     images = match.apply(images, sigma, labels, offset=sl.start)
-                out = refine_array(runner, norm, images, sigma, dev, channels_last=True)
+                latent = latent_codes(labels, images.shape[0], module.latent_dim, seed, sl.start)
+                out = refine_array(runner, norm, images, sigma, dev, channels_last=True, latent=latent)
                 mask = sf.mask[sl] if sf.mask is not None else None
                 w.write(out, labels, mask)
                 if bar is not None:

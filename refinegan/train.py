@@ -39,7 +39,7 @@ PIXEL_SCALE_RTOL = 1e-6
 WATCH_STAMPS = 256  # fixed sim stamps used for the failure-mode watch and sample grids
 PHASES = ("pretrain_r", "pretrain_d", "adversarial")
 MASK_FILL_STREAM = 6  # SeedSequence([seed, MASK_FILL_STREAM]): noise put on masked target pixels
-ARCH_KEYS = ("refiner_channels", "refiner_blocks", "residual_space", "psf_kernel_px", "psf_match", "disc_channels", "disc_global_branch",
+ARCH_KEYS = ("refiner_channels", "refiner_blocks", "residual_space", "psf_kernel_px", "psf_match", "latent_dim", "disc_channels", "disc_global_branch",
              "disc_spectral_norm", "moment_weights_px", "moment_order", "moment_mode", "history_size", "ema_decay")
 
 
@@ -213,9 +213,10 @@ def _train(config, s: TrainSettings, device: torch.device, world: World, sim_pat
     if t.needs_noise_target:
         t.set_noise_target(real_z)
         logger.info("noise anchors: target border-frame variance %.4f (normalised linear units), "
-                    "lag-1 correlations x %.3f, y %.3f", float(t.noise_target),
-                    float(t.acf_target[t.acf_lags.index((0, 1))]),
-                    float(t.acf_target[t.acf_lags.index((1, 0))]))
+                    "lag-1 correlations x %.3f, y %.3f; noise skewness %.4f, excess kurtosis %.4f",
+                    float(t.noise_target), float(t.acf_target[t.acf_lags.index((0, 1))]),
+                    float(t.acf_target[t.acf_lags.index((1, 0))]), float(t.shape_target[0]),
+                    float(t.shape_target[1]))
     rows: list[np.ndarray] = []
     if resume and ckpt_path.exists():
         st = load_file(ckpt_path)

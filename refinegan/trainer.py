@@ -27,7 +27,9 @@ from .losses import (
     g_loss,
     moment_loss,
     noise_acf_loss,
+    noise_acf_spread_loss,
     noise_level_loss,
+    noise_shape_loss,
     r1_penalty,
 )
 from .model import MomentProjector, build_discriminator, build_refiner
@@ -35,6 +37,8 @@ from .model import MomentProjector, build_discriminator, build_refiner
 __all__ = ["TrainSettings", "Trainer", "TRAIN_STREAM"]
 
 TRAIN_STREAM = 4  # SeedSequence([seed, TRAIN_STREAM]): training's own stream of the master seed
+
+EVAL_LATENT_SEED = 0  # latent codes of refine_eval (watch, sample grids)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +53,7 @@ class TrainSettings:
     residual_space: str
     psf_kernel_px: int
     psf_match: bool
+    latent_dim: int
     disc_channels: int
     disc_global_branch: bool
     disc_spectral_norm: bool
@@ -65,6 +70,8 @@ class TrainSettings:
     noise_lambda: float
     noise_acf_lambda: float
     noise_acf_max_lag: int
+    noise_shape_lambda: float
+    noise_acf_spread_lambda: float
     history_size: int
     history_fraction: float
     pretrain_r_steps: int
@@ -110,7 +117,8 @@ class TrainSettings:
         weights = list(self.moment_weights_px) if self.moment_mode == "project" else []
         return {"channels": self.refiner_channels, "blocks": self.refiner_blocks,
                 "moment_weights_px": weights, "moment_order": self.moment_order,
-                "residual_space": self.residual_space, "psf_kernel_px": self.psf_kernel_px}
+                "residual_space": self.residual_space, "psf_kernel_px": self.psf_kernel_px,
+                "latent_dim": self.latent_dim}
 
     def disc_arch(self) -> dict:
         return {"channels": self.disc_channels, "global_branch": self.disc_global_branch,
@@ -164,10 +172,14 @@ class Trainer:
         self.noise_target = None
         self.acf_lags = acf_lags(s.noise_acf_max_lag)
         self.acf_target = None
+        self.shape_target = None
+        self.acf_sorted_target = None
 
     @property
     def needs_noise_target(self) -> bool:
-        return self.s.noise_lambda > 0 or self.s.noise_acf_lambda > 0
+        s = self.s
+        return (s.noise_lambda > 0 or s.noise_acf_lambda > 0 or s.noise_shape_lambda > 0
+                or s.noise_acf_spread_lambda > 0)
 
     @torch.no_grad()
     def set_noise_target(self, real: torch.Tensor, chunk: int = 1024) -> None:
@@ -176,7 +188,25 @@ class Trainer:
         b = self.s.norm_border_px
         blocks = [real[i:i + chunk] for i in range(0, real.shape[0], chunk)]
         self.noise_target = torch.cat([border_variance(x, b) for x in blocks]).median()
-        self.acf_target = torch.cat([border_acf(x, b, self.acf_lags) for x in blocks]).median(dim=0).values
+        acf = torch.cat([border_acf(x, b, self.acf_lags) for x in blocks])
+        self.acf_target = acf.median(dim=0).values
+        self.acf_sorted_target = acf.sort(dim=0).values  # (N, L): the per-stamp distribution
+        self.shape_target = self.noise_shape_target(real, chunk)
+
+    @staticmethod
+    def noise_shape_target(real: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+        """Mean skewness and excess kurtosis (2,) of the target's noise over source-masked pixels
+        (`refinegan.stats`, as compare measures ``noise_skew`` / ``noise_kurt``)."""
+        from .stats import noise_moments, source_mask
+
+        out = []
+        for i in range(0, real.shape[0], chunk):
+            lin = torch.sinh(real[i:i + chunk, 0].float()).cpu().numpy().astype(np.float64)
+            m = noise_moments(lin, source_mask(lin))
+            out.append(np.stack([m["noise_skew"], m["noise_kurt"]], axis=1))
+        v = np.concatenate(out)
+        v = v[np.isfinite(v).all(axis=1)]
+        return torch.as_tensor(v.mean(axis=0), dtype=torch.float32, device=real.device)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -186,12 +216,22 @@ class Trainer:
         idx = torch.randint(data.shape[0], (self.s.batch_size,), generator=self.gen, device=self.device)
         return data[idx[self.world.local_slice(self.s.batch_size)]]
 
+    def _cond(self, x: torch.Tensor) -> torch.Tensor:
+        """R's input for sim stamps ``x``: with ``latent_dim`` > 0, fresh latent codes appended
+        (drawn for the global batch, so every rank and a single process agree)."""
+        d = self.s.latent_dim
+        if not d:
+            return x
+        u = torch.randn((self.s.batch_size, d), generator=self.gen, device=self.device)
+        z = self.refiner.with_latent(x, u[self.world.local_slice(self.s.batch_size)])
+        return z.contiguous(memory_format=torch.channels_last) if self.cuda and self.s.cuda_channels_last else z
+
     def r_step(self, sim: torch.Tensor, adversarial: bool):
         s = self.s
         x = self._batch(sim)
         self.disc.requires_grad_(False)
         with self._autocast():
-            y = self.r_train(x)
+            y = self.r_train(self._cond(x))
             # R's own change is regularised relative to K * sim (x itself without a PSF kernel):
             # the kernel's change of PSF is known and recorded, so it keeps the labels true
             base = self.refiner.base(x)
@@ -207,6 +247,11 @@ class Trainer:
             if s.noise_acf_lambda > 0:
                 noise = noise + s.noise_acf_lambda * noise_acf_loss(y, self.acf_target, s.norm_border_px,
                                                                     self.acf_lags)
+            if s.noise_acf_spread_lambda > 0:
+                noise = noise + s.noise_acf_spread_lambda * noise_acf_spread_loss(
+                    y, self.acf_sorted_target, s.norm_border_px, self.acf_lags)
+            if s.noise_shape_lambda > 0:
+                noise = noise + s.noise_shape_lambda * noise_shape_loss(y, self.shape_target, s.norm_border_px)
             loss = adv + reg + mom + noise
         self.opt_r.zero_grad(set_to_none=True)
         loss.backward()
@@ -221,7 +266,7 @@ class Trainer:
         s = self.s
         x, r = self._batch(sim), self._batch(real)
         with torch.no_grad(), self._autocast():
-            y = self.r_call(x)
+            y = self.r_call(self._cond(x))
         # The buffer sees the whole global batch, so it stays the same on every rank.
         fake = self.history.mix(self.world.gather(y))[self.world.local_slice(self.s.batch_size)]
         with self._autocast():
@@ -282,5 +327,11 @@ class Trainer:
 
     @torch.no_grad()
     def refine_eval(self, z: torch.Tensor) -> torch.Tensor:
+        """R applied to sim stamps ``z`` (B, 1, H, W); latent codes from a fixed seed, so the
+        watch and sample grids compare like with like across steps."""
+        d = self.s.latent_dim
+        if d:
+            g = torch.Generator(device=self.device).manual_seed(EVAL_LATENT_SEED)
+            z = self.refiner.with_latent(z, torch.randn((z.shape[0], d), generator=g, device=self.device))
         with self._autocast():
             return self.r_call(z).float()

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose
@@ -11,13 +12,16 @@ from refinegan.losses import (
     SelfRegularization,
     acf_lags,
     border_acf,
+    border_shape,
     border_variance,
     d_accuracy,
     d_loss,
     g_loss,
     moment_loss,
     noise_acf_loss,
+    noise_acf_spread_loss,
     noise_level_loss,
+    noise_shape_loss,
     r1_penalty,
 )
 from refinegan.model import Discriminator, MomentProjector
@@ -191,3 +195,50 @@ def test_noise_acf_loss_is_zero_at_the_target_and_pushes_toward_it():
     noise_acf_loss(z, target, 4, lags).backward()
     after = noise_acf_loss(z.detach() - 0.5 * z.grad, target, 4, lags)  # one descent step
     assert float(after) < float(loss)
+
+
+def _asinh(lin: torch.Tensor) -> torch.Tensor:
+    return torch.asinh(lin)[:, None]  # normalised stamps whose sinh is ``lin``
+
+
+def test_border_shape_known_answers():
+    """Gaussian noise: skewness 0, excess kurtosis 0; Gamma(4): 1 and 1.5; the centre is ignored."""
+    g = torch.Generator().manual_seed(0)
+    gauss = torch.randn(256, 32, 32, generator=g)
+    gauss[:, 8:24, 8:24] += 100.0  # a "galaxy" inside the frame's hole changes nothing
+    shape = border_shape(_asinh(gauss), 4).double().mean(dim=0)
+    assert_allclose(shape.numpy(), [0.0, 0.0], atol=0.02)
+    gamma = torch.from_numpy(np.random.default_rng(0).gamma(4.0, 1.0, (256, 32, 32)).astype(np.float32))
+    shape = border_shape(_asinh(gamma), 4).double().mean(dim=0)
+    assert abs(float(shape[0]) - 1.0) < 0.05 and abs(float(shape[1]) - 1.5) < 0.25
+
+
+def test_noise_shape_loss_pushes_skewed_noise_toward_the_target():
+    """Gamma(9) noise (skewness 2/3, excess kurtosis 2/3) is near a target of (2/3, 2/3), far from
+    Gaussian noise's (0, 0); gradient descent moves it toward the Gaussian target."""
+    g = torch.Generator().manual_seed(1)
+    skewed = torch.from_numpy(np.random.default_rng(1).gamma(9.0, 1.0, (256, 32, 32)).astype(np.float32)) - 9.0
+    z = _asinh(skewed).requires_grad_(True)
+    assert float(noise_shape_loss(z, torch.tensor([2 / 3, 2 / 3]), 4).detach()) < 0.02
+    target = torch.zeros(2)
+    loss = noise_shape_loss(z, target, 4)
+    assert float(loss.detach()) > 0.6
+    loss.backward()
+    after = noise_shape_loss(z.detach() - 0.05 * z.grad / z.grad.abs().max(), target, 4)
+    assert float(after) < float(loss.detach())
+    gauss = _asinh(torch.randn(64, 32, 32, generator=g))
+    assert float(noise_shape_loss(gauss, target, 4)) < 0.01
+
+
+def test_noise_acf_spread_loss_is_a_quantile_distance():
+    """Against its own sorted correlations a batch is at ~0 (quantile interpolation only); a
+    target shifted by 0.1 at every lag gives 0.1^2 per lag; gradient descent lowers it."""
+    lags = acf_lags(1)
+    x = _correlated_stamps(0.2, seed=3)
+    own = border_acf(x, 4, lags).sort(dim=0).values
+    assert float(noise_acf_spread_loss(x, own, 4, lags)) < 1e-4
+    loss = noise_acf_spread_loss(x, own + 0.1, 4, lags)
+    assert_allclose(float(loss), len(lags) * 0.01, rtol=0.05)
+    z = x.clone().requires_grad_(True)
+    noise_acf_spread_loss(z, own + 0.1, 4, lags).backward()
+    assert float(noise_acf_spread_loss(z.detach() - 0.5 * z.grad, own + 0.1, 4, lags)) < float(loss)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import h5py
+import numpy as np
 import pytest
 
 from refinegan import io
@@ -39,9 +40,14 @@ def test_all_outputs_exist_and_follow_the_contract(finished_run):
         ref = io.read_stamps(res / "refined" / f"shard-{i}.h5")
         for name, values in sim.labels.items():
             assert ref.labels[name].tobytes() == values.tobytes(), name
-        # the CI config's refiner has a learned PSF kernel: /psf is K * (sim PSF), unit sum
+        # the CI config's refiner matches the sims to the target PSF and has a learned PSF
+        # kernel (near the identity after 4 steps): /psf is K * (target PSF), unit sum
         assert ref.attrs["psf_kernel"].shape == (9, 9)
+        assert ref.attrs["psf_match_kernel"].shape == sim.images.shape[1:]
         assert ref.psf.shape == sim.psf.shape and abs(float(ref.psf.sum()) - 1.0) < 1e-5
+        real_psf = io.read_stamps(res / "real.h5").psf
+        assert np.abs(ref.psf - real_psf).max() < 0.02 * real_psf.max()
+        assert np.abs(sim.psf - real_psf).max() > 0.1 * real_psf.max()
     assert io.validate_file(res / "real.h5")["domain"] == "real"
     assert (res / "model" / "refiner.pt").stat().st_size > 0
     with h5py.File(res / "model" / "train_log.h5") as f:

@@ -42,9 +42,10 @@ def build_refiner(arch: Mapping, seed: int = 0) -> nn.Module:
     sigmas in pixels, 0 = flat; empty = no projection), ``moment_order`` (highest monomial degree,
     default 2), ``residual_space`` (``asinh`` or ``linear``, default ``asinh``: checkpoints
     written before the key existed), ``psf_kernel_px`` (side of the learned PSF kernel, 0 = none,
-    the default for checkpoints without the key).
+    the default for checkpoints without the key), ``latent_dim`` (per-stamp latent channels,
+    default 0).
     """
-    net = _seeded(seed, lambda: Refiner(arch["channels"], arch["blocks"]))
+    net = _seeded(seed, lambda: Refiner(arch["channels"], arch["blocks"], int(arch.get("latent_dim", 0))))
     weights = list(arch.get("moment_weights_px") or [])
     order = int(arch.get("moment_order", 2))
     return MomentPreservingRefiner(net, MomentProjector(weights, order) if weights else None,

@@ -43,23 +43,28 @@ class Refiner(nn.Module):
         Feature channels C [default: 32].
     blocks : int
         Number of ResNet blocks K [default: 4].
+    latent_dim : int
+        Extra input channels: a per-stamp latent code, constant over the stamp (`with_latent`),
+        so R can give each stamp its own texture, e.g. the stamp-to-stamp scatter of a coadd's
+        noise correlation; the image is channel 0 [default: 0].
     """
 
-    def __init__(self, channels: int = 32, blocks: int = 4) -> None:
+    def __init__(self, channels: int = 32, blocks: int = 4, latent_dim: int = 0) -> None:
         super().__init__()
         self.channels = int(channels)
         self.blocks_n = int(blocks)
-        self.head = nn.Conv2d(1, channels, 3, padding=1)
+        self.latent_dim = int(latent_dim)
+        self.head = nn.Conv2d(1 + self.latent_dim, channels, 3, padding=1)
         self.blocks = nn.Sequential(*[ResBlock(channels) for _ in range(blocks)])
         self.tail = nn.Conv2d(channels, 1, 1)
         nn.init.zeros_(self.tail.weight)  # start as the identity map
         nn.init.zeros_(self.tail.bias)
 
-    def residual(self, z: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W) -> (B, 1, H, W)
+    def residual(self, z: torch.Tensor) -> torch.Tensor:  # (B, 1 + latent_dim, H, W) -> (B, 1, H, W)
         return self.tail(self.blocks(F.relu(self.head(z))))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return z + self.residual(z)
+        return z[:, :1] + self.residual(z)
 
     def flops_per_pixel(self) -> int:
         """Multiply-adds x 2 per output pixel of one forward pass (convolutions only)."""
@@ -144,8 +149,20 @@ class MomentPreservingRefiner(nn.Module):
             self.register_buffer("_kernel_basis", kernel_basis(self.psf_kernel_px), persistent=False)
             self.kernel_weights = nn.Parameter(torch.zeros(len(KERNEL_SIGMAS)))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, 1, H, W)
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, 1 + latent_dim, H, W) -> (B, 1, H, W)
         return self.project(z, self.refiner(z))
+
+    @property
+    def latent_dim(self) -> int:
+        return self.refiner.latent_dim
+
+    @staticmethod
+    def with_latent(z: torch.Tensor, latent: torch.Tensor | None) -> torch.Tensor:
+        """``z`` (B, 1, H, W) with the latent codes (B, d) appended as constant channels."""
+        if latent is None or latent.shape[1] == 0:
+            return z
+        lat = latent.to(device=z.device, dtype=z.dtype)[:, :, None, None].expand(-1, -1, *z.shape[-2:])
+        return torch.cat([z, lat], dim=1)
 
     def kernel(self) -> torch.Tensor | None:
         """The PSF kernel K (k, k), unit sum, centred and round, or None without one."""
@@ -169,13 +186,16 @@ class MomentPreservingRefiner(nn.Module):
     def base(self, z: torch.Tensor) -> torch.Tensor:
         """The stamp whose moments the refined stamp keeps: ``asinh(K * sinh(z))`` (``z`` itself
         without a kernel), (B, 1, H, W)."""
+        z = z[:, :1]
         if not self.psf_kernel_px:
             return z
         with torch.autocast(z.device.type, enabled=False):
             return torch.asinh(self._base_linear(torch.sinh(z.float())))
 
     def project(self, z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Apply the moment projection to R's output ``out`` for input ``z`` (both (B, 1, H, W))."""
+        """Apply the moment projection to R's output ``out`` (B, 1, H, W) for input ``z`` (its
+        channel 0 is the stamp)."""
+        z = z[:, :1]
         if self.projector is None and self.residual_space == "asinh" and not self.psf_kernel_px:
             return out
         with torch.autocast(z.device.type, enabled=False):
