@@ -117,8 +117,9 @@ class PsfMatch:
         raw = np.abs(pt) / np.maximum(np.abs(ps), 1e-300)
         got = self.apply_psf(embed(self.sim_psf, shape))
         tgt = embed(target_psf, shape)
+        tgt = tgt / tgt.sum()
         return {"clipped_fraction": float(np.mean(raw > 1.0)),
-                "psf_residual": float(np.abs(got - tgt / tgt.sum()).max() / tgt.max())}
+                "psf_residual": float(np.abs(got - tgt).max() / tgt.max())}
 
 
 def build_psf_match(sim_psf: np.ndarray, target_psf: np.ndarray, shape: tuple[int, int],
