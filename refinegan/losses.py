@@ -169,13 +169,25 @@ def _frame(shape, border_px: int, device) -> torch.Tensor:
     return frame
 
 
-def border_variance(z: torch.Tensor, border_px: int) -> torch.Tensor:
-    """Per-stamp variance (B,) of ``sinh(z)`` (linear units) over a frame of ``border_px`` pixels."""
+def _region(lin: torch.Tensor, region) -> torch.Tensor:
+    """Float weights (1 or B, H, W) of the pixels a noise statistic uses: ``region`` is a border
+    width in pixels (the frame), or a bool mask (B, H, W) of sky pixels (``train.noise_region``)."""
+    if isinstance(region, torch.Tensor):
+        return region.to(device=lin.device).reshape(lin.shape).float()
+    return _frame(lin.shape[-2:], int(region), lin.device)[None].float()
+
+
+def border_variance(z: torch.Tensor, region) -> torch.Tensor:
+    """Per-stamp variance (B,) of ``sinh(z)`` (linear units) over the border frame of ``region``
+    pixels, or over the sky pixels of a mask ``region`` (B, H, W)."""
     lin = torch.sinh(z.float())[:, 0]
-    return lin[:, _frame(lin.shape[-2:], border_px, z.device)].var(dim=1)
+    w = _region(lin, region)
+    n = w.sum(dim=(1, 2))
+    mean = (lin * w).sum(dim=(1, 2), keepdim=True) / n[:, None, None]
+    return ((lin - mean).pow(2) * w).sum(dim=(1, 2)) / (n - 1)
 
 
-def noise_level_loss(refined: torch.Tensor, target_var: torch.Tensor, border_px: int) -> torch.Tensor:
+def noise_level_loss(refined: torch.Tensor, target_var: torch.Tensor, region) -> torch.Tensor:
     """``log(median border variance of the batch / target_var)^2``: the noise-level anchor.
 
     D judges 9x9-pixel patches, whose own variance scatters by ~16 %, so the adversarial loss
@@ -184,7 +196,7 @@ def noise_level_loss(refined: torch.Tensor, target_var: torch.Tensor, border_px:
     sources that reach the frame. ``target_var`` is the same statistic of the target set
     (`Trainer.set_noise_target`).
     """
-    v = border_variance(refined, border_px).median()
+    v = border_variance(refined, region).median()
     return torch.log(v / target_var) ** 2
 
 
@@ -205,28 +217,29 @@ def _shifted(a: torch.Tensor, dy: int, dx: int):
     return a[..., 0:h - dy, x0], a[..., dy:h, x1]
 
 
-def border_acf(z: torch.Tensor, border_px: int, lags) -> torch.Tensor:
+def border_acf(z: torch.Tensor, region, lags) -> torch.Tensor:
     """Per-stamp autocorrelation (B, L) of ``sinh(z)`` over the border frame at each lag.
 
     ``acf = mean(d(p) d(p + lag)) / mean(d^2)`` over the pixel pairs with both pixels in the
     frame, ``d`` the pixel minus the stamp's frame mean: the same normalised correlation
-    compare reports over source-masked pixels (``acf_10`` = lag (0, 1), ...).
+    compare reports over source-masked pixels (``acf_10`` = lag (0, 1), ...). ``region``: the
+    frame's width, or a sky mask (B, H, W) (`_region`).
     """
     lin = torch.sinh(z.float())[:, 0]  # (B, H, W)
-    frame = _frame(lin.shape[-2:], border_px, z.device)
-    n = frame.sum()
-    mean = (lin * frame).sum(dim=(1, 2), keepdim=True) / n
-    d = (lin - mean) * frame  # zero off the frame
+    w = _region(lin, region)
+    n = w.sum(dim=(1, 2))
+    mean = (lin * w).sum(dim=(1, 2), keepdim=True) / n[:, None, None]
+    d = (lin - mean) * w  # zero off the region
     var = d.pow(2).sum(dim=(1, 2)) / n
     out = []
     for dy, dx in lags:
         a, b = _shifted(d, dy, dx)
-        fa, fb = _shifted(frame, dy, dx)
-        out.append((a * b).sum(dim=(1, 2)) / (fa & fb).sum() / var)
+        fa, fb = _shifted(w, dy, dx)
+        out.append((a * b).sum(dim=(1, 2)) / (fa * fb).sum(dim=(1, 2)) / var)
     return torch.stack(out, dim=1)
 
 
-def noise_acf_loss(refined: torch.Tensor, target_acf: torch.Tensor, border_px: int, lags) -> torch.Tensor:
+def noise_acf_loss(refined: torch.Tensor, target_acf: torch.Tensor, region, lags) -> torch.Tensor:
     """``sum over lags of (median border acf of the batch - target_acf)^2``: the correlation anchor.
 
     D's patches learn most of a target's noise correlations, not all (lag-1 gaps closed 0.6-0.8
@@ -234,20 +247,27 @@ def noise_acf_loss(refined: torch.Tensor, target_acf: torch.Tensor, border_px: i
     ``target_acf`` (L,) is the same statistic of the target set (`Trainer.set_noise_target`); the
     median over stamps ignores neighbours that reach the frame.
     """
-    acf = border_acf(refined, border_px, lags).median(dim=0).values
+    acf = border_acf(refined, region, lags).median(dim=0).values
     return (acf - target_acf).pow(2).sum()
 
 
-def border_shape(z: torch.Tensor, border_px: int) -> torch.Tensor:
-    """Per-stamp skewness and excess kurtosis (B, 2) of ``sinh(z)`` over the border frame."""
+def border_shape(z: torch.Tensor, region) -> torch.Tensor:
+    """Per-stamp skewness and excess kurtosis (B, 2) of ``sinh(z)`` over the border frame (or
+    the sky mask ``region``, `_region`)."""
     lin = torch.sinh(z.float())[:, 0]
-    x = lin[:, _frame(lin.shape[-2:], border_px, z.device)]
-    d = x - x.mean(dim=1, keepdim=True)
-    m2 = d.pow(2).mean(dim=1)
-    return torch.stack([d.pow(3).mean(dim=1) / m2.pow(1.5), d.pow(4).mean(dim=1) / m2.pow(2) - 3.0], dim=1)
+    w = _region(lin, region)
+    n = w.sum(dim=(1, 2))
+    mean = (lin * w).sum(dim=(1, 2), keepdim=True) / n[:, None, None]
+    d = lin - mean
+
+    def moment(k: int) -> torch.Tensor:
+        return (d.pow(k) * w).sum(dim=(1, 2)) / n
+
+    m2 = moment(2)
+    return torch.stack([moment(3) / m2.pow(1.5), moment(4) / m2.pow(2) - 3.0], dim=1)
 
 
-def noise_shape_loss(refined: torch.Tensor, target: torch.Tensor, border_px: int) -> torch.Tensor:
+def noise_shape_loss(refined: torch.Tensor, target: torch.Tensor, region) -> torch.Tensor:
     """``sum of (batch-mean border skewness, excess kurtosis - target)^2``: the noise-shape anchor.
 
     R builds the target's noise texture through ReLUs, which can skew it: the session-3 default
@@ -256,13 +276,13 @@ def noise_shape_loss(refined: torch.Tensor, target: torch.Tensor, border_px: int
     ``target`` (2,) is the mean over target stamps of the same statistics over their
     source-masked pixels (`Trainer.set_noise_target`; the target's neighbours would skew a frame).
     """
-    return (border_shape(refined, border_px).mean(dim=0) - target).pow(2).sum()
+    return (border_shape(refined, region).mean(dim=0) - target).pow(2).sum()
 
 
 SPREAD_TRIM = 0.1  # order statistics left out at each end by noise_acf_spread_loss
 
 
-def noise_acf_spread_loss(refined: torch.Tensor, target_sorted: torch.Tensor, border_px: int, lags,
+def noise_acf_spread_loss(refined: torch.Tensor, target_sorted: torch.Tensor, region, lags,
                           trim: float = SPREAD_TRIM) -> torch.Tensor:
     """Squared quantile distance between the batch's and the target's per-stamp correlations.
 
@@ -274,7 +294,7 @@ def noise_acf_spread_loss(refined: torch.Tensor, target_sorted: torch.Tensor, bo
     coadd's stamp-to-stamp scatter of the correlation, which a refiner with a latent code
     (``train.latent_dim``) can produce and a deterministic one cannot.
     """
-    acf = border_acf(refined, border_px, lags).sort(dim=0).values  # (B, L)
+    acf = border_acf(refined, region, lags).sort(dim=0).values  # (B, L)
     b = acf.shape[0]
     p = (torch.arange(b, device=acf.device, dtype=torch.float32) + 0.5) / b
     q = torch.quantile(target_sorted.float(), p.to(target_sorted.device), dim=0).to(acf.device)  # (B, L)

@@ -103,6 +103,23 @@ def fill_masked(images: np.ndarray, mask: np.ndarray | None, sigma: np.ndarray,
     return out, int(bad.sum())
 
 
+def sky_mask(images: np.ndarray, border_px: int, where: str) -> np.ndarray:
+    """(N, H, W) bool: pixels outside each stamp's source mask (`refinegan.stats.source_mask`,
+    as compare measures the noise); a stamp with fewer sky pixels than compare needs for its noise
+    statistics (`MaskParams.min_noise_pixels`) is measured on its border frame instead."""
+    from .stats import MaskParams, source_mask
+
+    sky = ~source_mask(images)
+    few = sky.sum(axis=(1, 2)) < MaskParams().min_noise_pixels
+    if few.any():
+        frame = np.ones(images.shape[1:], bool)
+        frame[border_px:images.shape[1] - border_px, border_px:images.shape[2] - border_px] = False
+        sky[few] = frame
+    logger.info("%s: noise anchors on sky pixels (%.0f%% of all; %d stamps on their border frame, "
+                "too little sky)", where, 100 * sky.mean(), int(few.sum()))
+    return sky
+
+
 def _check_pair(sim, sim_paths, real, real_path) -> None:
     ps, pr = sim.pixel_scale, real.pixel_scale
     if abs(ps - pr) > PIXEL_SCALE_RTOL * max(ps, pr):
@@ -211,7 +228,11 @@ def _train(config, s: TrainSettings, device: torch.device, world: World, sim_pat
     shape = sim.images.shape[1:]
     t = Trainer(s, int(config["seed"]), shape, device, world)
     if t.needs_noise_target:
-        t.set_noise_target(real_z)
+        sky = None
+        if s.noise_region == "sky":  # where compare measures the noise: outside the source masks
+            t.set_sim_sky(torch.from_numpy(sky_mask(sim.images, s.norm_border_px, f"{sim_paths[0]}")).to(device))
+            sky = torch.from_numpy(sky_mask(real.images, s.norm_border_px, f"{real_path}")).to(device)
+        t.set_noise_target(real_z, sky=sky)
         logger.info("noise anchors: target border-frame variance %.4f (normalised linear units), "
                     "lag-1 correlations x %.3f, y %.3f; noise skewness %.4f, excess kurtosis %.4f",
                     float(t.noise_target), float(t.acf_target[t.acf_lags.index((0, 1))]),

@@ -72,6 +72,7 @@ class TrainSettings:
     noise_acf_max_lag: int
     noise_shape_lambda: float
     noise_acf_spread_lambda: float
+    noise_region: str
     history_size: int
     history_fraction: float
     pretrain_r_steps: int
@@ -174,6 +175,7 @@ class Trainer:
         self.acf_target = None
         self.shape_target = None
         self.acf_sorted_target = None
+        self.sim_sky = None  # (N, H, W) bool: the sims' sky pixels (noise_region: sky)
 
     @property
     def needs_noise_target(self) -> bool:
@@ -181,14 +183,30 @@ class Trainer:
         return (s.noise_lambda > 0 or s.noise_acf_lambda > 0 or s.noise_shape_lambda > 0
                 or s.noise_acf_spread_lambda > 0)
 
+    def set_sim_sky(self, sky: torch.Tensor) -> None:
+        """The sims' sky pixels (N, H, W) bool, where the noise anchors measure refined stamps
+        with ``noise_region: sky`` (indexed like the sim stamps given to `one_step`)."""
+        self.sim_sky = sky
+
+    def _region(self, idx: torch.Tensor | None = None):
+        """Where a batch's noise statistics are measured: the border frame, or the sky mask."""
+        if self.s.noise_region == "frame":
+            return self.s.norm_border_px
+        if self.sim_sky is None:
+            raise RuntimeError("train.noise_region: sky needs Trainer.set_sim_sky(mask) first")
+        return self.sim_sky[idx]
+
     @torch.no_grad()
-    def set_noise_target(self, real: torch.Tensor, chunk: int = 1024) -> None:
-        """The target's median border-frame variance (linear normalised units) and
-        autocorrelation at `acf_lags`, for the two noise anchors."""
-        b = self.s.norm_border_px
-        blocks = [real[i:i + chunk] for i in range(0, real.shape[0], chunk)]
-        self.noise_target = torch.cat([border_variance(x, b) for x in blocks]).median()
-        acf = torch.cat([border_acf(x, b, self.acf_lags) for x in blocks])
+    def set_noise_target(self, real: torch.Tensor, chunk: int = 1024, sky: torch.Tensor | None = None) -> None:
+        """The target's median variance (linear normalised units), autocorrelations at
+        `acf_lags` (median and sorted) and noise shape, for the noise anchors; over the border
+        frame, or over the target's sky pixels ``sky`` (N, H, W) with ``noise_region: sky``."""
+        if self.s.noise_region == "sky" and sky is None:
+            raise RuntimeError("train.noise_region: sky needs the target's sky mask in set_noise_target")
+        spans = [slice(i, i + chunk) for i in range(0, real.shape[0], chunk)]
+        blocks = [(real[sl], self.s.norm_border_px if self.s.noise_region == "frame" else sky[sl]) for sl in spans]
+        self.noise_target = torch.cat([border_variance(x, b) for x, b in blocks]).median()
+        acf = torch.cat([border_acf(x, b, self.acf_lags) for x, b in blocks])
         self.acf_target = acf.median(dim=0).values
         self.acf_sorted_target = acf.sort(dim=0).values  # (N, L): the per-stamp distribution
         self.shape_target = self.noise_shape_target(real, chunk)
@@ -211,10 +229,14 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
+    def _batch_idx(self, n: int) -> torch.Tensor:
+        """This process's slice of a global batch of indices into n stamps (every rank draws the
+        same ones)."""
+        idx = torch.randint(n, (self.s.batch_size,), generator=self.gen, device=self.device)
+        return idx[self.world.local_slice(self.s.batch_size)]
+
     def _batch(self, data: torch.Tensor) -> torch.Tensor:
-        """This process's slice of a global batch (every rank draws the same indices)."""
-        idx = torch.randint(data.shape[0], (self.s.batch_size,), generator=self.gen, device=self.device)
-        return data[idx[self.world.local_slice(self.s.batch_size)]]
+        return data[self._batch_idx(data.shape[0])]
 
     def _cond(self, x: torch.Tensor) -> torch.Tensor:
         """R's input for sim stamps ``x``: with ``latent_dim`` > 0, fresh latent codes appended
@@ -228,7 +250,8 @@ class Trainer:
 
     def r_step(self, sim: torch.Tensor, adversarial: bool):
         s = self.s
-        x = self._batch(sim)
+        idx = self._batch_idx(sim.shape[0])
+        x, region = sim[idx], self._region(idx)
         self.disc.requires_grad_(False)
         with self._autocast():
             y = self.r_train(self._cond(x))
@@ -242,16 +265,16 @@ class Trainer:
             if self.needs_noise_target and self.noise_target is None:
                 raise RuntimeError("train.noise_lambda or noise_acf_lambda > 0 needs "
                                    "Trainer.set_noise_target(real) first")
-            noise = (s.noise_lambda * noise_level_loss(y, self.noise_target, s.norm_border_px)
+            noise = (s.noise_lambda * noise_level_loss(y, self.noise_target, region)
                      if s.noise_lambda > 0 else self.zero)
             if s.noise_acf_lambda > 0:
-                noise = noise + s.noise_acf_lambda * noise_acf_loss(y, self.acf_target, s.norm_border_px,
+                noise = noise + s.noise_acf_lambda * noise_acf_loss(y, self.acf_target, region,
                                                                     self.acf_lags)
             if s.noise_acf_spread_lambda > 0:
                 noise = noise + s.noise_acf_spread_lambda * noise_acf_spread_loss(
-                    y, self.acf_sorted_target, s.norm_border_px, self.acf_lags)
+                    y, self.acf_sorted_target, region, self.acf_lags)
             if s.noise_shape_lambda > 0:
-                noise = noise + s.noise_shape_lambda * noise_shape_loss(y, self.shape_target, s.norm_border_px)
+                noise = noise + s.noise_shape_lambda * noise_shape_loss(y, self.shape_target, region)
             loss = adv + reg + mom + noise
         self.opt_r.zero_grad(set_to_none=True)
         loss.backward()

@@ -127,7 +127,7 @@ def _noise_stamps(scale, n=64, size=32, seed=0):
 
 
 def test_border_variance_measures_the_frame_only():
-    v = border_variance(_noise_stamps(2.0), border_px=4)
+    v = border_variance(_noise_stamps(2.0), 4)
     assert v.shape == (64,)
     # 4-pixel frame of a 32x32 stamp: 448 pixels, variance 4 +- 4 * sqrt(2 / 448) per stamp
     assert_allclose(float(v.mean()), 4.0, rtol=0.03)
@@ -242,3 +242,23 @@ def test_noise_acf_spread_loss_is_a_quantile_distance():
     z = x.clone().requires_grad_(True)
     noise_acf_spread_loss(z, own + 0.1, 4, lags).backward()
     assert float(noise_acf_spread_loss(z.detach() - 0.5 * z.grad, own + 0.1, 4, lags)) < float(loss)
+
+
+def test_a_sky_mask_equal_to_the_frame_gives_the_frame_statistics():
+    """``region`` as a mask (noise_region: sky) is the same estimator as the border frame when
+    the mask is the frame; a mask that hides a source removes its effect."""
+    x = _correlated_stamps(0.2, seed=4)
+    lags = acf_lags(2)
+    frame = torch.ones(32, 32, dtype=torch.bool)
+    frame[4:28, 4:28] = False
+    mask = frame.expand(x.shape[0], 32, 32)
+    assert_allclose(border_variance(x, mask).numpy(), border_variance(x, 4).numpy(), rtol=1e-5)
+    assert_allclose(border_acf(x, mask, lags).numpy(), border_acf(x, 4, lags).numpy(), atol=1e-6)
+    assert_allclose(border_shape(x, mask).numpy(), border_shape(x, 4).numpy(), atol=1e-5)
+    lin = torch.sinh(x[:, 0]).clone()
+    lin[:, 0:3, 0:3] += 50.0  # a bright neighbour in the corner of the frame
+    y = torch.asinh(lin)[:, None]
+    sky = mask.clone()
+    sky[:, 0:3, 0:3] = False
+    assert float(border_variance(y, 4).median()) > 2 * float(border_variance(x, 4).median())
+    assert_allclose(border_variance(y, sky).median().item(), border_variance(x, sky).median().item(), rtol=1e-6)

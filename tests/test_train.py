@@ -350,3 +350,18 @@ def test_noise_shape_target_masks_sources():
     target = Trainer.noise_shape_target(real)
     assert_allclose(target.numpy(), [0.0, 0.0], atol=0.03)
     assert float(border_shape(real, 4)[:, 0].mean()) > 0.3
+
+
+def test_sky_region_anchors_measure_outside_the_source_masks(tmp_path, files):
+    """noise_region: sky trains end to end (masks from refinegan.stats), and a Trainer without
+    its masks refuses to step."""
+    sim, real = files
+    cfg = _config("train.steps=2", "train.noise_lambda=10", "train.noise_acf_lambda=30",
+                  "train.noise_region=sky", "train.noise_shape_lambda=10")
+    res = train(cfg, [sim], real, tmp_path / "out")
+    assert res.step == cfg["train"]["pretrain_r_steps"] + cfg["train"]["pretrain_d_steps"] + 2
+    s = TrainSettings.from_config(cfg)
+    t = Trainer(s, 1, (SIZE, SIZE), torch.device("cpu"))
+    x = torch.zeros(8, 1, SIZE, SIZE)
+    with pytest.raises(RuntimeError, match="sky mask"):
+        t.set_noise_target(x)
