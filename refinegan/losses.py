@@ -177,14 +177,21 @@ def _region(lin: torch.Tensor, region) -> torch.Tensor:
     return _frame(lin.shape[-2:], int(region), lin.device)[None].float()
 
 
-def border_variance(z: torch.Tensor, region) -> torch.Tensor:
-    """Per-stamp variance (B,) of ``sinh(z)`` (linear units) over the border frame of ``region``
-    pixels, or over the sky pixels of a mask ``region`` (B, H, W)."""
+def _centred(z: torch.Tensor, region):
+    """``sinh(z)`` minus each stamp's mean over ``region`` (B, H, W), the region's weights and
+    its pixel count per stamp (B,): what every noise statistic below starts from."""
     lin = torch.sinh(z.float())[:, 0]
     w = _region(lin, region)
     n = w.sum(dim=(1, 2))
     mean = (lin * w).sum(dim=(1, 2), keepdim=True) / n[:, None, None]
-    return ((lin - mean).pow(2) * w).sum(dim=(1, 2)) / (n - 1)
+    return lin - mean, w, n
+
+
+def border_variance(z: torch.Tensor, region) -> torch.Tensor:
+    """Per-stamp variance (B,) of ``sinh(z)`` (linear units) over the border frame of ``region``
+    pixels, or over the sky pixels of a mask ``region`` (B, H, W)."""
+    d, w, n = _centred(z, region)
+    return (d.pow(2) * w).sum(dim=(1, 2)) / (n - 1)
 
 
 def noise_level_loss(refined: torch.Tensor, target_var: torch.Tensor, region) -> torch.Tensor:
@@ -225,11 +232,8 @@ def border_acf(z: torch.Tensor, region, lags) -> torch.Tensor:
     compare reports over source-masked pixels (``acf_10`` = lag (0, 1), ...). ``region``: the
     frame's width, or a sky mask (B, H, W) (`_region`).
     """
-    lin = torch.sinh(z.float())[:, 0]  # (B, H, W)
-    w = _region(lin, region)
-    n = w.sum(dim=(1, 2))
-    mean = (lin * w).sum(dim=(1, 2), keepdim=True) / n[:, None, None]
-    d = (lin - mean) * w  # zero off the region
+    d, w, n = _centred(z, region)
+    d = d * w  # zero off the region
     var = d.pow(2).sum(dim=(1, 2)) / n
     out = []
     for dy, dx in lags:
@@ -254,11 +258,7 @@ def noise_acf_loss(refined: torch.Tensor, target_acf: torch.Tensor, region, lags
 def border_shape(z: torch.Tensor, region) -> torch.Tensor:
     """Per-stamp skewness and excess kurtosis (B, 2) of ``sinh(z)`` over the border frame (or
     the sky mask ``region``, `_region`)."""
-    lin = torch.sinh(z.float())[:, 0]
-    w = _region(lin, region)
-    n = w.sum(dim=(1, 2))
-    mean = (lin * w).sum(dim=(1, 2), keepdim=True) / n[:, None, None]
-    d = lin - mean
+    d, w, n = _centred(z, region)
 
     def moment(k: int) -> torch.Tensor:
         return (d.pow(k) * w).sum(dim=(1, 2)) / n

@@ -59,6 +59,11 @@ def _ft(centred: np.ndarray) -> np.ndarray:
     return np.fft.fft2(np.fft.ifftshift(centred, axes=(-2, -1)))
 
 
+def _whiten(k: np.ndarray) -> np.ndarray:
+    """sqrt(1 - |K~|^2): the filter of the white noise put back after K~ filtered some away."""
+    return np.sqrt(np.clip(1.0 - np.abs(k) ** 2, 0.0, None))
+
+
 @dataclass(frozen=True)
 class PsfMatch:
     """A matching kernel (centred on pixel (H//2, W//2), unit sum) and the whitening seed."""
@@ -74,7 +79,7 @@ class PsfMatch:
 
     def whiten_ft(self, shape: tuple[int, int]) -> np.ndarray:
         """The whitening filter sqrt(1 - |K~|^2) on a grid of ``shape`` (real, >= 0)."""
-        return np.sqrt(np.clip(1.0 - np.abs(self.kernel_ft(shape)) ** 2, 0.0, None))
+        return _whiten(self.kernel_ft(shape))
 
     def apply_psf(self, psf: np.ndarray) -> np.ndarray:
         """The PSF of matched stamps, ``K * psf``, for (h, w) or (N, h, w) images.
@@ -94,9 +99,10 @@ class PsfMatch:
         n, shape = images.shape[0], images.shape[-2:]
         if n == 0:
             return images.astype(np.float32)
-        conv = np.fft.ifft2(np.fft.fft2(images) * self.kernel_ft(shape)).real
+        k = self.kernel_ft(shape)
+        conv = np.fft.ifft2(np.fft.fft2(images) * k).real
         w = realisation_normals(labels, n, shape, self.seed, PSF_MATCH_STREAM, offset)
-        fill = np.fft.ifft2(np.fft.fft2(w) * self.whiten_ft(shape)).real
+        fill = np.fft.ifft2(np.fft.fft2(w) * _whiten(k)).real
         sigma = np.asarray(sigma, dtype=np.float64).reshape(n, 1, 1)
         return (conv + sigma * fill).astype(np.float32)
 

@@ -107,14 +107,13 @@ def sky_mask(images: np.ndarray, border_px: int, where: str) -> np.ndarray:
     """(N, H, W) bool: pixels outside each stamp's source mask (`refinegan.stats.source_mask`,
     as compare measures the noise); a stamp with fewer sky pixels than compare needs for its noise
     statistics (`MaskParams.min_noise_pixels`) is measured on its border frame instead."""
+    from .losses import _frame
     from .stats import MaskParams, source_mask
 
     sky = ~source_mask(images)
     few = sky.sum(axis=(1, 2)) < MaskParams().min_noise_pixels
     if few.any():
-        frame = np.ones(images.shape[1:], bool)
-        frame[border_px:images.shape[1] - border_px, border_px:images.shape[2] - border_px] = False
-        sky[few] = frame
+        sky[few] = _frame(images.shape[1:], border_px, "cpu").numpy()
     logger.info("%s: noise anchors on sky pixels (%.0f%% of all; %d stamps on their border frame, "
                 "too little sky)", where, 100 * sky.mean(), int(few.sum()))
     return sky

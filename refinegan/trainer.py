@@ -188,7 +188,7 @@ class Trainer:
         with ``noise_region: sky`` (indexed like the sim stamps given to `one_step`)."""
         self.sim_sky = sky
 
-    def _region(self, idx: torch.Tensor | None = None):
+    def _region(self, idx: torch.Tensor):
         """Where a batch's noise statistics are measured: the border frame, or the sky mask."""
         if self.s.noise_region == "frame":
             return self.s.norm_border_px
@@ -263,8 +263,8 @@ class Trainer:
                    if s.moment_mode == "loss" else self.zero)
             adv = g_loss(self.d_call(y), s.adv_loss, s.global_weight) if adversarial else self.zero
             if self.needs_noise_target and self.noise_target is None:
-                raise RuntimeError("train.noise_lambda or noise_acf_lambda > 0 needs "
-                                   "Trainer.set_noise_target(real) first")
+                raise RuntimeError("train.noise_lambda, noise_acf_lambda, noise_acf_spread_lambda or "
+                                   "noise_shape_lambda > 0 needs Trainer.set_noise_target(real) first")
             noise = (s.noise_lambda * noise_level_loss(y, self.noise_target, region)
                      if s.noise_lambda > 0 else self.zero)
             if s.noise_acf_lambda > 0:
