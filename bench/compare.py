@@ -1,12 +1,12 @@
 """compare of N stamps per domain (default 10,000): wall time and the cost per statistic.
 
 Builds the inputs with the pipeline's own stages (cached in --workdir):
-  sim      `refinegan.simulate.simulate` on the default config (sim.n = N)
-  real     `refinegan.real.prepare_real`, the default mock target (real.n = N)
+  sim      `refinegan.sim.simulate.simulate` on the default config (sim.n = N)
+  real     `refinegan.target.cutouts.prepare_real`, the default mock target (real.n = N)
   refined  a stand-in for a refiner's output (no trained model is needed to time compare): the
            sim stamps plus extra white noise of 0.3 x sim.noise.sigma, labels copied.
 then times each per-statistic kernel on a block of --block stamps (per stamp) and the whole
-`refinegan.compare.compare` with the default compare config (morphology on its default
+`refinegan.compare.compare.compare` with the default compare config (morphology on its default
 subsample), and prints a markdown table for docs/benchmarks.md.
 
 Usage: python bench/compare.py [--n 10000] [--workdir /tmp/refinegan-bench-compare]
@@ -23,14 +23,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import numpy as np  # noqa: E402
 
-from refinegan import calibration as cal  # noqa: E402
-from refinegan import distances as dist  # noqa: E402
-from refinegan.compare import compare  # noqa: E402
-from refinegan.config import load_config  # noqa: E402
-from refinegan.io import read_stamps, write_stamps  # noqa: E402
-from refinegan.morphology import morphology  # noqa: E402
-from refinegan.pixel_classifier import CNNParams  # noqa: E402
-from refinegan.stats import (  # noqa: E402
+from refinegan.compare import calibration as cal  # noqa: E402
+from refinegan.compare import distances as dist  # noqa: E402
+from refinegan.compare.classifiers import CNNParams  # noqa: E402
+from refinegan.compare.compare import compare  # noqa: E402
+from refinegan.compare.morphology import morphology  # noqa: E402
+from refinegan.compare.stats import (  # noqa: E402
     MaskParams,
     autocorrelation,
     hsm_moments,
@@ -38,11 +36,13 @@ from refinegan.stats import (  # noqa: E402
     power_spectrum,
     source_mask,
 )
+from refinegan.config import load_config  # noqa: E402
+from refinegan.io import read_stamps, write_stamps  # noqa: E402
 
 
 def build_inputs(n: int, workdir: Path) -> dict[str, Path]:
-    from refinegan.real import prepare_real
-    from refinegan.simulate import simulate
+    from refinegan.sim.simulate import simulate
+    from refinegan.target.prepare_real import prepare_real
 
     workdir.mkdir(parents=True, exist_ok=True)
     config = load_config(None, [f"sim.n={n}", f"real.n={n}"])

@@ -3,7 +3,7 @@
 Runs ../shared/bench/galsim_tuned.py unmodified (its own timing loops, captured from stdout;
 ``realistic_cached`` draws exponential disk + bulge + 30 RandomKnots through a cached
 Kolmogorov x OpticalPSF InterpolatedImage, 64 x 64, no noise), then
-`refinegan.real.prepare_real` (real.source mock) with
+`refinegan.target.cutouts.prepare_real` (real.source mock) with
 
 - the default config (48 x 48, all effects on, Lanczos-correlated noise, cosmic rays, hot
   pixels, neighbours, pairs; /mask and HDF5 writing included), and
@@ -29,7 +29,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from refinegan.config import load_config  # noqa: E402
-from refinegan.real import prepare_real  # noqa: E402
+from refinegan.target.prepare_real import prepare_real  # noqa: E402
 
 EFFECTS_OFF = [f"real.mock.{e}.enabled=false"
                for e in ("knots", "bulge", "neighbours", "cosmic_rays", "hot_pixels")]

@@ -5,7 +5,7 @@ fields), so each is measured paired against the noise-only control (the mock wit
 correlated noise, the sim's PSF): dm = m(variant) - m(control) on the same galaxy groups, with
 bootstrap errors over groups. Variants: the target PSF (atmosphere + optics; atmosphere only;
 the sim PSF + optics), knots, bulge, neighbours, cosmic rays + hot pixels, everything (the mock),
-and the sims themselves matched to the target PSF (refinegan.psf_match) with the sim's own
+and the sims themselves matched to the target PSF (refinegan.refiner.psf_match) with the sim's own
 noise (unpaired: other galaxies). Prints one line per variant.
 
 Usage: python bench/mock_m_budget.py [--config config/config.yaml] [--n 4096] [--out DIR]
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from refinegan import calibration as cal
+from refinegan.compare import calibration as cal
 from refinegan.config import apply_overrides, load_config
 from refinegan.io import read_stamps
-from refinegan.mock import prepare_mock
-from refinegan.psf_match import build_psf_match
-from refinegan.simulate import simulate
+from refinegan.refiner.psf_match import build_psf_match
+from refinegan.sim.simulate import simulate
+from refinegan.target.mock import prepare_mock
 
 EFFECTS = ["knots", "bulge", "neighbours", "cosmic_rays", "hot_pixels"]
 OFF = [f"real.mock.{e}.enabled=false" for e in EFFECTS]

@@ -1,7 +1,7 @@
 """Simulation throughput: refinegan simulate vs the reference GalSim loops, in one process.
 
 Runs ../shared/bench/galsim_naive.py and ../shared/bench/galsim_tuned.py unmodified (their own
-timing loops, captured from stdout), then `refinegan.simulate.simulate` on
+timing loops, captured from stdout), then `refinegan.sim.simulate.simulate` on
 
 - the default sim config (48 x 48, Sersic 0.5 <= n <= 4 on a 0.05 grid, Moffat 0.7", noise,
   pairs), HDF5 writing included, and
@@ -26,7 +26,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from refinegan.config import load_config  # noqa: E402
-from refinegan.simulate import simulate  # noqa: E402
+from refinegan.sim.simulate import simulate  # noqa: E402
 
 BASELINE_POPULATION = [
     "stamp.size=64", "sim.galaxy.hlr_median=0.7", "sim.galaxy.hlr_sigma_ln=1.0",

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from refinegan.config import load_config
-from refinegan.model import build_refiner
-from refinegan.refine import fast_refiner
-from refinegan.trainer import Trainer, TrainSettings
+from refinegan.refiner.model import build_refiner
+from refinegan.refiner.refine import fast_refiner
+from refinegan.refiner.trainer import Trainer, TrainSettings
 
 
 def _sync(device):

@@ -2,7 +2,7 @@
 
 Stages (each also a ``refinegan <stage>`` command):
 
-- `refinegan.simulate.simulate` -- GalSim stamps with labels
+- `refinegan.sim.simulate.simulate` -- GalSim stamps with labels
 - `refinegan.io` -- the HDF5 stamp contract every stage reads and writes
 - `refinegan.config` -- config loading, schema validation, ``--set`` overrides
 """

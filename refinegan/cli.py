@@ -85,30 +85,30 @@ def _run(args: argparse.Namespace) -> None:
 
     progress = not args.no_progress
     if args.stage == "refine":
-        from .refine import refine
+        from .refiner.refine import refine
 
         refine(args.model, args.in_path, args.out, chunk_stamps=args.chunk, progress=progress)
         return
     if args.stage == "summary":
-        from .summary import write_summary
+        from .compare.summary import write_summary
 
         write_summary(args.compare, args.out)
         return
     config = load_config(args.config, args.overrides)
     if args.stage == "simulate":
-        from .simulate import simulate
+        from .sim.simulate import simulate
 
         simulate(config, args.out, shard=args.shard, nshards=args.nshards, progress=progress)
     elif args.stage == "prepare-real":
-        from .real import prepare_real
+        from .target.prepare_real import prepare_real
 
         prepare_real(config, args.out, progress=progress)
     elif args.stage == "train":
-        from .train import train
+        from .refiner.train import train
 
         train(config, args.sim, args.real, args.out, resume=args.resume, progress=progress)
     elif args.stage == "compare":
-        from .compare import compare
+        from .compare.compare import compare
 
         compare(config, args.sim, args.refined, args.real, args.out, plots_dir=args.plots,
                 progress=progress, control_paths=args.control)

@@ -149,8 +149,8 @@ def learning_run(workdir, overrides, *, size=32, n_train=1024, n_test=512, seed=
 
     from refinegan.config import load_config
     from refinegan.io import read_stamps
-    from refinegan.refine import refine
-    from refinegan.train import train
+    from refinegan.refiner.refine import refine
+    from refinegan.refiner.train import train
 
     d = Path(workdir)
     rng = np.random.default_rng(seed)

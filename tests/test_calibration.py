@@ -1,10 +1,10 @@
-"""Shear calibration known answers (refinegan.calibration) on GalSim +/-g, rot90 pairs."""
+"""Shear calibration known answers (refinegan.compare.calibration) on GalSim +/-g, rot90 pairs."""
 
 import numpy as np
 import pytest
 from compare_helpers import make_pairs
 
-from refinegan.calibration import (
+from refinegan.compare.calibration import (
     calibrate,
     fit_mc,
     group_means,

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from compare_helpers import make_pairs, write_set
 
-from refinegan.compare import CompareParams, compare
-from refinegan.compare_store import read_tree
+from refinegan.compare.compare import CompareParams, compare
+from refinegan.compare.store import read_tree
 from refinegan.config import load_config
 from refinegan.errors import ConfigError, ContractError
 
@@ -37,7 +37,7 @@ def files(tmp_path):
 
 def test_compare_end_to_end(tmp_path, files, config, caplog):
     out = tmp_path / "res" / "compare.h5"
-    caplog.set_level("INFO", logger="refinegan.compare")
+    caplog.set_level("INFO", logger="refinegan.compare.compare")
     result = compare(config, [files["sim"]], [files["refined"]], files["real"], out,
                      progress=False)
     assert out.exists() and not (tmp_path / "res" / "compare.h5.tmp").exists()
@@ -161,8 +161,8 @@ def test_pipeline_inputs_identity_refiner(tmp_path):
     """On the pipeline's own sims and mock target, an identity "refiner" (the sims copied as a
     refined set) changes nothing: drift 0, dm = dc = 0, gap closed 0 for every statistic."""
     from refinegan.io import read_stamps, write_stamps
-    from refinegan.real import prepare_real
-    from refinegan.simulate import simulate
+    from refinegan.sim.simulate import simulate
+    from refinegan.target.prepare_real import prepare_real
 
     cfg = load_config(None, [*FAST, "stamp.size=32", "sim.n=64", "real.n=64", "compare.energy_n=1000",
                              "compare.morphology_n=0", "compare.cnn_seeds=0"])

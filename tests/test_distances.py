@@ -1,11 +1,11 @@
-"""Known-answer tests of the two-sample distances and classifier tests (refinegan.distances)."""
+"""Known-answer tests of the two-sample distances and classifier tests (refinegan.compare.distances)."""
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 
-from refinegan.distances import classifier_auc, energy, gap_closed, group_split, w1_ks
-from refinegan.pixel_classifier import CNNParams
+from refinegan.compare.classifiers import CNNParams
+from refinegan.compare.distances import classifier_auc, energy, gap_closed, group_split, w1_ks
 
 
 def test_w1_normal_shift(rng):

@@ -17,7 +17,7 @@ import torch
 
 from refinegan.config import load_config
 from refinegan.io import write_stamps
-from refinegan.train import train
+from refinegan.refiner.train import train
 
 OVERRIDES = ["train.steps=4", "train.pretrain_r_steps=2", "train.pretrain_d_steps=2",
              "train.batch_size=8", "train.refiner_channels=8", "train.refiner_blocks=1",
@@ -75,9 +75,9 @@ def test_two_gloo_processes_match_one(data):
 
 
 def test_batch_must_split_evenly():
-    from refinegan.distributed import World
     from refinegan.errors import ConfigError
-    from refinegan.trainer import Trainer, TrainSettings
+    from refinegan.refiner.distributed import World
+    from refinegan.refiner.trainer import Trainer, TrainSettings
 
     s = TrainSettings.from_config(load_config(None, [*OVERRIDES, "train.batch_size=7"]))
     with pytest.raises(ConfigError, match="batch_size=7 must be divisible by the number of processes"):

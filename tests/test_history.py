@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from refinegan.errors import TrainingError
-from refinegan.history import ImageHistory
+from refinegan.refiner.history import ImageHistory
 
 
 def _batch(values):

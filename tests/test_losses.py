@@ -8,7 +8,8 @@ import torch
 from numpy.testing import assert_allclose
 
 from refinegan.errors import ConfigError
-from refinegan.losses import (
+from refinegan.refiner.discriminator import Discriminator
+from refinegan.refiner.losses import (
     SelfRegularization,
     acf_lags,
     border_acf,
@@ -24,7 +25,7 @@ from refinegan.losses import (
     noise_shape_loss,
     r1_penalty,
 )
-from refinegan.model import Discriminator, MomentProjector
+from refinegan.refiner.moments import MomentProjector
 
 
 def _out(local_value, glob_value=None, b=2):

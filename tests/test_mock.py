@@ -7,7 +7,9 @@ import pytest
 from refinegan.config import load_config
 from refinegan.errors import ConfigError
 from refinegan.io import SIM_LABELS, read_stamps
-from refinegan.mock import (
+from refinegan.sim.population import Population, sample_population
+from refinegan.sim.render import make_renderer
+from refinegan.target.mock import (
     MASK_COSMIC_RAY,
     MASK_HOT_PIXEL,
     KnottedScene,
@@ -17,9 +19,7 @@ from refinegan.mock import (
     mock_groups,
     psf_fwhm_arcsec,
 )
-from refinegan.population import Population, sample_population
-from refinegan.real import prepare_real
-from refinegan.render import make_renderer
+from refinegan.target.prepare_real import prepare_real
 
 EFFECTS = ("knots", "bulge", "neighbours", "cosmic_rays", "hot_pixels")
 SIZE = 32
@@ -236,7 +236,7 @@ def test_pairs_measure_a_shear_response(renderer):
 
 def test_use_sim_psf_gives_the_sims_psf(tmp_path):
     """Noise-only control: sim PSF, no optics; the mock's /psf then equals the sim's PSF image."""
-    from refinegan.simulate import build_psf, draw_psf_image
+    from refinegan.sim.simulate import build_psf, draw_psf_image
 
     cfg = _config("real.psf.use_sim_psf=true", "real.psf.optical=false")
     out = prepare_real(cfg, tmp_path / "control.h5")

@@ -5,15 +5,9 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
-from refinegan.model import (
-    Discriminator,
-    MomentProjector,
-    Refiner,
-    build_discriminator,
-    build_refiner,
-    local_map_shape,
-    moment_basis,
-)
+from refinegan.refiner.discriminator import Discriminator, local_map_shape
+from refinegan.refiner.model import Refiner, build_discriminator, build_refiner
+from refinegan.refiner.moments import MomentProjector, moment_basis
 
 ARCH = {"channels": 8, "blocks": 2, "moment_weights_px": [2.0, 4.0, 0.0]}
 DARCH = {"channels": 8, "global_branch": True, "spectral_norm": False}

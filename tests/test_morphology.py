@@ -4,7 +4,7 @@ import galsim
 import numpy as np
 from numpy.testing import assert_allclose
 
-from refinegan.morphology import FLAG_NO_SEGMENT, centre_segment, morphology
+from refinegan.compare.morphology import FLAG_NO_SEGMENT, centre_segment, morphology
 
 SCALE = 0.2
 SIZE = 48

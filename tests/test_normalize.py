@@ -6,7 +6,7 @@ import torch
 from numpy.testing import assert_allclose
 
 from refinegan.errors import ContractError
-from refinegan.normalize import NORM_VERSION, Normalization, border_sigma, stamp_sigmas
+from refinegan.refiner.normalize import NORM_VERSION, Normalization, border_sigma, stamp_sigmas
 
 
 @pytest.mark.parametrize("softening", [0.5, 1.0, 3.0])

@@ -7,7 +7,8 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
-from refinegan.model import MomentProjector, build_refiner
+from refinegan.refiner.model import build_refiner
+from refinegan.refiner.moments import MomentProjector
 
 WEIGHTS = [1.5, 2.5, 4.0, 6.0, 0.0]
 ARCH = {"channels": 4, "blocks": 1, "moment_weights_px": WEIGHTS, "moment_order": 4,

@@ -1,4 +1,4 @@
-"""PSF matching (refinegan.psf_match): known answers against GalSim.
+"""PSF matching (refinegan.refiner.psf_match): known answers against GalSim.
 
 A sheared galaxy drawn through the sim PSF and matched is the same galaxy drawn through the target
 PSF; REGAUSS with the matched PSF measures the target-drawn shape; white noise stays white with the
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from refinegan import calibration as cal
-from refinegan.psf_match import PsfMatch, build_psf_match, embed
+from refinegan.compare import calibration as cal
+from refinegan.refiner.psf_match import PsfMatch, build_psf_match, embed
 
 SCALE = 0.2  # arcsec / pixel
 SIZE = 48

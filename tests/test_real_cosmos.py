@@ -8,7 +8,7 @@ import pytest
 from refinegan.config import load_config
 from refinegan.errors import InputDataError
 from refinegan.io import read_stamps
-from refinegan.real import prepare_real
+from refinegan.target.prepare_real import prepare_real
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

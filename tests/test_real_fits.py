@@ -9,7 +9,7 @@ from astropy.io import fits
 from refinegan.config import load_config
 from refinegan.errors import ConfigError, InputDataError
 from refinegan.io import read_stamps
-from refinegan.real import prepare_real
+from refinegan.target.prepare_real import prepare_real
 
 SIZE = 32
 SCALE = 0.2

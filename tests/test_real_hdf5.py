@@ -7,7 +7,7 @@ import pytest
 from refinegan.config import load_config
 from refinegan.errors import ConfigError, InputDataError
 from refinegan.io import read_stamps, write_stamps
-from refinegan.real import prepare_real
+from refinegan.target.prepare_real import prepare_real
 
 SIZE = 32
 

@@ -7,12 +7,12 @@ import torch
 from numpy.testing import assert_allclose
 from refiner_helpers import write_set
 
-from refinegan.checkpoint import atomic_save, load_file
 from refinegan.config import load_config
 from refinegan.errors import ContractError, TrainingError
 from refinegan.io import file_sha256, open_stamps, read_stamps
-from refinegan.refine import refine
-from refinegan.train import train
+from refinegan.refiner.refine import refine
+from refinegan.refiner.refiner_file import atomic_save, load_file
+from refinegan.refiner.train import train
 
 SIZE = 16
 
@@ -216,7 +216,7 @@ def test_psf_match_refines_through_the_target_psf(tmp_path):
     """train.psf_match: the refined pixels are the matched sims (R itself the identity here), the
     refined /psf is the target's, the kernel is in the attrs, labels unchanged; a file with
     another PSF, or a target without one, is refused."""
-    from refinegan.psf_match import PsfMatch
+    from refinegan.refiner.psf_match import PsfMatch
 
     rng = np.random.default_rng(4)
     sim, _, _ = write_set(tmp_path / "sim.h5", 8, SIZE, rng, sigma=2.0)
@@ -252,7 +252,7 @@ def test_psf_match_refines_through_the_target_psf(tmp_path):
 def test_latent_codes_are_shared_by_twins_and_reproducible(tmp_path):
     """A refiner with a latent code: stamps of one sim noise realisation (same pair_id, rot90)
     get the same code, others not; refine is reproducible and independent of the chunking."""
-    from refinegan.refine import latent_codes
+    from refinegan.refiner.refine import latent_codes
 
     rng = np.random.default_rng(4)
     n = 8

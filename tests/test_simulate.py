@@ -8,7 +8,7 @@ from numpy.testing import assert_allclose
 from refinegan import io
 from refinegan.config import load_config
 from refinegan.errors import ConfigError
-from refinegan.simulate import group_layout, shard_groups, simulate
+from refinegan.sim.simulate import group_layout, shard_groups, simulate
 
 PRINT_VALUES = False  # set True to print the measured values while editing tolerances
 

@@ -1,11 +1,11 @@
-"""Known-answer tests of the per-image statistics (refinegan.stats)."""
+"""Known-answer tests of the per-image statistics (refinegan.compare.stats)."""
 
 import galsim
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from refinegan.stats import (
+from refinegan.compare.stats import (
     FLAG_HSM,
     FLAG_NOISE,
     FLAG_NONFINITE,

@@ -2,9 +2,9 @@ import h5py
 import numpy as np
 import pytest
 
-from refinegan.compare_store import write_tree
+from refinegan.compare.store import write_tree
+from refinegan.compare.summary import write_summary
 from refinegan.errors import ContractError
-from refinegan.summary import write_summary
 
 
 def test_summary_reports_the_numbers_it_reads(tmp_path):

@@ -7,14 +7,14 @@ import torch
 from numpy.testing import assert_allclose
 from refiner_helpers import write_set
 
-import refinegan.trainer as trainer_mod
-from refinegan import train_monitor as mon
-from refinegan.checkpoint import load_file
+import refinegan.refiner.trainer as trainer_mod
 from refinegan.config import load_config
 from refinegan.errors import ConfigError, TrainingError
-from refinegan.losses import border_acf, border_variance
-from refinegan.train import train
-from refinegan.trainer import Trainer, TrainSettings
+from refinegan.refiner import monitor as mon
+from refinegan.refiner.losses import border_acf, border_variance
+from refinegan.refiner.refiner_file import load_file
+from refinegan.refiner.train import train
+from refinegan.refiner.trainer import Trainer, TrainSettings
 
 SIZE = 16
 SMALL = [
@@ -212,7 +212,7 @@ def test_bf16_autocast_path_runs_and_keeps_float32_where_needed(rng):
 
 
 def test_masked_target_pixels_become_noise():
-    from refinegan.train import fill_masked
+    from refinegan.refiner.train import fill_masked
 
     rng = np.random.default_rng(0)
     images = rng.normal(0, 3.0, (40, 16, 16)).astype(np.float32)
@@ -340,7 +340,7 @@ def test_noise_shape_target_masks_sources():
     """The noise-shape anchor's target is the target's noise, not its sources: Gaussian noise with
     a bright galaxy and a neighbour reaching the border frame has target skewness and kurtosis
     ~0, where the bare border frame is skewed."""
-    from refinegan.losses import border_shape
+    from refinegan.refiner.losses import border_shape
 
     size = 32
     g = torch.Generator().manual_seed(0)
@@ -353,7 +353,7 @@ def test_noise_shape_target_masks_sources():
 
 
 def test_sky_region_anchors_measure_outside_the_source_masks(tmp_path, files):
-    """noise_region: sky trains end to end (masks from refinegan.stats), and a Trainer without
+    """noise_region: sky trains end to end (masks from refinegan.compare.stats), and a Trainer without
     its masks refuses to step."""
     sim, real = files
     cfg = _config("train.steps=2", "train.noise_lambda=10", "train.noise_acf_lambda=30",

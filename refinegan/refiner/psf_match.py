@@ -15,7 +15,7 @@ and with the shear label still true, so the refiner need not (and cannot) learn 
   true) and R learns the target's noise from the sim's, as without matching. The field is drawn
   per noise realisation of the sim (``pair_id`` and ``rot90``: the +g / -g twins of one
   orientation share it as they share the sim noise, so shear pairs still cancel noise;
-  `refinegan.realisations`, stream ``PSF_MATCH_STREAM``): training and refine see the same
+  `refinegan.seeds`, stream ``PSF_MATCH_STREAM``): training and refine see the same
   bytes, whatever the chunking.
 
 This is what the shear-calibration difference between sim and target mostly comes from on the
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .realisations import realisation_normals
+from ..seeds import realisation_normals
 
 __all__ = ["PsfMatch", "build_psf_match", "embed", "PSF_MATCH_STREAM", "WIENER_EPS"]
 

@@ -26,7 +26,7 @@ import galsim
 import numpy as np
 from scipy import optimize, special
 
-from .errors import ConfigError, InputDataError
+from ..errors import ConfigError, InputDataError
 
 __all__ = ["Population", "galaxy_rng", "sample_population", "build_galaxy", "STREAMS"]
 

@@ -1,7 +1,7 @@
 """Losses of the SimGAN refiner: adversarial (BCE / least-squares / hinge), R1, self-regularisation.
 
 All adversarial losses take D's outputs ``(local, global)`` (see
-`refinegan.model.discriminator`): the local map's loss is the mean over every patch logit
+`refinegan.refiner.discriminator`): the local map's loss is the mean over every patch logit
 (SimGAN section 2.3) and the global logit's loss is added with weight ``global_weight``; the sum
 is divided by ``1 + global_weight`` so the scale does not depend on the weight.
 
@@ -20,8 +20,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
-from .model.moments import MomentProjector
+from ..errors import ConfigError
+from .moments import MomentProjector
 
 __all__ = [
     "ADV_LOSSES",

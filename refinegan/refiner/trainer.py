@@ -3,7 +3,7 @@
 `TrainSettings` is the ``train:`` config section as a frozen dataclass. `Trainer` holds R, D,
 their optimizers, the EMA of R, the batch and history generators and the history buffer, and
 runs one global step (`Trainer.one_step`) without host synchronisation; its `state_dict` is what
-``checkpoint.pt`` stores. The loop, I/O and logging live in `refinegan.train`.
+``checkpoint.pt`` stores. The loop, I/O and logging live in `refinegan.refiner.train`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .distributed import SINGLE, World
-from .errors import ConfigError
 from .history import ImageHistory
 from .losses import (
     SelfRegularization,
@@ -32,7 +32,8 @@ from .losses import (
     noise_shape_loss,
     r1_penalty,
 )
-from .model import MomentProjector, build_discriminator, build_refiner
+from .model import build_discriminator, build_refiner
+from .moments import MomentProjector
 
 __all__ = ["TrainSettings", "Trainer", "TRAIN_STREAM"]
 
@@ -214,8 +215,8 @@ class Trainer:
     @staticmethod
     def noise_shape_target(real: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
         """Mean skewness and excess kurtosis (2,) of the target's noise over source-masked pixels
-        (`refinegan.stats`, as compare measures ``noise_skew`` / ``noise_kurt``)."""
-        from .stats import noise_moments, source_mask
+        (`refinegan.compare.stats`, as compare measures ``noise_skew`` / ``noise_kurt``)."""
+        from ..compare.stats import noise_moments, source_mask
 
         out = []
         for i in range(0, real.shape[0], chunk):

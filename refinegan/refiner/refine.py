@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import load_model
-from .errors import ContractError
-from .io import StampWriter, file_sha256, open_stamps
+from ..errors import ContractError
+from ..io import StampWriter, file_sha256, open_stamps
+from ..seeds import realisation_normals
 from .model import MomentPreservingRefiner
 from .normalize import Normalization
 from .psf_match import PsfMatch
-from .realisations import realisation_normals
+from .refiner_file import load_model
 
 __all__ = ["refine", "check_compatible", "refine_array", "fast_refiner", "latent_codes", "SIGMA_TOLERANCE",
            "PIXEL_SCALE_RTOL", "LATENT_STREAM"]
@@ -35,7 +35,7 @@ __all__ = ["refine", "check_compatible", "refine_array", "fast_refiner", "latent
 logger = logging.getLogger(__name__)
 
 PIXEL_SCALE_RTOL = 1e-6
-LATENT_STREAM = 8  # refinegan.realisations stream of R's latent codes
+LATENT_STREAM = 8  # refinegan.seeds stream of R's latent codes
 SIGMA_TOLERANCE = 2.0  # refuse inputs whose median noise sigma is off by more than this factor
 
 
@@ -110,7 +110,7 @@ def refine_array(module, norm: Normalization, images: np.ndarray, sigma: np.ndar
                  device="cpu", channels_last: bool = True, latent: np.ndarray | None = None) -> np.ndarray:
     """Refine (B, H, W) counts with per-stamp noise sigma (B,); returns float32 counts.
 
-    ``module`` is the refiner (`refinegan.checkpoint.load_model`) or `fast_refiner`'s callable;
+    ``module`` is the refiner (`refinegan.refiner.refiner_file.load_model`) or `fast_refiner`'s callable;
     ``latent`` (B, d) the latent codes of a refiner with ``latent_dim`` d > 0 (`latent_codes`).
     """
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(device)[:, None]
@@ -141,7 +141,7 @@ def refine(
     Parameters
     ----------
     model_path : path
-        ``refiner.pt`` written by `refinegan.train.train`.
+        ``refiner.pt`` written by `refinegan.refiner.train.train`.
     in_path : path
         Stamp file to refine (usually domain ``sim``).
     out_path : path

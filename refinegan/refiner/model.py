@@ -1,9 +1,9 @@
 """The SimGAN refiner R: conv3x3 -> K ResNet blocks -> conv1x1, predicting a residual.
 
-R works in normalised units (`refinegan.normalize`), is fully convolutional (any stamp size) and
+R works in normalised units (`refinegan.refiner.normalize`), is fully convolutional (any stamp size) and
 returns ``z + residual``. The last 1x1 conv starts at zero, so an untrained R is exactly the
 identity. `MomentPreservingRefiner` wraps R with the moment projection
-(`refinegan.model.moments`), a design that cannot change the weighted flux, centroid and
+(`refinegan.refiner.moments`), a design that cannot change the weighted flux, centroid and
 second moments of a stamp. With a PSF kernel (``psf_kernel_px > 0``) the moments kept are those
 of the sim stamp convolved with a learned, unit-sum kernel K: R may then change the PSF, by a
 known operator, so the refined stamp is the same sheared galaxy through the PSF ``K * psf``
@@ -12,14 +12,18 @@ known operator, so the refined stamp is the same sheared galaxy through the PSF 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .discriminator import Discriminator
 from .moments import MomentProjector
 
-__all__ = ["ResBlock", "Refiner", "MomentPreservingRefiner", "RESIDUAL_SPACES"]
+__all__ = ["ResBlock", "Refiner", "MomentPreservingRefiner", "RESIDUAL_SPACES", "build_refiner",
+           "build_discriminator"]
 
 
 class ResBlock(nn.Module):
@@ -222,3 +226,35 @@ class MomentPreservingRefiner(nn.Module):
         out = F.conv2d(F.pad(stack, (r, r, r, r)), kern.cpu().view(1, 1, *kern.shape))
         out = out / out.sum(dim=(-2, -1), keepdim=True)
         return out.reshape(p.shape).numpy().astype(np.float32)
+
+
+def _seeded(seed: int, factory):
+    """Build a module with weights from ``seed`` without touching the global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return factory()
+
+
+def build_refiner(arch: Mapping, seed: int = 0) -> nn.Module:
+    """R (wrapped in the moment projection unless ``arch['moment_weights_px']`` is empty).
+
+    ``arch`` keys: ``channels``, ``blocks``, ``moment_weights_px`` (list of Gaussian weight
+    sigmas in pixels, 0 = flat; empty = no projection), ``moment_order`` (highest monomial degree,
+    default 2), ``residual_space`` (``asinh`` or ``linear``, default ``asinh``: checkpoints
+    written before the key existed), ``psf_kernel_px`` (side of the learned PSF kernel, 0 = none,
+    the default for checkpoints without the key), ``latent_dim`` (per-stamp latent channels,
+    default 0).
+    """
+    net = _seeded(seed, lambda: Refiner(arch["channels"], arch["blocks"], int(arch.get("latent_dim", 0))))
+    weights = list(arch.get("moment_weights_px") or [])
+    order = int(arch.get("moment_order", 2))
+    return MomentPreservingRefiner(net, MomentProjector(weights, order) if weights else None,
+                                   arch.get("residual_space", "asinh"), int(arch.get("psf_kernel_px", 0)))
+
+
+def build_discriminator(arch: Mapping, seed: int = 0) -> Discriminator:
+    """D from ``arch`` keys ``channels``, ``global_branch``, ``spectral_norm``."""
+    return _seeded(
+        seed,
+        lambda: Discriminator(arch["channels"], arch["global_branch"], arch["spectral_norm"]),
+    )

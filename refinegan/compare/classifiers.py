@@ -1,6 +1,6 @@
 """A small CNN that tells two sets of stamps apart, for the pixel-level classifier two-sample test.
 
-Used through `refinegan.distances.classifier_auc` with `cnn_fit_predict` as ``fit_predict``.
+Used through `refinegan.compare.distances.classifier_auc` with `cnn_fit_predict` as ``fit_predict``.
 Stamps go in as ``asinh(x / scale)`` with one ``scale`` for both sets (the real set's median noise
 std), so the classifier sees noise and faint structure on the same footing in both. The net is
 conv3x3(1->c) -> ReLU -> conv3x3 stride 2 (c->2c) -> ReLU -> conv3x3 stride 2 (2c->2c) -> ReLU ->

@@ -1,12 +1,6 @@
-"""The ``prepare-real`` stage: turn the config's ``real:`` source into one stamp file (domain real).
+"""The cutout toolkit every user-data target source shares (``real.source: fits`` / ``hdf5``).
 
-Sources (``real.source``), one module each:
-
-- ``mock`` (refinegan.mock): the embedded mock target with known truth (the default; not real data);
-- ``cosmos`` (refinegan.real_cosmos): GalSim RealGalaxyCatalog galaxies through the target PSF;
-- ``fits`` (refinegan.real_fits) and ``hdf5`` (refinegan.real_hdf5): the user's own cutouts.
-
-The user's cutouts all pass through `CutoutCollector` here: bad pixels (NaN, inf, masked, padded)
+The user's cutouts all pass through `CutoutCollector`: bad pixels (NaN, inf, masked, padded)
 go to ``/mask`` with value 1, stamps with too many are rejected and counted (never silently
 dropped: attributes ``n_rejected`` and ``n_rejected_<reason>``), optional resampling to the
 working pixel scale, centring, cropping, and a robust per-stamp background and noise estimate
@@ -16,7 +10,6 @@ the whole run succeeds.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections import Counter
@@ -27,11 +20,10 @@ import galsim
 import numpy as np
 from scipy import ndimage
 
-from .config import validate_config
-from .errors import ConfigError, InputDataError
-from .io import write_stamps
+from ..errors import InputDataError
+from ..io import write_stamps
 
-__all__ = ["prepare_real", "CutoutOptions", "CutoutCollector", "estimate_background_noise",
+__all__ = ["CutoutOptions", "CutoutCollector", "estimate_background_noise",
            "resample_cutout", "center_crop", "check_pixel_scale", "working_shape", "prepare_psf"]
 
 logger = logging.getLogger(__name__)
@@ -45,52 +37,6 @@ CENTER_SMOOTH_PIX = 1.5  # smoothing (pixels) before locating the peak to centre
 CENTER_SEARCH_FRACTION = 0.5  # peak searched within this central fraction of the cutout
 SCALE_RTOL = 1e-3  # pixel scales closer than this are the same scale
 RESAMPLE_INTERPOLANT = 5  # Lanczos order used to resample cutouts
-
-
-def prepare_real(config: dict, out: str | os.PathLike, progress: bool = False) -> Path:
-    """Write the target stamp file of ``config['real']`` to ``out`` (domain ``real``).
-
-    Parameters
-    ----------
-    config : dict
-        Run configuration (validated here; defaults filled).
-    out : str or Path
-        Output stamp file, written atomically; nothing is written if the run fails.
-    progress : bool
-        Show a progress bar [default: False].
-
-    Returns
-    -------
-    Path of the written file.
-    """
-    config = validate_config(config)
-    source = config["real"]["source"]
-    if source == "mock":
-        from .mock import prepare_mock as run
-    elif source == "cosmos":
-        from .real_cosmos import prepare_cosmos as run
-    elif source == "fits":
-        from .real_fits import prepare_fits as run
-    elif source == "hdf5":
-        from .real_hdf5 import prepare_hdf5 as run
-    else:  # pragma: no cover - the schema's enum refuses it first
-        raise ConfigError(f"real.source must be mock, cosmos, fits or hdf5, got {source!r}")
-    with _single_thread_blas():
-        return run(config, out, progress=progress)
-
-
-def _single_thread_blas():
-    """One BLAS thread while the stage runs (restored after).
-
-    The per-stamp matrix products (mock knots, 144 x 20 x 73 complex) are far too small for
-    threads: multi-threaded OpenBLAS made a 2-core run 3x slower (6.4 s -> 18.4 s wall for 1024
-    mock stamps). The stage is parallel across processes, not threads.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - installed with scikit-learn
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .compare_store import read_tree
-from .errors import ContractError
+from ..errors import ContractError
+from .store import read_tree
 
 __all__ = ["write_summary", "summary_tables", "headline_rows"]
 

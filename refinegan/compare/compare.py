@@ -1,11 +1,11 @@
 """The compare stage: is refined closer to real than sim was, and did refinement keep the labels?
 
 `compare` reads the sim shards, their refined versions and the real (target) set, measures
-per-image statistics (`refinegan.stats`, `refinegan.morphology` on a subsample), computes
+per-image statistics (`refinegan.compare.stats`, `refinegan.compare.morphology` on a subsample), computes
 two-sample distances for (sim, real), (refined, real) and the floor (real half A, real half B),
-classifier two-sample tests, label drift and shear calibration (`refinegan.calibration`), writes
-``compare.h5`` (`refinegan.compare_store`, layout in docs/compare.md), logs a summary table and
-draws captioned plots (`refinegan.plots`).
+classifier two-sample tests, label drift and shear calibration (`refinegan.compare.calibration`), writes
+``compare.h5`` (`refinegan.compare.store`, layout in docs/compare.md), logs a summary table and
+draws captioned plots (`refinegan.compare.plots`).
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError, ContractError
+from ..io import StampSet, file_sha256, package_versions, read_many, read_stamps
 from . import calibration as cal
 from . import distances as dist
-from .compare_store import summary_lines, write_compare_h5
-from .errors import ConfigError, ContractError
-from .io import StampSet, file_sha256, package_versions, read_many, read_stamps
 from .morphology import morphology
 from .stats import MaskParams, image_stats
+from .store import summary_lines, write_compare_h5
 
 __all__ = ["CompareParams", "compare", "measure", "DOMAINS", "PAIRS", "SCALAR_STATS",
            "NOISE_STATS", "MORPH_STATS"]
@@ -195,7 +195,7 @@ def compare(
         The result tree that was written to compare.h5.
     """
     from . import plots
-    from .compare_results import classifier_tests, distance_tables, label_drift, spectra_tables
+    from .tables import classifier_tests, distance_tables, label_drift, spectra_tables
 
     p = CompareParams.from_config(config)
     if "seed" not in config:

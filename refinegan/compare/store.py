@@ -1,6 +1,6 @@
 """Writing compare.h5 and the printed summary table (layout: docs/compare.md).
 
-The result of `refinegan.compare.compare` is a nested dict; `write_tree` stores it as HDF5: a dict
+The result of `refinegan.compare.compare.compare` is a nested dict; `write_tree` stores it as HDF5: a dict
 becomes a group, an array or number a dataset, a string an attribute of its parent group. Written
 atomically (``F.tmp`` then `os.replace`).
 """

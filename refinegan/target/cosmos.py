@@ -25,13 +25,13 @@ import galsim
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import validate_config
-from .errors import InputDataError
-from .io import StampWriter
-from .mock import build_target_psf, correlated_noise, psf_fwhm_arcsec
-from .population import galaxy_rng
-from .render import make_renderer
-from .simulate import draw_psf_image
+from ..config import validate_config
+from ..errors import InputDataError
+from ..io import StampWriter
+from ..sim.population import galaxy_rng
+from ..sim.render import make_renderer
+from ..sim.simulate import draw_psf_image
+from .observe import build_target_psf, correlated_noise, psf_fwhm_arcsec
 
 __all__ = ["open_catalog", "prepare_cosmos"]
 

@@ -26,9 +26,9 @@ import galsim
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import validate_config
-from .errors import ConfigError
-from .io import StampWriter
+from ..config import validate_config
+from ..errors import ConfigError
+from ..io import StampWriter
 from .population import Population, build_galaxy, galaxy_rng, sample_population
 from .render import make_renderer
 
@@ -193,7 +193,7 @@ def simulate(config: dict, out: str | os.PathLike, shard: int = 0, nshards: int 
     progress : bool
         Show a progress bar [default: False].
     method : {'kspace', 'galsim'}
-        Batched k-space drawing (fast, see refinegan.render) or GalSim's drawImage per galaxy.
+        Batched k-space drawing (fast, see refinegan.sim.render) or GalSim's drawImage per galaxy.
 
     Returns
     -------

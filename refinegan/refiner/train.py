@@ -4,7 +4,7 @@ Schedule (all counts from ``config['train']``): ``pretrain_r_steps`` R steps on
 self-regularisation only, ``pretrain_d_steps`` D steps, then ``steps`` adversarial steps of
 ``k_g`` R updates and ``k_d`` D updates. The global step counter runs through all three phases.
 
-Writes into ``out_dir``: ``refiner.pt`` (the model `refinegan.refine` uses), ``checkpoint.pt``
+Writes into ``out_dir``: ``refiner.pt`` (the model `refinegan.refiner.refine` uses), ``checkpoint.pt``
 (full state, every ``checkpoint_every`` steps, atomically), ``train_log.h5`` and
 ``samples/step-<k>.png``. On CUDA the data stay on the device, bf16 autocast and channels_last
 are on, and the loop does not synchronise with the host except at log / checkpoint steps.
@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import train_monitor as mon
-from .checkpoint import MODEL_FORMAT, MODEL_VERSION, atomic_save, load_file
+from ..errors import ConfigError, TrainingError
+from ..io import open_stamps, package_versions, read_many
+from . import monitor as mon
 from .distributed import World, init_world
-from .errors import ConfigError, TrainingError
-from .io import open_stamps, package_versions, read_many
 from .normalize import Normalization
 from .psf_match import PsfMatch, build_psf_match
+from .refiner_file import MODEL_FORMAT, MODEL_VERSION, atomic_save, load_file
 from .trainer import Trainer, TrainSettings
 
 __all__ = ["TrainSettings", "Trainer", "TrainResult", "train", "resolve_device"]
@@ -104,11 +104,11 @@ def fill_masked(images: np.ndarray, mask: np.ndarray | None, sigma: np.ndarray,
 
 
 def sky_mask(images: np.ndarray, border_px: int, where: str) -> np.ndarray:
-    """(N, H, W) bool: pixels outside each stamp's source mask (`refinegan.stats.source_mask`,
+    """(N, H, W) bool: pixels outside each stamp's source mask (`refinegan.compare.stats.source_mask`,
     as compare measures the noise); a stamp with fewer sky pixels than compare needs for its noise
     statistics (`MaskParams.min_noise_pixels`) is measured on its border frame instead."""
+    from ..compare.stats import MaskParams, source_mask
     from .losses import _frame
-    from .stats import MaskParams, source_mask
 
     sky = ~source_mask(images)
     few = sky.sum(axis=(1, 2)) < MaskParams().min_noise_pixels
@@ -192,7 +192,7 @@ def train(
     """
     s = TrainSettings.from_config(config)
     device = resolve_device(s.device)
-    world = init_world(device.type)  # several processes under torchrun (refinegan.distributed)
+    world = init_world(device.type)  # several processes under torchrun (refinegan.refiner.distributed)
     try:
         if world.distributed and device.type == "cuda":
             device = torch.device("cuda", world.local_rank)

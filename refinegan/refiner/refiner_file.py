@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ContractError, TrainingError
+from ..errors import ContractError, TrainingError
 
 __all__ = ["MODEL_FORMAT", "MODEL_VERSION", "atomic_save", "load_file", "load_model"]
 

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .errors import ContractError
+from ..errors import ContractError
 
 __all__ = [
     "NORM_VERSION",

@@ -1,7 +1,7 @@
 """The tables compare.h5 holds: spectra, distances with gap closed and floor, classifier tests,
-label drift. Each function returns a dict that `refinegan.compare_store.write_tree` stores.
+label drift. Each function returns a dict that `refinegan.compare.store.write_tree` stores.
 
-Every distance table has three columns, `refinegan.compare.PAIRS`: (sim, real),
+Every distance table has three columns, `refinegan.compare.compare.PAIRS`: (sim, real),
 (refined, real) and the floor (real half A, real half B: disjoint halves of whole galaxy groups).
 The floor compares sets half the size of the real set, so its sampling noise is somewhat larger
 than that of the other columns: read it as "how far two sets of one distribution of this size
@@ -16,7 +16,7 @@ import numpy as np
 from scipy import stats as sps
 
 from . import distances as dist
-from .pixel_classifier import CNNParams
+from .classifiers import CNNParams
 from .stats import _radial_bins
 
 __all__ = ["spectra_tables", "distance_tables", "classifier_tests", "label_drift"]

@@ -101,7 +101,7 @@ def morphology(
     images : ndarray (n, H, W)
         Counts per pixel (the subsample to measure).
     noise_std : ndarray (n,)
-        Noise std of each stamp, counts (from `refinegan.stats.noise_moments`); used for the
+        Noise std of each stamp, counts (from `refinegan.compare.stats.noise_moments`); used for the
         segmentation threshold and as statmorph's weight map (a constant sigma image).
     threshold_sigma : float
         Segmentation threshold in units of ``noise_std`` [default: 1.5].

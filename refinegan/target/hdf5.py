@@ -4,7 +4,7 @@ The dataset holds floating-point (N, H, W) stamps or one (H, W) stamp. The pixel
 ``real.hdf5.pixel_scale`` when set, otherwise a ``pixel_scale`` attribute (arcsec/pixel) of the
 dataset or of the file (a refinegan stamp file has one). An optional ``mask_dataset`` of the same
 shape marks bad pixels (non-zero). The same checks and processing as the FITS source follow
-(refinegan.real.CutoutCollector); failures name the file and dataset.
+(refinegan.target.cutouts.CutoutCollector); failures name the file and dataset.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .config import validate_config
-from .errors import ConfigError, InputDataError
-from .real import CutoutCollector, CutoutOptions, check_pixel_scale, prepare_psf, working_shape
+from ..config import validate_config
+from ..errors import ConfigError, InputDataError
+from .cutouts import CutoutCollector, CutoutOptions, check_pixel_scale, prepare_psf, working_shape
 
 __all__ = ["prepare_hdf5", "read_hdf5_cutouts"]
 

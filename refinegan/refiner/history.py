@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import TrainingError
+from ..errors import TrainingError
 
 __all__ = ["ImageHistory"]
 

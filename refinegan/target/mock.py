@@ -13,7 +13,7 @@ config section ``real.mock`` (target PSF and noise in ``real.psf`` / ``real.nois
 - cosmic rays (``/mask`` bit 1) and hot pixels (bit 2);
 - faint neighbours, lensed by the same shear but not rotated with the galaxy.
 
-Layout, labels and pairs follow refinegan.simulate (``pair_id``, ``rot90``, ``shear_sign``; the
+Layout, labels and pairs follow refinegan.sim.simulate (``pair_id``, ``rot90``, ``shear_sign``; the
 +g/-g stamps of one orientation share noise, cosmic rays and hot pixels). Random streams are the
 population's ``mock`` (galaxy parameters), ``mock_noise`` (noise fields) and ``mock_effects``
 (effects), seeded by ``real.seed`` or the master seed: never the sim's streams.
@@ -21,7 +21,6 @@ population's ``mock`` (galaxy parameters), ``mock_noise`` (noise fields) and ``m
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -30,17 +29,17 @@ from pathlib import Path
 
 import galsim
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from tqdm.auto import tqdm
 
-from .config import validate_config
-from .errors import ConfigError
-from .io import StampWriter
-from .population import Population, build_galaxy, galaxy_rng, sample_population
-from .render import KSpaceRenderer, make_renderer
-from .simulate import build_psf, draw_psf_image, group_layout
+from ..config import validate_config
+from ..errors import ConfigError
+from ..io import StampWriter
+from ..sim.population import Population, build_galaxy, galaxy_rng, sample_population
+from ..sim.render import KSpaceRenderer, make_renderer
+from ..sim.simulate import draw_psf_image, group_layout
+from .observe import build_target_psf, correlated_noise, psf_fwhm_arcsec
 
-__all__ = ["MockParams", "KnottedScene", "build_target_psf", "psf_fwhm_arcsec", "lanczos_taps", "correlated_noise",
+__all__ = ["MockParams", "KnottedScene",
            "add_cosmic_rays", "add_hot_pixels", "mock_groups", "prepare_mock"]
 
 logger = logging.getLogger(__name__)
@@ -52,7 +51,6 @@ NEIGHBOUR_HLR_RANGE = (0.2, 0.6)  # arcsec, uniform
 NEIGHBOUR_SHAPE_SIGMA = 0.2  # per-component ellipticity sigma of neighbours
 NEIGHBOUR_MAX_SHAPE = 0.6
 BULGE_SHAPE_FRACTION = 0.5  # extra bulge |e| = this x the disk's |e|
-FWHM_OVERSAMPLING = 8  # PSF drawn at pixel_scale / this to measure its FWHM
 _ROT90 = np.array([[0.0, -1.0], [1.0, 0.0]])  # counter-clockwise, as GSObject.rotate
 
 
@@ -98,84 +96,6 @@ class MockParams:
         return bool(self.effects[effect]["enabled"])
 
 
-def build_target_psf(spec: dict) -> galsim.GSObject:
-    """Kolmogorov(atmos_fwhm) convolved with OpticalPSF (``real.psf`` keys; arcsec, waves).
-
-    With ``use_sim_psf`` the sim's PSF (``spec["sim"]``: the ``sim.psf`` section) replaces the
-    Kolmogorov atmosphere (a noise-only control: sim PSF, no optics, the target's noise).
-    """
-    if spec.get("use_sim_psf"):
-        sim = spec["sim"]
-        atmos = build_psf(sim["type"], sim["fwhm"], sim["beta"], sim["e1"], sim["e2"])
-    else:
-        atmos = galsim.Kolmogorov(fwhm=spec["atmos_fwhm"])
-    if not spec["optical"]:
-        return atmos
-    optical = galsim.OpticalPSF(
-        lam_over_diam=spec["lam_over_diam"], obscuration=spec["obscuration"],
-        nstruts=spec["nstruts"], strut_angle=spec["strut_angle"] * galsim.degrees,
-        defocus=spec["defocus"], astig1=spec["astig1"], astig2=spec["astig2"],
-        coma1=spec["coma1"], coma2=spec["coma2"], spher=spec["spher"])
-    return galsim.Convolve(atmos, optical)
-
-
-@functools.lru_cache(maxsize=8)  # 0.7 s for an OpticalPSF; GSObjects hash by their parameters
-def psf_fwhm_arcsec(psf: galsim.GSObject, pixel_scale: float) -> float:
-    """FWHM of a PSF profile (no pixel) measured on an oversampled image, arcsec."""
-    scale = pixel_scale / FWHM_OVERSAMPLING
-    return float(psf.drawImage(nx=256, ny=256, scale=scale, method="no_pixel").calculateFWHM())
-
-
-def lanczos_taps(shift: np.ndarray, order: int) -> np.ndarray:
-    """Lanczos-``order`` interpolation weights (..., 2 order) at sub-pixel ``shift`` in [0, 1).
-
-    Output pixel p is sum_j w_j in[p + j], j = -order+1 .. order, weights summing to 1.
-    """
-    j = np.arange(-order + 1, order + 1)
-    x = j - np.asarray(shift)[..., None]
-    w = np.sinc(x) * np.sinc(x / order)
-    return w / w.sum(axis=-1, keepdims=True)
-
-
-def correlated_noise(rngs: list[np.random.Generator], shape: tuple[int, int], sigma: float,
-                     spec: dict, pixel_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """One noise field (B, H, W) float32 per generator, std ``sigma``, and its lag-1 correlation.
-
-    ``spec`` is ``real.noise``: ``white``, ``lanczos`` (mean of ``n_exposures`` white frames,
-    each resampled at a random sub-pixel shift, then scaled to std sigma; the expected lag-1
-    correlation, mean of x and y, is returned per field) or ``cosmos``.
-    """
-    b, (h, w) = len(rngs), shape
-    kind = spec["correlation"]
-    if kind == "white":
-        return (np.stack([r.standard_normal(shape, dtype=np.float32) for r in rngs]) * sigma,
-                np.zeros(b))
-    if kind == "cosmos":
-        out, lag1 = np.empty((b, h, w), np.float32), np.empty(b)
-        for i, r in enumerate(rngs):
-            cn = galsim.getCOSMOSNoise(rng=galsim.BaseDeviate(int(r.integers(1, 2**31))),
-                                       cosmos_scale=pixel_scale, variance=sigma**2)
-            im = galsim.ImageF(w, h, scale=pixel_scale)
-            im.addNoise(cn)
-            out[i] = im.array
-            cf = cn.drawImage(galsim.ImageD(5, 5, scale=pixel_scale)).array
-            lag1[i] = 0.5 * (cf[2, 3] + cf[3, 2]) / cf[2, 2]
-        return out, lag1
-    order, n_exp = spec["lanczos_order"], spec["n_exposures"]
-    pad = 2 * order - 1
-    shifts = np.stack([r.random((n_exp, 2)) for r in rngs])  # (B, E, 2)
-    white = np.stack([r.standard_normal((n_exp, h + pad, w + pad), dtype=np.float32) for r in rngs])
-    wx, wy = lanczos_taps(shifts[..., 0], order), lanczos_taps(shifts[..., 1], order)  # (B, E, 2o)
-    tmp = np.einsum("behwk,bek->behw", sliding_window_view(white, 2 * order, axis=3), wx)
-    coadd = np.einsum("behwk,bek->bhw", sliding_window_view(tmp, 2 * order, axis=2), wy) / n_exp
-    sx, sy = (wx**2).sum(-1), (wy**2).sum(-1)  # (B, E)
-    var = (sx * sy).sum(-1) / n_exp**2
-    cx = ((wx[..., 1:] * wx[..., :-1]).sum(-1) * sy).sum(-1) / n_exp**2
-    cy = ((wy[..., 1:] * wy[..., :-1]).sum(-1) * sx).sum(-1) / n_exp**2
-    scale = (sigma / np.sqrt(var)).astype(np.float32)
-    return coadd.astype(np.float32) * scale[:, None, None], 0.5 * (cx + cy) / var
-
-
 def add_cosmic_rays(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, spec: dict,
                     unit: float) -> int:
     """Add Poisson(mean_count) straight tracks in place (values in ``unit`` counts); return count."""
@@ -208,7 +128,7 @@ def add_hot_pixels(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
 class KnottedScene:
     """A GSObject plus point-like knots, drawn in k space by one matrix product.
 
-    `refinegan.render.KSpaceRenderer` only calls ``_drawKImage(kimage)`` on what it draws.
+    `refinegan.sim.render.KSpaceRenderer` only calls ``_drawKImage(kimage)`` on what it draws.
     GalSim evaluates each of the N delta functions of ``RandomKnots`` over the whole k grid in
     turn; here exp(-i k.x) is separable, so all N knots are one (M x N) @ (N x M/2+1) product,
     equal to GalSim's (tests/test_mock.py) and about 20x faster for 20 knots. ``obj``: all but
@@ -364,7 +284,7 @@ def prepare_mock(config: dict, out: str | os.PathLike, progress: bool = False,
     progress : bool
         Show a progress bar [default: False].
     method : {'kspace', 'galsim'}
-        Renderer, as in refinegan.simulate.simulate.
+        Renderer, as in refinegan.sim.simulate.simulate.
     """
     config = validate_config(config)
     p = MockParams.from_config(config)

@@ -5,7 +5,7 @@ first HDU with data): 2-D (one cutout) or 3-D (a cube of N cutouts), the same fo
 The pixel scale comes from ``real.fits.pixel_scale`` when set, otherwise from the header
 (``PIXSCALE`` / ``PIXSCAL1`` / ``SECPIX`` in arcsec, the WCS ``CD`` matrix or ``CDELT`` with
 ``PC``, in ``CUNIT`` or degrees)
-and must agree across files. Cutouts then go through refinegan.real.CutoutCollector.
+and must agree across files. Cutouts then go through refinegan.target.cutouts.CutoutCollector.
 Each failure names the file (and HDU) and what was expected; nothing is written then.
 """
 
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from .config import validate_config
-from .errors import ConfigError, InputDataError
-from .real import (
+from ..config import validate_config
+from ..errors import ConfigError, InputDataError
+from .cutouts import (
     SCALE_RTOL,
     CutoutCollector,
     CutoutOptions,
