@@ -29,15 +29,13 @@ from refinegan.compare.classifiers import CNNParams  # noqa: E402
 from refinegan.compare.compare import compare  # noqa: E402
 from refinegan.compare.morphology import morphology  # noqa: E402
 from refinegan.compare.stats import (  # noqa: E402
-    MaskParams,
     autocorrelation,
     hsm_moments,
-    noise_moments,
     power_spectrum,
-    source_mask,
 )
 from refinegan.config import load_config  # noqa: E402
 from refinegan.io import read_stamps, write_stamps  # noqa: E402
+from refinegan.noise import MaskParams, noise_moments, source_mask  # noqa: E402
 
 
 def build_inputs(n: int, workdir: Path) -> dict[str, Path]:

@@ -3,6 +3,13 @@
 The schema is ``refinegan/config.schema.yaml`` (``workflows/schemas/config.schema.yaml`` links to
 it, so Snakemake's ``validate`` checks the same rules). Every key has a type, a default and a
 description with units; ``additionalProperties: false`` turns typos into errors.
+
+A run's config is resolved once, at the edge (the CLI, the Snakefile), into a `RunConfig`: validated,
+defaults filled, frozen, with the top-level keys typed (``name``, ``seed``, ``shards``,
+``stamp_size``, ``pixel_scale``) and each section a read-only mapping that the stage's own typed
+view reads (`refinegan.sim.simulate.SimParams`, `refinegan.refiner.settings.TrainSettings`, ...).
+Stage functions take a `RunConfig`; a plain dict given to the Python API is converted once by
+`RunConfig.of`, never validated again downstream.
 """
 
 from __future__ import annotations
@@ -11,7 +18,8 @@ import copy
 import functools
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jsonschema
@@ -20,6 +28,9 @@ import yaml
 from .errors import ConfigError
 
 __all__ = [
+    "RunConfig",
+    "FrozenMapping",
+    "to_plain",
     "SCHEMA_PATH",
     "load_schema",
     "default_config",
@@ -113,7 +124,7 @@ def validate_config(config: Mapping) -> dict:
     ConfigError
         Naming each bad key, its value and what was expected.
     """
-    cfg = coerce_types(copy.deepcopy(dict(config)))
+    cfg = coerce_types(to_plain(config))
     validator = _DefaultFillingValidator(_schema())
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
@@ -166,7 +177,7 @@ def _parse_value(text: str):
 
 def apply_overrides(config: Mapping, overrides: Iterable[str]) -> dict:
     """Apply ``section.key=value`` overrides (values parsed as YAML) to a copy of ``config``."""
-    cfg = copy.deepcopy(dict(config))
+    cfg = to_plain(config)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value")
@@ -191,8 +202,10 @@ def default_config() -> dict:
 
 def load_config(
     path: str | os.PathLike | None = None, overrides: Iterable[str] = ()
-) -> dict:
+) -> RunConfig:
     """Read a YAML config (or start from defaults), apply overrides, validate, fill defaults.
+
+    Returns the frozen `RunConfig` the stage functions take.
 
     Parameters
     ----------
@@ -215,7 +228,7 @@ def load_config(
             raise ConfigError(f"config file {path} must hold a mapping, got {type(raw).__name__}")
     cfg = apply_overrides(raw, overrides)
     try:
-        return validate_config(cfg)
+        return RunConfig.of(cfg)
     except ConfigError as err:
         where = f" (from {path})" if path is not None else ""
         raise ConfigError(f"{err}{where}") from None
@@ -233,4 +246,109 @@ def get(config: Mapping, dotted: str):
 
 def to_json(config: Mapping) -> str:
     """Canonical JSON of a config (sorted keys), as stored in every output file."""
-    return json.dumps(config, sort_keys=True)
+    return json.dumps(to_plain(config), sort_keys=True)
+
+
+def to_plain(value):
+    """A deep, mutable copy of ``value`` made of dicts and lists (a `RunConfig`, `FrozenMapping`
+    and tuples become dicts and lists), e.g. for JSON or a checkpoint."""
+    if isinstance(value, Mapping):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_plain(v) for v in value]
+    return copy.deepcopy(value)
+
+
+def _freeze(value):
+    if isinstance(value, Mapping):
+        return FrozenMapping({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+class FrozenMapping(Mapping):
+    """A read-only mapping (a config section); `to_plain` gives a mutable copy."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping) -> None:
+        object.__setattr__(self, "_data", dict(data))
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"config sections are read-only; change {name!r} in the config file "
+                             "or with --set, then load it again")
+
+    def __deepcopy__(self, memo) -> FrozenMapping:
+        return self  # immutable
+
+    def __reduce__(self):
+        return (_freeze, (to_plain(self),))
+
+    def __repr__(self) -> str:
+        return f"FrozenMapping({self._data!r})"
+
+
+@dataclass(frozen=True)
+class RunConfig(Mapping):
+    """The resolved run configuration (module docstring): validated, defaults filled, frozen.
+
+    Build with `RunConfig.of` (or `load_config`). Read the top-level keys as typed attributes,
+    sections as read-only mappings: ``cfg.seed``, ``cfg["train"]["steps"]``.
+
+    Attributes
+    ----------
+    name : str
+        Run name; outputs go to ``results/<name>/``.
+    seed : int
+        Master seed.
+    shards : int
+        Shards of simulate and refine.
+    stamp_size : int
+        Stamp side, pixels.
+    pixel_scale : float
+        arcsec per pixel.
+    """
+
+    name: str
+    seed: int
+    shards: int
+    stamp_size: int
+    pixel_scale: float
+    _data: FrozenMapping = field(repr=False, compare=True)
+
+    @classmethod
+    def of(cls, config: Mapping) -> RunConfig:
+        """``config`` itself if it is a `RunConfig`, else the validated, frozen copy of it."""
+        if isinstance(config, RunConfig):
+            return config
+        cfg = validate_config(config)
+        return cls(name=str(cfg["name"]), seed=int(cfg["seed"]), shards=int(cfg["shards"]),
+                   stamp_size=int(cfg["stamp"]["size"]), pixel_scale=float(cfg["stamp"]["pixel_scale"]),
+                   _data=_freeze(cfg))
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def to_dict(self) -> dict:
+        """A plain, mutable copy (dicts and lists), as stored in output files."""
+        return to_plain(self._data)
+
+    def with_overrides(self, overrides: Iterable[str]) -> RunConfig:
+        """A new `RunConfig` with ``section.key=value`` overrides applied and validated."""
+        return RunConfig.of(apply_overrides(self.to_dict(), overrides))

@@ -9,7 +9,8 @@ A stamp file holds one set of postage stamps (docs/data_contract.md)::
     attributes         schema_version, domain, pixel_scale, source, config (JSON), seed,
                        created (UTC ISO), versions (JSON); refined sets add parent, model_sha256
 
-Files are written atomically (``F.tmp`` then `os.replace`): a file that exists is complete.
+Files are written atomically (`refinegan.atomic`: a temporary file, fsync, `os.replace`): a file
+that exists is complete.
 Readers validate the contract and raise `ContractError` naming the file and the problem.
 Slicing ``StampFile.images`` reads only the requested stamps.
 """
@@ -29,6 +30,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .atomic import commit, discard, temporary_path
+from .config import to_plain
 from .errors import ContractError
 
 __all__ = [
@@ -164,7 +167,7 @@ class StampSet:
 class StampWriter:
     """Write a stamp file in pieces, atomically.
 
-    Data go to ``<path>.tmp``; `close` checks that all N stamps were written and renames the
+    Data go to a temporary file beside ``path`` (`refinegan.atomic`); `close` checks that all N stamps were written and renames the
     file into place. Leaving the ``with`` block on an exception deletes the temporary file, so
     an interrupted run never leaves a file that looks complete.
 
@@ -216,13 +219,12 @@ class StampWriter:
         if n < 0:
             raise ContractError(f"number of stamps must be >= 0, got {n}")
         self.path = Path(path)
-        self.tmp_path = Path(f"{self.path}.tmp")
+        self.tmp_path = temporary_path(self.path)
         self.n = int(n)
         self.stamp_shape = (int(stamp_shape[0]), int(stamp_shape[1]))
         self.domain = domain
         self._pos = 0
         self._labels: dict[str, h5py.Dataset] = {}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = h5py.File(self.tmp_path, "w")
         try:
             # HDF5 cannot chunk an empty dataset: a file of zero stamps is stored contiguous.
@@ -247,7 +249,7 @@ class StampWriter:
                 "domain": domain,
                 "pixel_scale": float(pixel_scale),
                 "source": str(source),
-                "config": json.dumps(config, sort_keys=True, default=str),
+                "config": json.dumps(to_plain(config), sort_keys=True, default=str),
                 "seed": int(seed),
                 "created": _utc_now(),
                 "versions": json.dumps(package_versions(), sort_keys=True),
@@ -326,7 +328,11 @@ class StampWriter:
             raise ContractError(f"{self.path}: only {self._pos} of {self.n} stamps were written")
         self._f.close()
         self._f = None
-        os.replace(self.tmp_path, self.path)
+        try:
+            commit(self.tmp_path, self.path)
+        except BaseException:
+            self._abort()
+            raise
         logger.info("wrote %s (%d stamps, domain %s)", self.path, self.n, self.domain)
         return self.path
 
@@ -335,8 +341,7 @@ class StampWriter:
             with contextlib.suppress(Exception):
                 self._f.close()
             self._f = None
-        with contextlib.suppress(FileNotFoundError):
-            self.tmp_path.unlink()
+        discard(self.tmp_path)
 
     def __enter__(self) -> StampWriter:
         return self

@@ -1,11 +1,20 @@
-"""Random draws per sim noise realisation, shared by the stamps that share the sim's noise.
+"""Every random stream of refinegan, in one registry, and the draws keyed by galaxy and realisation.
 
-The sims' +g / -g twins of one orientation (same ``pair_id`` and ``rot90``) share their noise
-field, so that shear pairs cancel the noise response; anything random that refinegan adds to a
-stamp afterwards (the PSF matching's whitening noise, the refiner's latent code) must be shared
-the same way, and must not depend on how a file is chunked. Each realisation gets its own
-``SeedSequence([seed, stream, pair_id, rot90 + 1])`` (files without pairs: ``id``, else the
-stamp's index), so training and refine draw the same numbers for the same stamp.
+A stream is the second word of a ``numpy.random.SeedSequence([seed, stream, ...])`` of the master
+``seed``, so no two parts of the pipeline ever share random numbers, and each part's draws do not
+depend on what the others draw. `STREAMS` names them all; a test checks they are distinct.
+
+- per galaxy (`galaxy_rng`): ``SeedSequence([seed, stream, galaxy id, *words])``. The extra words
+  of the target streams are named in `MOCK_EFFECT_WORDS` and `MOCK_NOISE_WORDS`;
+- per stage (`stream_sequence`): training (R's and D's weights, batches, history), the noise put
+  on masked target pixels, compare (its default is the ``compare.seed_offset`` key);
+- per sim noise realisation (`realisation_normals`): the sims' +g / -g twins of one orientation
+  (same ``pair_id`` and ``rot90``) share their noise field, so that shear pairs cancel the noise
+  response; anything random that refinegan adds to a stamp afterwards (the PSF matching's
+  whitening noise, the refiner's latent code) is shared the same way, and does not depend on how a
+  file is chunked. Each realisation gets ``SeedSequence([seed, stream, pair_id, rot90 + 1])``
+  (files without pairs: ``id``, else the stamp's index), so training and refine draw the same
+  numbers for the same stamp.
 """
 
 from __future__ import annotations
@@ -14,7 +23,34 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["realisation_keys", "realisation_normals"]
+__all__ = ["STREAMS", "MOCK_EFFECT_WORDS", "MOCK_NOISE_WORDS", "stream_sequence", "galaxy_rng",
+           "realisation_keys", "realisation_normals"]
+
+STREAMS = {
+    "sim": 1,  # sim galaxy parameters (per galaxy group)
+    "sim_noise": 2,  # sim noise fields (per group and rotation)
+    "train": 4,  # training: R and D weights, batch indices, history buffer
+    "compare": 5,  # compare's subsamples, splits and bootstraps (default of compare.seed_offset)
+    "mask_fill": 6,  # noise put on masked target pixels for training
+    "psf_match": 7,  # the PSF matching's whitening noise (per sim noise realisation)
+    "latent": 8,  # R's latent codes (per sim noise realisation)
+    "mock": 11,  # target galaxy parameters (per group)
+    "mock_noise": 12,  # target noise fields
+    "mock_effects": 13,  # target effects: knots, bulges, neighbours, artefacts, COSMOS draws
+}
+# Extra words after the galaxy id on the target streams (`galaxy_rng`).
+MOCK_EFFECT_WORDS = {"intrinsic": 1, "cosmic_rays": 2, "hot_pixels": 3, "cosmos_draw": 4}
+MOCK_NOISE_WORDS = {"cosmos": 5}  # the mock's own noise fields use the rotation (0, 1) here
+
+
+def stream_sequence(seed: int, stream: str, *words: int) -> np.random.SeedSequence:
+    """``SeedSequence([seed, STREAMS[stream], *words])``."""
+    return np.random.SeedSequence([int(seed), STREAMS[stream], *(int(w) for w in words)])
+
+
+def galaxy_rng(seed: int, stream: str, galaxy_id: int, *extra: int) -> np.random.Generator:
+    """The random stream of one galaxy: a function of (seed, stream, id, extra) only."""
+    return np.random.default_rng(stream_sequence(seed, stream, galaxy_id, *extra))
 
 
 def realisation_keys(labels: Mapping, n: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -29,15 +65,16 @@ def realisation_keys(labels: Mapping, n: int, offset: int = 0) -> tuple[np.ndarr
     return a, b
 
 
-def realisation_normals(labels: Mapping, n: int, shape: tuple[int, ...], seed: int, stream: int,
+def realisation_normals(labels: Mapping, n: int, shape: tuple[int, ...], seed: int, stream: str,
                         offset: int = 0) -> np.ndarray:
-    """Standard normal draws (n, *shape), equal for stamps of one noise realisation."""
+    """Standard normal draws (n, *shape), equal for stamps of one noise realisation, from the
+    `STREAMS` entry ``stream``."""
     a, b = realisation_keys(labels, n, offset)
     out = np.empty((n, *shape))
     cache: dict[tuple[int, int], np.ndarray] = {}
     for i, key in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
         if key not in cache:
-            ss = np.random.SeedSequence([int(seed), int(stream), key[0] & 0x7FFFFFFFFFFFFFFF, key[1]])
+            ss = stream_sequence(seed, stream, key[0] & 0x7FFFFFFFFFFFFFFF, key[1])
             cache[key] = np.random.default_rng(ss).standard_normal(shape)
         out[i] = cache[key]
     return out

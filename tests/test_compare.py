@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from compare_helpers import make_pairs, write_set
 
-from refinegan.compare.compare import CompareParams, compare
+from refinegan.compare.compare import compare
+from refinegan.compare.params import CompareParams
 from refinegan.compare.store import read_tree
 from refinegan.config import load_config
 from refinegan.errors import ConfigError, ContractError

@@ -62,3 +62,44 @@ def test_bad_file_and_override_syntax(tmp_path):
         apply_overrides({}, ["train.steps"])
     with pytest.raises(ConfigError, match="is a value, not a section"):
         apply_overrides({"name": "x"}, ["name.sub=1"])
+
+
+def test_run_config_is_typed_frozen_and_resolved_once(monkeypatch):
+    import copy
+    import pickle
+
+    from refinegan import config as config_mod
+    from refinegan.config import RunConfig, load_config
+
+    cfg = load_config(None, ["seed=11", "stamp.size=32", "train.steps=5"])
+    assert isinstance(cfg, RunConfig)
+    assert (cfg.seed, cfg.stamp_size, cfg.name, cfg.shards) == (11, 32, "default", 2)
+    assert isinstance(cfg.pixel_scale, float) and cfg["train"]["steps"] == 5
+    with pytest.raises(TypeError):
+        cfg["train"]["steps"] = 6  # sections are read-only
+    with pytest.raises(AttributeError):
+        cfg.seed = 3
+    assert isinstance(cfg["train"]["moment_weights_px"], tuple)
+    plain = cfg.to_dict()
+    assert isinstance(plain["train"]["moment_weights_px"], list)
+    plain["train"]["steps"] = 99  # a copy: the run config is unchanged
+    assert cfg["train"]["steps"] == 5
+    assert pickle.loads(pickle.dumps(cfg)) == cfg and copy.deepcopy(cfg) == cfg
+    # converted once: a RunConfig passes through the stage entry without a second validation
+    calls = []
+    monkeypatch.setattr(config_mod, "validate_config", lambda c: calls.append(c) or c)
+    assert RunConfig.of(cfg) is cfg and calls == []
+    assert cfg.with_overrides(["train.steps=7"])["train"]["steps"] == 7 and len(calls) == 1
+
+
+def test_a_plain_dict_is_accepted_by_the_python_api_and_validated(tmp_path):
+    from refinegan.config import RunConfig, default_config
+
+    raw = default_config()
+    raw["sim"]["n"] = 8
+    cfg = RunConfig.of(raw)
+    assert cfg["sim"]["n"] == 8 and RunConfig.of(cfg.to_dict()) == cfg
+    raw["sim"]["n"] = 7  # the RunConfig does not follow later edits of the dict
+    assert cfg["sim"]["n"] == 8
+    with pytest.raises(ConfigError, match="sim.n = 7 must be a multiple of 4"):
+        RunConfig.of(raw)

@@ -45,7 +45,7 @@ def data(tmp_path):
     cfg_path = tmp_path / "cfg.yaml"
     import yaml
 
-    cfg_path.write_text(yaml.safe_dump(load_config(None, OVERRIDES)))
+    cfg_path.write_text(yaml.safe_dump(load_config(None, OVERRIDES).to_dict()))
     return tmp_path, cfg_path
 
 

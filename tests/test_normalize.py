@@ -6,7 +6,8 @@ import torch
 from numpy.testing import assert_allclose
 
 from refinegan.errors import ContractError
-from refinegan.refiner.normalize import NORM_VERSION, Normalization, border_sigma, stamp_sigmas
+from refinegan.noise import border_sigma
+from refinegan.refiner.normalize import NORM_VERSION, Normalization, stamp_sigmas
 
 
 @pytest.mark.parametrize("softening", [0.5, 1.0, 3.0])

@@ -9,16 +9,14 @@ from refinegan.compare.stats import (
     FLAG_HSM,
     FLAG_NOISE,
     FLAG_NONFINITE,
-    MaskParams,
-    _radial_bins,
     autocorrelation,
     half_light_radius,
     hsm_moments,
     image_stats,
-    noise_moments,
     power_spectrum,
-    source_mask,
+    radial_bins,
 )
+from refinegan.noise import MaskParams, noise_moments, source_mask
 
 SCALE = 0.2
 
@@ -141,7 +139,7 @@ def test_cosmos_noise_spectrum_matches_its_correlation():
         for dx in range(-lag, lag + 1):
             w = (1 - abs(dx) / size) * (1 - abs(dy) / size)
             pred2d += xi[lag + dy, lag + dx] * w * np.cos(2 * np.pi * (kx * dx + ky * dy))
-    idx, _ = _radial_bins((size, size), 8)
+    idx, _ = radial_bins((size, size), 8)
     pred = np.array([pred2d[idx == b].mean() for b in range(8)])
     assert_allclose(p.mean(axis=0), pred, rtol=0.15)
     assert p.mean(axis=0)[0] / p.mean(axis=0)[-1] > 5

@@ -14,95 +14,23 @@ import datetime as _dt
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, ContractError
+from ..config import RunConfig
+from ..errors import ContractError
 from ..io import StampSet, file_sha256, package_versions, read_many, read_stamps
 from . import calibration as cal
 from . import distances as dist
+from .measure import groups_of, measure, pick_groups, truncate
 from .morphology import morphology
-from .stats import MaskParams, image_stats
+from .params import DOMAINS, HIST_RANGE, PAIRS, PIXEL_SAMPLE, CompareParams
 from .store import summary_lines, write_compare_h5
 
-__all__ = ["CompareParams", "compare", "measure", "DOMAINS", "PAIRS", "SCALAR_STATS",
-           "NOISE_STATS", "MORPH_STATS"]
+__all__ = ["compare"]
 
 logger = logging.getLogger(__name__)
-
-DOMAINS = ("sim", "refined", "real")
-PAIRS = ("sim_real", "refined_real", "real_real")  # columns of every distance table
-SCALAR_STATS = ("flux", "peak_snr", "hsm_flux", "hsm_sigma", "hlr_pix", "hsm_g1", "hsm_g2",
-                "noise_mean",
-                "noise_std", "noise_skew", "noise_kurt", "acf_10", "acf_01", "acf_11")
-NOISE_STATS = ("noise_mean", "noise_std", "noise_skew", "noise_kurt", "acf_10", "acf_01", "acf_11")
-MORPH_STATS = ("morph_r50", "morph_c", "morph_a", "morph_s", "morph_gini", "morph_m20")
-HIST_RANGE = (-4.0, 8.0)  # asinh(pixel / real median noise std)
-PIXEL_SAMPLE = 200_000  # pixels per set for the pixel-value W1 / KS
-
-
-@dataclass(frozen=True)
-class CompareParams:
-    """The ``compare:`` config section (see config.schema.yaml for meanings and units)."""
-
-    seed_offset: int = 5
-    chunk_stamps: int = 1024
-    max_stamps: int | None = None
-    mask_threshold_sigma: float = 2.5
-    mask_smooth_pix: float = 1.0
-    mask_dilate_pix: int = 5
-    mask_min_area_pix: int = 8
-    power_spectrum_bins: int = 12
-    acf_max_lag: int = 3
-    histogram_bins: int = 96
-    morphology_n: int = 300
-    morph_threshold_sigma: float = 1.5
-    morph_n_pixels: int = 5
-    energy_n: int = 2000
-    test_fraction: float = 0.5
-    n_bootstrap: int = 200
-    gb_seeds: int = 3
-    gb_max_iter: int = 100
-    cnn_seeds: int = 3
-    cnn_max_stamps: int = 2000
-    cnn_epochs: int = 5
-    cnn_channels: int = 8
-    bar_m: float = 2e-3
-    plot_stamps: int = 8
-    threads: int = 1
-    calibrate_with_target_psf: bool = True
-    morph_processes: int = 1
-
-    @classmethod
-    def from_config(cls, config: Mapping) -> CompareParams:
-        section = dict(config.get("compare", {}))
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ConfigError(f"unknown compare key(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**section)
-
-    @property
-    def mask(self) -> MaskParams:
-        return MaskParams(self.mask_threshold_sigma, self.mask_smooth_pix, self.mask_dilate_pix,
-                          min_area_pix=self.mask_min_area_pix)
-
-
-def _truncate(s: StampSet, n_max: int | None) -> StampSet:
-    """First ``n_max`` stamps, cut back to whole galaxy groups."""
-    if n_max is None or n_max >= len(s):
-        return s
-    k = n_max
-    pair = s.labels.get("pair_id")
-    if pair is not None:
-        while 0 < k < len(s) and pair[k - 1] == pair[k]:
-            k -= 1
-    psf = s.psf[:k] if s.psf is not None and s.psf.ndim == 3 else s.psf
-    mask = s.mask[:k] if s.mask is not None else None
-    return StampSet(s.images[:k], {n: v[:k] for n, v in s.labels.items()}, psf, mask, s.attrs)
-
 
 def _check_pairing(sim: StampSet, ref: StampSet, sim_paths, ref_paths) -> None:
     where = f"refined {list(map(str, ref_paths))} vs sim {list(map(str, sim_paths))}"
@@ -127,37 +55,6 @@ def _check_pairing(sim: StampSet, ref: StampSet, sim_paths, ref_paths) -> None:
         raise ContractError(f"{where}: stamp shapes {ref.images.shape[1:]} vs {sim.images.shape[1:]}")
 
 
-def measure(s: StampSet, p: CompareParams, progress: bool = False, desc: str = "") -> dict:
-    """Per-image statistics of a whole set, in chunks. Returns scalars, power (N, K), acf."""
-    from tqdm import tqdm
-
-    parts, powers, acfs = [], [], []
-    for start in tqdm(range(0, len(s), p.chunk_stamps), disable=not progress, desc=desc, leave=False):
-        sl = slice(start, min(start + p.chunk_stamps, len(s)))
-        bad = s.mask[sl] != 0 if s.mask is not None else None
-        sc, pw, ac = image_stats(s.images[sl], bad, p.mask, ps_bins=p.power_spectrum_bins,
-                                 acf_lag=p.acf_max_lag)
-        parts.append(sc)
-        powers.append(pw)
-        acfs.append(ac)
-    scalars = {k: np.concatenate([d[k] for d in parts]) for k in parts[0]}
-    return {"scalars": scalars, "power": np.concatenate(powers), "acf": np.concatenate(acfs)}
-
-
-def _groups(s: StampSet) -> np.ndarray:
-    return np.asarray(s.labels["pair_id"]) if "pair_id" in s.labels else np.arange(len(s))
-
-
-def _pick_groups(groups: np.ndarray, n_max: int, rng: np.random.Generator) -> np.ndarray:
-    """Sorted indices of at most ~n_max stamps made of whole random groups."""
-    if len(groups) <= n_max:
-        return np.arange(len(groups))
-    uniq = np.unique(groups)
-    per = len(groups) / len(uniq)
-    chosen = rng.choice(uniq, max(1, int(n_max / per)), replace=False)
-    return np.flatnonzero(np.isin(groups, chosen))
-
-
 def compare(
     config: Mapping,
     sim_paths: Sequence[str | os.PathLike],
@@ -172,8 +69,8 @@ def compare(
 
     Parameters
     ----------
-    config : Mapping
-        The validated run config (`refinegan.config.load_config`); reads ``seed`` and ``compare``.
+    config : RunConfig or Mapping
+        The run config (a dict is validated once); reads ``seed`` and ``compare``.
     sim_paths, refined_paths : sequence of paths
         Sim shards and their refined versions, in the same order (stamps pair one to one).
     real_path : path
@@ -197,18 +94,17 @@ def compare(
     from . import plots
     from .tables import classifier_tests, distance_tables, label_drift, spectra_tables
 
+    config = RunConfig.of(config)
     p = CompareParams.from_config(config)
-    if "seed" not in config:
-        raise ConfigError("config has no 'seed' (compare derives its random stream from it)")
-    rng = np.random.default_rng(np.random.SeedSequence([int(config["seed"]), p.seed_offset]))
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, p.seed_offset]))
     sim_paths, refined_paths = list(sim_paths), list(refined_paths)
     sets = {
-        "sim": _truncate(read_many(sim_paths), p.max_stamps),
-        "refined": _truncate(read_many(refined_paths), p.max_stamps),
-        "real": _truncate(read_stamps(real_path), p.max_stamps),
+        "sim": truncate(read_many(sim_paths), p.max_stamps),
+        "refined": truncate(read_many(refined_paths), p.max_stamps),
+        "real": truncate(read_stamps(real_path), p.max_stamps),
     }
     if control_paths:
-        sets["control"] = _truncate(read_many(list(control_paths)), p.max_stamps)
+        sets["control"] = truncate(read_many(list(control_paths)), p.max_stamps)
     _check_pairing(sets["sim"], sets["refined"], sim_paths, refined_paths)
     if sets["real"].images.shape[1:] != sets["sim"].images.shape[1:]:
         raise ContractError(f"{real_path}: stamp shape {sets['real'].images.shape[1:]} differs from "
@@ -223,12 +119,12 @@ def compare(
     logger.info("compare: %s stamps", ", ".join(f"{len(s)} {d}" for d, s in sets.items()))
 
     meas = {d: measure(s, p, progress, desc=d) for d, s in sets.items()}
-    groups = {d: _groups(s) for d, s in sets.items()}
+    groups = {d: groups_of(s) for d, s in sets.items()}
     # morphology on a subsample: the same galaxies for sim and refined
     morph_idx = {}
     if p.morphology_n > 0:
-        morph_idx["sim"] = morph_idx["refined"] = _pick_groups(groups["sim"], p.morphology_n, rng)
-        morph_idx["real"] = _pick_groups(groups["real"], p.morphology_n, rng)
+        morph_idx["sim"] = morph_idx["refined"] = pick_groups(groups["sim"], p.morphology_n, rng)
+        morph_idx["real"] = pick_groups(groups["real"], p.morphology_n, rng)
         for d in DOMAINS:
             idx = morph_idx[d]
             meas[d]["morph"] = morphology(
@@ -265,7 +161,7 @@ def compare(
               "sim": [(str(x), file_sha256(x)) for x in sim_paths],
               "refined": [(str(x), file_sha256(x)) for x in refined_paths],
               "real": [(str(real_path), file_sha256(real_path))]}
-    attrs = {"config": dict(config), "inputs": inputs, "versions": package_versions(),
+    attrs = {"config": config.to_dict(), "inputs": inputs, "versions": package_versions(),
              "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
              "n_sim": len(sets["sim"]), "n_refined": len(sets["refined"]),
              "n_real": len(sets["real"]), "morphology_n": int(len(morph_idx.get("sim", []))),

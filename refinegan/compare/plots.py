@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
+
 __all__ = ["CAPTIONS", "make_plots"]
 
 logger = logging.getLogger(__name__)
@@ -46,10 +48,10 @@ CAPTIONS = {
 
 def _save(fig, plots_dir: Path, name: str) -> Path:
     path = plots_dir / f"{name}.png"
-    tmp = plots_dir / f".{name}.tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
-    (plots_dir / f"{name}.rst").write_text(CAPTIONS[name] + "\n")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    with atomic_path(plots_dir / f"{name}.rst") as tmp:
+        tmp.write_text(CAPTIONS[name] + "\n")
     return path
 
 

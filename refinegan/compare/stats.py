@@ -13,16 +13,13 @@ The remaining pixels are "noise pixels".
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import galsim
 import numpy as np
-from scipy import ndimage
+
+from ..noise import COMPARE_MASK, MaskParams, noise_moments, source_mask
 
 __all__ = [
-    "MaskParams",
-    "source_mask",
-    "noise_moments",
     "power_spectrum",
     "autocorrelation",
     "hsm_moments",
@@ -35,108 +32,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MAD_TO_SIGMA = 1.4826  # sigma of a Gaussian / its median absolute deviation
 FLAG_HSM = 1  # bit: HSM adaptive moments failed
 FLAG_NOISE = 2  # bit: fewer than MaskParams.min_noise_pixels noise pixels
 FLAG_NONFINITE = 4  # bit: the stamp has non-finite pixels (set to 0 for the statistics)
 
 
-@dataclass(frozen=True)
-class MaskParams:
-    """How source pixels are masked out of the noise statistics.
-
-    Attributes
-    ----------
-    threshold_sigma : float
-        Detection threshold in units of the smoothed-image noise [default: 2.5].
-    smooth_pix : float
-        Gaussian smoothing sigma in pixels before detection [default: 1.0].
-    dilate_pix : int
-        Dilation of the source mask in pixels [default: 5; on the default sims (white noise)
-        2 left galaxy wings that raised the lowest-k noise power by 23 %, 5 by 3 %].
-    border_pix : int
-        Width of the stamp border used for the robust first noise estimate, pixels [default: 4].
-    min_area_pix : int
-        Detections with fewer connected pixels are noise peaks and stay unmasked [default: 8].
-    min_noise_pixels : int
-        Fewer noise pixels than this flag the stamp (FLAG_NOISE) [default: 64].
-    """
-
-    threshold_sigma: float = 2.5
-    smooth_pix: float = 1.0
-    dilate_pix: int = 5
-    border_pix: int = 4
-    min_area_pix: int = 8
-    min_noise_pixels: int = 64
-
-
-def _border(images: np.ndarray, width: int) -> np.ndarray:
-    """Pixels within ``width`` of the stamp edge, (N, n_border)."""
-    n, h, w = images.shape
-    sel = np.zeros((h, w), bool)
-    sel[:width] = sel[-width:] = True
-    sel[:, :width] = sel[:, -width:] = True
-    return images[:, sel]
-
-
-def _robust_sigma(x: np.ndarray) -> np.ndarray:
-    """MAD-based sigma along the last axis."""
-    med = np.median(x, axis=-1, keepdims=True)
-    return MAD_TO_SIGMA * np.median(np.abs(x - med), axis=-1)
-
-
-def source_mask(images: np.ndarray, params: MaskParams = MaskParams()) -> np.ndarray:
-    """Boolean (N, H, W) mask, True on source pixels (excluded from noise statistics)."""
-    images = np.asarray(images, dtype=np.float64)
-    smooth = ndimage.gaussian_filter(images, sigma=(0, params.smooth_pix, params.smooth_pix))
-    sigma_s = _robust_sigma(_border(smooth, params.border_pix))  # (N,)
-    sigma_s = np.where(sigma_s > 0, sigma_s, np.inf)  # noiseless stamps: nothing detected...
-    det = smooth > params.threshold_sigma * sigma_s[:, None, None]
-    # ...unless they are noiseless: then mask everything above 1e-3 of the peak.
-    noiseless = ~np.isfinite(sigma_s)
-    if noiseless.any():
-        peak = np.abs(smooth[noiseless]).max(axis=(1, 2), keepdims=True)
-        det[noiseless] = np.abs(smooth[noiseless]) > 1e-3 * peak
-    if params.min_area_pix > 1:
-        # 8-connected components within each stamp (no connection along N)
-        structure = np.zeros((3, 3, 3), bool)
-        structure[1] = True
-        lab, nlab = ndimage.label(det, structure=structure)
-        area = np.bincount(lab.ravel(), minlength=nlab + 1)
-        small = area < params.min_area_pix
-        small[0] = False
-        det &= ~small[lab]
-    if params.dilate_pix > 0:
-        r = params.dilate_pix
-        yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-        disk = (xx**2 + yy**2 <= r * r)[None]  # (1, 2r+1, 2r+1): no extent along N
-        det = ndimage.binary_dilation(det, structure=disk)
-    return det
-
-
-def noise_moments(images: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-    """Mean, std (ddof=1), skewness and excess kurtosis of each stamp's noise pixels.
-
-    Returns a dict of (N,) arrays: ``noise_mean``, ``noise_std``, ``noise_skew``,
-    ``noise_kurt`` (counts, counts, dimensionless, dimensionless) and ``n_noise_pix``.
-    """
-    w = (~mask).astype(np.float64)
-    x = np.asarray(images, dtype=np.float64)
-    n = w.sum(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = (w * x).sum(axis=(1, 2)) / n
-        d = (x - mean[:, None, None]) * w
-        m2 = (d**2).sum(axis=(1, 2)) / n
-        m3 = (d**3).sum(axis=(1, 2)) / n
-        m4 = (d**4).sum(axis=(1, 2)) / n
-        std = np.sqrt(m2 * n / (n - 1))
-        skew = m3 / m2**1.5
-        kurt = m4 / m2**2 - 3.0
-    return {"noise_mean": mean, "noise_std": std, "noise_skew": skew, "noise_kurt": kurt,
-            "n_noise_pix": n}
-
-
-def _radial_bins(shape: tuple[int, int], nbins: int) -> tuple[np.ndarray, np.ndarray]:
+def radial_bins(shape: tuple[int, int], nbins: int) -> tuple[np.ndarray, np.ndarray]:
     """Bin index of each FFT pixel by |k| (cycles/pixel) in [0, 0.5]; -1 for DC and corners."""
     ky = np.fft.fftfreq(shape[0])[:, None]
     kx = np.fft.fftfreq(shape[1])[None, :]
@@ -170,7 +71,7 @@ def power_spectrum(
         mean = (w * x).sum(axis=(1, 2)) / n
         f = np.fft.fft2((x - mean[:, None, None]) * w)
         p2 = (f.real**2 + f.imag**2) / n[:, None, None]  # (N, H, W)
-    idx, k = _radial_bins(x.shape[1:], nbins)
+    idx, k = radial_bins(x.shape[1:], nbins)
     onehot = np.zeros((idx.size, nbins))
     good = idx.ravel() >= 0
     onehot[np.flatnonzero(good), idx.ravel()[good]] = 1.0
@@ -295,7 +196,7 @@ def pixel_histogram(
 def image_stats(
     images: np.ndarray,
     bad: np.ndarray | None = None,
-    params: MaskParams = MaskParams(),
+    params: MaskParams = COMPARE_MASK,
     *,
     ps_bins: int = 12,
     acf_lag: int = 3,

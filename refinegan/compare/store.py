@@ -7,7 +7,6 @@ atomically (``F.tmp`` then `os.replace`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
+from ..atomic import atomic_path
 
 __all__ = ["write_tree", "write_compare_h5", "read_tree", "summary_lines"]
 
@@ -72,20 +73,12 @@ def read_tree(group: h5py.Group) -> dict:
 def write_compare_h5(path: str | os.PathLike, result: Mapping, attrs: Mapping) -> Path:
     """Write ``result`` to ``path`` atomically with file attributes ``attrs`` (JSON for dicts)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(f"{path}.tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["compare_schema_version"] = COMPARE_SCHEMA_VERSION
-            for key, value in attrs.items():
-                f.attrs[key] = (json.dumps(value, sort_keys=True, default=str)
-                                if isinstance(value, Mapping | list | tuple) else value)
-            write_tree(f, result)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["compare_schema_version"] = COMPARE_SCHEMA_VERSION
+        for key, value in attrs.items():
+            f.attrs[key] = (json.dumps(value, sort_keys=True, default=str)
+                            if isinstance(value, Mapping | list | tuple) else value)
+        write_tree(f, result)
     logger.info("wrote %s", path)
     return path
 

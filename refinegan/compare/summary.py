@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import ContractError
 from .store import read_tree
 
@@ -149,8 +150,6 @@ def write_summary(compare_path: str | os.PathLike, out_path: str | os.PathLike) 
             parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
         parts.append("</table>")
     parts.append("</body></html>")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(f"{out_path}.tmp")
-    tmp.write_text("\n".join(parts))
-    os.replace(tmp, out_path)
+    with atomic_path(out_path) as tmp:
+        tmp.write_text("\n".join(parts))
     return out_path

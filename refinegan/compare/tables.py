@@ -1,7 +1,7 @@
 """The tables compare.h5 holds: spectra, distances with gap closed and floor, classifier tests,
 label drift. Each function returns a dict that `refinegan.compare.store.write_tree` stores.
 
-Every distance table has three columns, `refinegan.compare.compare.PAIRS`: (sim, real),
+Every distance table has three columns, `refinegan.compare.params.PAIRS`: (sim, real),
 (refined, real) and the floor (real half A, real half B: disjoint halves of whole galaxy groups).
 The floor compares sets half the size of the real set, so its sampling noise is somewhat larger
 than that of the other columns: read it as "how far two sets of one distribution of this size
@@ -17,7 +17,9 @@ from scipy import stats as sps
 
 from . import distances as dist
 from .classifiers import CNNParams
-from .stats import _radial_bins
+from .measure import pick_groups
+from .params import MORPH_STATS, NOISE_STATS, SCALAR_STATS
+from .stats import radial_bins
 
 __all__ = ["spectra_tables", "distance_tables", "classifier_tests", "label_drift"]
 
@@ -37,7 +39,7 @@ def _triples(a_sim, a_ref, a_real, half_b_real):
 def spectra_tables(sets, meas, half_b, scale, p, hist_range):
     """Mean noise power spectra, mean noise autocorrelation, pixel histograms."""
     size = sets["sim"].images.shape[1:]
-    _, k = _radial_bins(size, p.power_spectrum_bins)
+    _, k = radial_bins(size, p.power_spectrum_bins)
     spectra = {"k": k, "k_units": "cycles per pixel", "units": "counts^2"}
     acf = {"lags": np.arange(-p.acf_max_lag, p.acf_max_lag + 1)}
     edges = np.linspace(*hist_range, p.histogram_bins + 1)
@@ -114,8 +116,6 @@ def _w1_err(a, b, boots_a, boots_b) -> float:
 def distance_tables(sets, meas, groups, half_b, scale, p, rng, pixel_sample):
     """W1 (with group-bootstrap errors) / KS per statistic, energy distance, power-spectrum and
     ACF distances, gap closed."""
-    from .compare import MORPH_STATS, NOISE_STATS, SCALAR_STATS
-
     names = list(SCALAR_STATS) + [m for m in MORPH_STATS if "morph" in meas["sim"]]
 
     def boots(rows_of):  # bootstrap index sets of (sim, real, real half A, real half B)
@@ -223,8 +223,6 @@ def _auc_triple(xs, gs, half_b_real, fit_predict, seeds, p, rng):
 
 def classifier_tests(sets, meas, groups, half_b, scale, p, rng, progress=False):
     """Gradient boosting on all / noise-only / morphology-only statistics; a CNN on pixels."""
-    from .compare import MORPH_STATS, NOISE_STATS, SCALAR_STATS
-
     doms = ("sim", "refined", "real")
 
     def matrix(d, names, with_power):
@@ -254,23 +252,17 @@ def classifier_tests(sets, meas, groups, half_b, scale, p, rng, progress=False):
                                       p.gb_seeds, p, rng)
     if p.cnn_seeds > 0:
         cnn = CNNParams(scale, channels=p.cnn_channels, epochs=p.cnn_epochs, threads=p.threads)
-        idx = {"sim": dist_pick(groups["sim"], p.cnn_max_stamps, rng)}
+        idx = {"sim": pick_groups(groups["sim"], p.cnn_max_stamps, rng)}
         idx["refined"] = idx["sim"]
-        idx["real"] = dist_pick(groups["real"], p.cnn_max_stamps, rng)
+        idx["real"] = pick_groups(groups["real"], p.cnn_max_stamps, rng)
         if "control" in meas:
-            idx["control"] = dist_pick(groups["control"], p.cnn_max_stamps, rng)
+            idx["control"] = pick_groups(groups["control"], p.cnn_max_stamps, rng)
         xs = {d: np.asarray(sets[d].images[idx[d]]) for d in idx}
         gs = {d: groups[d][idx[d]] for d in idx}
         out["cnn_pixels"] = _auc_triple(xs, gs, half_b[idx["real"]], cnn.fit_predict,
                                         p.cnn_seeds, p, rng)
         logger.info("classifier cnn_pixels: AUC %s", np.round(out["cnn_pixels"]["auc"], 3))
     return out
-
-
-def dist_pick(groups, n_max, rng):
-    from .compare import _pick_groups
-
-    return _pick_groups(groups, n_max, rng)
 
 
 def _drift_summary(x: np.ndarray) -> dict:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..noise import frame_mask
 from .moments import MomentProjector
 
 __all__ = [
@@ -161,20 +162,13 @@ def moment_loss(refined: torch.Tensor, original: torch.Tensor, projector: Moment
     return projector.coefficients(u).abs().mean()
 
 
-def _frame(shape, border_px: int, device) -> torch.Tensor:
-    """(H, W) bool: True on the border frame of ``border_px`` pixels."""
-    h, w = shape
-    frame = torch.ones((h, w), dtype=torch.bool, device=device)
-    frame[border_px:h - border_px, border_px:w - border_px] = False
-    return frame
-
-
 def _region(lin: torch.Tensor, region) -> torch.Tensor:
     """Float weights (1 or B, H, W) of the pixels a noise statistic uses: ``region`` is a border
     width in pixels (the frame), or a bool mask (B, H, W) of sky pixels (``train.noise_region``)."""
     if isinstance(region, torch.Tensor):
         return region.to(device=lin.device).reshape(lin.shape).float()
-    return _frame(lin.shape[-2:], int(region), lin.device)[None].float()
+    frame = torch.from_numpy(frame_mask(lin.shape[-2:], int(region))).to(lin.device)
+    return frame[None].float()
 
 
 def _centred(z: torch.Tensor, region):

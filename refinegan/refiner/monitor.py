@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import atomic_path
+from ..noise import border_sigma
+
 __all__ = [
     "LOG_COLUMNS",
     "LOG_UNITS",
@@ -40,7 +43,7 @@ LOG_UNITS = {"step_time_s": "s", "loss_r_reg": "normalised (asinh) units",
 IDENTITY_RMS = 0.02  # rms of R(z) - z in normalised units (noise std 0.8) below which R is "identity"
 D_WIN_ACCURACY = 0.99  # D's accuracy on both real and refined, averaged over the last log window
 COLLAPSE_RATIO = 0.5  # refined diversity / sim diversity (pixel std across stamps) below = collapse
-NOISE_RATIO_RANGE = (0.8, 1.25)  # refined / real border-frame std (normalised units) outside = warn
+NOISE_RATIO_RANGE = (0.8, 1.25)  # refined / real border-frame robust sigma (normalised units) outside = warn
 BORDER_PX = 4  # frame used for the noise level
 
 
@@ -49,9 +52,8 @@ def write_log(path: str | os.PathLike, rows: np.ndarray, attrs: Mapping) -> Path
     import h5py
 
     path = Path(path)
-    tmp = Path(f"{path}.tmp")
     rows = np.asarray(rows, dtype=np.float64).reshape(-1, len(LOG_COLUMNS))
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         for j, name in enumerate(LOG_COLUMNS):
             data = rows[:, j].astype(np.int64) if name in ("step", "phase") else rows[:, j]
             ds = f.create_dataset(name, data=data)
@@ -59,7 +61,6 @@ def write_log(path: str | os.PathLike, rows: np.ndarray, attrs: Mapping) -> Path
         for key, value in attrs.items():
             f.attrs[key] = json.dumps(value, default=str) if isinstance(value, dict | list) else value
         f.attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    os.replace(tmp, path)
     return path
 
 
@@ -82,17 +83,16 @@ def save_sample_grid(path: str | os.PathLike, sim: np.ndarray, refined: np.ndarr
     import matplotlib.image
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    matplotlib.image.imsave(tmp, sample_grid([sim, refined, real]), cmap="gray", vmin=0, vmax=1)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        matplotlib.image.imsave(tmp, sample_grid([sim, refined, real]), cmap="gray", vmin=0,
+                                vmax=1, format="png")
     return path
 
 
 def _border_std(z: torch.Tensor) -> float:
-    b = BORDER_PX
-    frame = torch.cat([z[..., :b, :].flatten(1), z[..., -b:, :].flatten(1)], dim=1).float()
-    return float(frame.std(dim=1).median())
+    """Median over stamps of the border frame's robust sigma (`refinegan.noise.border_sigma`),
+    in the units of ``z`` (B, 1, H, W)."""
+    return float(np.median(border_sigma(z[:, 0].float().cpu().numpy(), BORDER_PX)))
 
 
 @torch.no_grad()

@@ -27,18 +27,16 @@ import numpy as np
 import torch
 
 from ..errors import ContractError
+from ..noise import border_sigma
 
 __all__ = [
     "NORM_VERSION",
-    "MAD_TO_SIGMA",
     "SIGMA_SOURCES",
     "Normalization",
-    "border_sigma",
     "stamp_sigmas",
 ]
 
 NORM_VERSION = 1  # bump when the transform changes: refine refuses other versions
-MAD_TO_SIGMA = 1.482602218505602  # 1 / Phi^-1(3/4): MAD -> sigma for a Gaussian
 SIGMA_SOURCES = ("auto", "label", "estimate")
 NOISE_LABEL = "noise_sigma"
 
@@ -115,36 +113,6 @@ class Normalization:
     def sigmas(self, images: np.ndarray, labels: Mapping[str, np.ndarray], where: str) -> np.ndarray:
         """Per-stamp noise sigma (counts), float64 (N,). See `stamp_sigmas`."""
         return stamp_sigmas(images, labels, self.sigma_source, self.border_px, where)
-
-
-def border_sigma(images: np.ndarray, border_px: int = 4) -> np.ndarray:
-    """Robust per-stamp noise sigma from the border frame (MAD scaled to a Gaussian sigma).
-
-    Parameters
-    ----------
-    images : ndarray, shape (N, H, W)
-        Stamps in counts.
-    border_px : int
-        Frame width in pixels [default: 4].
-
-    Returns
-    -------
-    ndarray, float64, shape (N,)
-    """
-    images = np.asarray(images, dtype=np.float64)
-    n, h, w = images.shape
-    b = min(border_px, h // 2, w // 2)
-    frame = np.concatenate(
-        [
-            images[:, :b, :].reshape(n, -1),
-            images[:, -b:, :].reshape(n, -1),
-            images[:, b:-b, :b].reshape(n, -1),
-            images[:, b:-b, -b:].reshape(n, -1),
-        ],
-        axis=1,
-    )
-    med = np.median(frame, axis=1, keepdims=True)
-    return MAD_TO_SIGMA * np.median(np.abs(frame - med), axis=1)
 
 
 def stamp_sigmas(

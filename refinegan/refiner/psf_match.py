@@ -15,7 +15,7 @@ and with the shear label still true, so the refiner need not (and cannot) learn 
   true) and R learns the target's noise from the sim's, as without matching. The field is drawn
   per noise realisation of the sim (``pair_id`` and ``rot90``: the +g / -g twins of one
   orientation share it as they share the sim noise, so shear pairs still cancel noise;
-  `refinegan.seeds`, stream ``PSF_MATCH_STREAM``): training and refine see the same
+  `refinegan.seeds`, stream ``psf_match``): training and refine see the same
   bytes, whatever the chunking.
 
 This is what the shear-calibration difference between sim and target mostly comes from on the
@@ -33,9 +33,8 @@ import numpy as np
 
 from ..seeds import realisation_normals
 
-__all__ = ["PsfMatch", "build_psf_match", "embed", "PSF_MATCH_STREAM", "WIENER_EPS"]
+__all__ = ["PsfMatch", "build_psf_match", "embed", "WIENER_EPS"]
 
-PSF_MATCH_STREAM = 7  # SeedSequence([seed, PSF_MATCH_STREAM, ...]): the whitening noise
 WIENER_EPS = 1e-3  # regularisation of the division by the sim PSF's transform (unit-sum PSFs)
 
 
@@ -101,7 +100,7 @@ class PsfMatch:
             return images.astype(np.float32)
         k = self.kernel_ft(shape)
         conv = np.fft.ifft2(np.fft.fft2(images) * k).real
-        w = realisation_normals(labels, n, shape, self.seed, PSF_MATCH_STREAM, offset)
+        w = realisation_normals(labels, n, shape, self.seed, "psf_match", offset)
         fill = np.fft.ifft2(np.fft.fft2(w) * _whiten(k)).real
         sigma = np.asarray(sigma, dtype=np.float64).reshape(n, 1, 1)
         return (conv + sigma * fill).astype(np.float32)

@@ -30,12 +30,11 @@ from .psf_match import PsfMatch
 from .refiner_file import load_model
 
 __all__ = ["refine", "check_compatible", "refine_array", "fast_refiner", "latent_codes", "SIGMA_TOLERANCE",
-           "PIXEL_SCALE_RTOL", "LATENT_STREAM"]
+           "PIXEL_SCALE_RTOL"]
 
 logger = logging.getLogger(__name__)
 
 PIXEL_SCALE_RTOL = 1e-6
-LATENT_STREAM = 8  # refinegan.seeds stream of R's latent codes
 SIGMA_TOLERANCE = 2.0  # refuse inputs whose median noise sigma is off by more than this factor
 
 
@@ -76,7 +75,7 @@ def latent_codes(labels, n: int, dim: int, seed: int, offset: int = 0) -> np.nda
     """R's latent codes (n, dim) for n stamps, one per sim noise realisation (None if dim = 0)."""
     if not dim:
         return None
-    return realisation_normals(labels, n, (dim,), seed, LATENT_STREAM, offset).astype(np.float32)
+    return realisation_normals(labels, n, (dim,), seed, "latent", offset).astype(np.float32)
 
 
 def fast_refiner(module, device, example_shape, jit: bool = True):

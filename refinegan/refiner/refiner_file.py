@@ -14,12 +14,13 @@ reads them (no pickled code runs on load).
 
 from __future__ import annotations
 
-import contextlib
+import io
 import os
 from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_path
 from ..errors import ContractError, TrainingError
 
 __all__ = ["MODEL_FORMAT", "MODEL_VERSION", "atomic_save", "load_file", "load_model"]
@@ -31,18 +32,16 @@ MODEL_KEYS = ("format", "version", "arch", "state_dict", "normalization", "pixel
 
 
 def atomic_save(obj: dict, path: str | os.PathLike) -> Path:
-    """``torch.save`` to ``<path>.tmp``, then `os.replace`: a file that exists is complete."""
-    path = Path(path)
-    tmp = Path(f"{path}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    return path
+    """``torch.save`` written atomically (`refinegan.atomic`): a file that exists is complete.
+
+    The archive is serialised in memory first, so its bytes do not depend on the file's name
+    (``torch.save`` to a path names the archive's records after it).
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+    return Path(path)
 
 
 def load_file(path: str | os.PathLike, error=TrainingError) -> dict:

@@ -22,8 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import noise
+from ..config import RunConfig
 from ..errors import ConfigError, TrainingError
 from ..io import open_stamps, package_versions, read_many
+from ..seeds import stream_sequence
 from . import monitor as mon
 from .distributed import World, init_world
 from .normalize import Normalization
@@ -38,7 +41,6 @@ logger = logging.getLogger(__name__)
 PIXEL_SCALE_RTOL = 1e-6
 WATCH_STAMPS = 256  # fixed sim stamps used for the failure-mode watch and sample grids
 PHASES = ("pretrain_r", "pretrain_d", "adversarial")
-MASK_FILL_STREAM = 6  # SeedSequence([seed, MASK_FILL_STREAM]): noise put on masked target pixels
 ARCH_KEYS = ("refiner_channels", "refiner_blocks", "residual_space", "psf_kernel_px", "psf_match", "latent_dim", "disc_channels", "disc_global_branch",
              "disc_spectral_norm", "moment_weights_px", "moment_order", "moment_mode", "history_size", "ema_decay")
 
@@ -96,7 +98,7 @@ def fill_masked(images: np.ndarray, mask: np.ndarray | None, sigma: np.ndarray,
     if mask is None or not mask.any():
         return images, 0
     bad = mask != 0  # (N, H, W)
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), MASK_FILL_STREAM]))
+    rng = np.random.default_rng(stream_sequence(seed, "mask_fill"))
     out = images.copy()
     fill = rng.standard_normal(int(bad.sum())).astype(np.float32)
     out[bad] = fill * np.broadcast_to(sigma.astype(np.float32)[:, None, None], bad.shape)[bad]
@@ -104,16 +106,9 @@ def fill_masked(images: np.ndarray, mask: np.ndarray | None, sigma: np.ndarray,
 
 
 def sky_mask(images: np.ndarray, border_px: int, where: str) -> np.ndarray:
-    """(N, H, W) bool: pixels outside each stamp's source mask (`refinegan.compare.stats.source_mask`,
-    as compare measures the noise); a stamp with fewer sky pixels than compare needs for its noise
-    statistics (`MaskParams.min_noise_pixels`) is measured on its border frame instead."""
-    from ..compare.stats import MaskParams, source_mask
-    from .losses import _frame
-
-    sky = ~source_mask(images)
-    few = sky.sum(axis=(1, 2)) < MaskParams().min_noise_pixels
-    if few.any():
-        sky[few] = _frame(images.shape[1:], border_px, "cpu").numpy()
+    """(N, H, W) bool: the sky pixels the noise anchors measure (`refinegan.noise.sky_mask`,
+    where compare measures the noise)."""
+    sky, few = noise.sky_mask(images, border_px)
     logger.info("%s: noise anchors on sky pixels (%.0f%% of all; %d stamps on their border frame, "
                 "too little sky)", where, 100 * sky.mean(), int(few.sum()))
     return sky
@@ -168,8 +163,8 @@ def train(
 
     Parameters
     ----------
-    config : Mapping
-        A validated config (`refinegan.config.load_config`); uses ``seed`` and ``train``.
+    config : RunConfig or Mapping
+        The run config (a dict is validated once); uses ``seed`` and ``train``.
     sim_paths : sequence of path
         Simulated stamp files (shards are concatenated in order).
     real_path : path
@@ -190,6 +185,7 @@ def train(
         Empty, mismatched or non-finite inputs; a non-finite loss (the step is named and the last
         good checkpoint is kept); a checkpoint that does not fit the config.
     """
+    config = RunConfig.of(config)
     s = TrainSettings.from_config(config)
     device = resolve_device(s.device)
     world = init_world(device.type)  # several processes under torchrun (refinegan.refiner.distributed)
@@ -214,18 +210,18 @@ def _train(config, s: TrainSettings, device: torch.device, world: World, sim_pat
     _check_pair(sim, sim_paths, real, real_path)
     norm = Normalization(s.norm_softening, s.norm_sigma_source, s.norm_border_px)
     sig_sim = norm.sigmas(sim.images, sim.labels, f"{sim_paths[0]}")
-    match = _psf_match(sim, sim_paths[0], real, real_path, int(config["seed"])) if s.psf_match else None
+    match = _psf_match(sim, sim_paths[0], real, real_path, config.seed) if s.psf_match else None
     if match is not None:
         sim.images = match.apply(sim.images, sig_sim, sim.labels)
     sig_real = norm.sigmas(real.images, real.labels, f"{real_path}")
-    real.images, n_filled = fill_masked(real.images, real.mask, sig_real, int(config["seed"]))
+    real.images, n_filled = fill_masked(real.images, real.mask, sig_real, config.seed)
     if n_filled:
         logger.info("%s: %d masked pixels replaced by noise for training", real_path, n_filled)
     cl = device.type == "cuda" and s.cuda_channels_last
     sim_z = _to_device(sim.images, sig_sim, norm, device, cl)
     real_z = _to_device(real.images, sig_real, norm, device, cl)
     shape = sim.images.shape[1:]
-    t = Trainer(s, int(config["seed"]), shape, device, world)
+    t = Trainer(s, config.seed, shape, device, world)
     if t.needs_noise_target:
         sky = None
         if s.noise_region == "sky":  # where compare measures the noise: outside the source masks
@@ -255,7 +251,7 @@ def _train(config, s: TrainSettings, device: torch.device, world: World, sim_pat
     n_watch = min(WATCH_STAMPS, sim_z.shape[0])
     watch_z = sim_z[:n_watch]
     k = min(s.sample_count, n_watch, real_z.shape[0])
-    meta = {"config": dict(config), "device": str(device), "sim_files": [str(p) for p in sim_paths],
+    meta = {"config": config.to_dict(), "device": str(device), "sim_files": [str(p) for p in sim_paths],
             "real_file": str(real_path)}
 
     def save_samples(step: int) -> None:
@@ -349,7 +345,7 @@ def _train(config, s: TrainSettings, device: torch.device, world: World, sim_pat
             "state_dict": t.model_state(), "normalization": norm.to_dict(),
             "pixel_scale": float(sim.pixel_scale), "stamp_shape": [int(v) for v in shape],
             "sim_sigma_median": float(np.median(sig_sim)), "real_sigma_median": float(np.median(sig_real)),
-            "config": dict(config), "step": int(t.step), "versions": package_versions(),
+            "config": config.to_dict(), "step": int(t.step), "versions": package_versions(),
             "sim_files": meta["sim_files"], "real_file": meta["real_file"],
             "psf_match": match.to_dict() if match is not None else None,
         }, model_path)

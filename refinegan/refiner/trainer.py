@@ -15,6 +15,8 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..noise import noise_moments, source_mask
+from ..seeds import stream_sequence
 from .distributed import SINGLE, World
 from .history import ImageHistory
 from .losses import (
@@ -35,9 +37,7 @@ from .losses import (
 from .model import build_discriminator, build_refiner
 from .moments import MomentProjector
 
-__all__ = ["TrainSettings", "Trainer", "TRAIN_STREAM"]
-
-TRAIN_STREAM = 4  # SeedSequence([seed, TRAIN_STREAM]): training's own stream of the master seed
+__all__ = ["TrainSettings", "Trainer"]
 
 EVAL_LATENT_SEED = 0  # latent codes of refine_eval (watch, sample grids)
 
@@ -138,7 +138,7 @@ class Trainer:
                               f"processes ({world.size}): each takes an equal slice of the batch")
         if world.distributed and s.r1_gamma > 0:
             raise ConfigError("train.r1_gamma > 0 is not supported with several processes")
-        ss = np.random.SeedSequence([int(seed), TRAIN_STREAM])
+        ss = stream_sequence(seed, "train")
         r_seed, d_seed, batch_seed, hist_seed = (int(x) for x in ss.generate_state(4))
         self.refiner = build_refiner(s.arch(), r_seed).to(device)
         self.disc = build_discriminator(s.disc_arch(), d_seed).to(device)
@@ -215,9 +215,7 @@ class Trainer:
     @staticmethod
     def noise_shape_target(real: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
         """Mean skewness and excess kurtosis (2,) of the target's noise over source-masked pixels
-        (`refinegan.compare.stats`, as compare measures ``noise_skew`` / ``noise_kurt``)."""
-        from ..compare.stats import noise_moments, source_mask
-
+        (`refinegan.noise`, as compare measures ``noise_skew`` / ``noise_kurt``)."""
         out = []
         for i in range(0, real.shape[0], chunk):
             lin = torch.sinh(real[i:i + chunk, 0].float()).cpu().numpy().astype(np.float64)

@@ -27,11 +27,9 @@ import numpy as np
 from scipy import optimize, special
 
 from ..errors import ConfigError, InputDataError
+from ..seeds import galaxy_rng
 
-__all__ = ["Population", "galaxy_rng", "sample_population", "build_galaxy", "STREAMS"]
-
-# Stream tags: the first words of every SeedSequence, so domains never share random numbers.
-STREAMS = {"sim": 1, "sim_noise": 2, "mock": 11, "mock_noise": 12, "mock_effects": 13}
+__all__ = ["Population", "sample_population", "build_galaxy"]
 
 DEV_N = 4.0  # de Vaucouleurs bulge index
 EXP_N = 1.0  # exponential disk index
@@ -95,11 +93,6 @@ class Population:
             cosmos_file=sim["cosmos"]["file_name"],
             cosmos_flux_scale=sim["cosmos"]["flux_scale"],
         )
-
-
-def galaxy_rng(seed: int, stream: str, galaxy_id: int, *extra: int) -> np.random.Generator:
-    """The random stream of one galaxy: a function of (seed, stream, id, extra) only."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed), STREAMS[stream], int(galaxy_id), *extra]))
 
 
 def _draw_shape(rng: np.random.Generator, sigma: float, e_max: float) -> tuple[float, float]:

@@ -3,7 +3,7 @@
 Layout of a run of ``sim.n`` stamps: galaxies ("groups") are indexed by ``pair_id``; each group
 holds 1, 2 or 4 stamps of the same galaxy, ordered ``rot90`` in (0, 1) then ``shear_sign`` in
 (+1, -1). The stamp ``id`` is ``pair_id * group_size + k``. Everything random about a group comes
-from ``SeedSequence([seed, stream, pair_id])`` (population.galaxy_rng), so a stamp's bytes do not
+from ``SeedSequence([seed, stream, pair_id])`` (`refinegan.seeds.galaxy_rng`), so a stamp's bytes do not
 depend on how the run is sharded. Shards split the run on group boundaries.
 
 Noise: white Gaussian, sigma ``sim.noise.sigma`` counts, or, when ``sim.noise.snr`` is set,
@@ -26,10 +26,11 @@ import galsim
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..config import validate_config
+from ..config import RunConfig
 from ..errors import ConfigError
 from ..io import StampWriter
-from .population import Population, build_galaxy, galaxy_rng, sample_population
+from ..seeds import galaxy_rng
+from .population import Population, build_galaxy, sample_population
 from .render import make_renderer
 
 __all__ = ["SimParams", "build_psf", "draw_psf_image", "group_layout", "shard_groups",
@@ -178,14 +179,14 @@ def _source_line(p: SimParams, pop: Population) -> str:
             f"fwhm={p.psf_fwhm}\", white Gaussian noise {noise}")
 
 
-def simulate(config: dict, out: str | os.PathLike, shard: int = 0, nshards: int = 1,
+def simulate(config: RunConfig | dict, out: str | os.PathLike, shard: int = 0, nshards: int = 1,
              progress: bool = False, method: str = "kspace") -> Path:
     """Draw shard ``shard`` of ``nshards`` of the simulation described by ``config`` into ``out``.
 
     Parameters
     ----------
     config : dict
-        Run configuration (validated here; defaults filled).
+        Run configuration: a `RunConfig`, or a dict (validated once, defaults filled).
     out : str or Path
         Output stamp file (written atomically).
     shard, nshards : int
@@ -199,7 +200,7 @@ def simulate(config: dict, out: str | os.PathLike, shard: int = 0, nshards: int 
     -------
     Path of the written file.
     """
-    config = validate_config(config)
+    config = RunConfig.of(config)
     p = SimParams.from_config(config)
     pop = Population.from_config(config)
     groups = shard_groups(p.n_groups, shard, nshards)

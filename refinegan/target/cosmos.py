@@ -25,10 +25,10 @@ import galsim
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..config import validate_config
+from ..config import RunConfig
 from ..errors import InputDataError
 from ..io import StampWriter
-from ..sim.population import galaxy_rng
+from ..seeds import MOCK_EFFECT_WORDS, MOCK_NOISE_WORDS, galaxy_rng
 from ..sim.render import make_renderer
 from ..sim.simulate import draw_psf_image
 from .observe import build_target_psf, correlated_noise, psf_fwhm_arcsec
@@ -38,8 +38,8 @@ __all__ = ["open_catalog", "prepare_cosmos"]
 logger = logging.getLogger(__name__)
 
 STAMPS_PER_BATCH = 128
-DRAW_EXTRA = 4  # galaxy_rng extra word of the per-stamp draw (rotation, flip): mock_effects stream
-NOISE_EXTRA = 5  # galaxy_rng extra word of the per-stamp noise: mock_noise stream
+DRAW_EXTRA = MOCK_EFFECT_WORDS["cosmos_draw"]  # per-stamp rotation and flip (mock_effects stream)
+NOISE_EXTRA = MOCK_NOISE_WORDS["cosmos"]  # per-stamp noise (mock_noise stream)
 
 
 def open_catalog(directory: str, file_name: str) -> galsim.RealGalaxyCatalog:
@@ -56,19 +56,19 @@ def open_catalog(directory: str, file_name: str) -> galsim.RealGalaxyCatalog:
         raise InputDataError(f"{path}: not a readable RealGalaxyCatalog ({err})") from None
 
 
-def prepare_cosmos(config: dict, out: str | os.PathLike, progress: bool = False) -> Path:
+def prepare_cosmos(config: RunConfig | dict, out: str | os.PathLike, progress: bool = False) -> Path:
     """Write ``real.n`` stamps of real catalog galaxies (``real.cosmos``) to ``out``.
 
     Parameters
     ----------
     config : dict
-        Run configuration (validated here).
+        Run configuration: a `RunConfig`, or a dict (validated once, defaults filled).
     out : str or Path
         Output stamp file, domain ``real``, written atomically.
     progress : bool
         Show a progress bar [default: False].
     """
-    config = validate_config(config)
+    config = RunConfig.of(config)
     real, sec = config["real"], config["real"]["cosmos"]
     size, scale, n = config["stamp"]["size"], config["stamp"]["pixel_scale"], real["n"]
     seed = real["seed"] or config["seed"]

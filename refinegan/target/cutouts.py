@@ -20,19 +20,17 @@ import galsim
 import numpy as np
 from scipy import ndimage
 
+from ..config import RunConfig
 from ..errors import InputDataError
 from ..io import write_stamps
+from ..noise import CUTOUT_MASK, robust_sigma, source_mask
 
 __all__ = ["CutoutOptions", "CutoutCollector", "estimate_background_noise",
            "resample_cutout", "center_crop", "check_pixel_scale", "working_shape", "prepare_psf"]
 
 logger = logging.getLogger(__name__)
 
-MAD_TO_SIGMA = 1.4826  # Gaussian sigma / median absolute deviation
-SOURCE_THRESHOLD = 3.0  # source mask: smoothed pixels above this many smoothed-noise sigmas
-SOURCE_MIN_AREA_PIX = 5  # ... in connected regions of at least this many pixels
-SOURCE_SMOOTH_PIX = 1.0  # Gaussian smoothing (pixels) of the source detection image
-SOURCE_DILATE_PIX = 2  # source mask dilation, pixels
+MIN_SKY_FRACTION = 0.1  # a background estimate needs at least this fraction of sky pixels
 CENTER_SMOOTH_PIX = 1.5  # smoothing (pixels) before locating the peak to centre on
 CENTER_SEARCH_FRACTION = 0.5  # peak searched within this central fraction of the cutout
 SCALE_RTOL = 1e-3  # pixel scales closer than this are the same scale
@@ -81,29 +79,24 @@ def working_shape(shape: tuple[int, int], scale: float, opts: CutoutOptions) -> 
 def estimate_background_noise(image: np.ndarray, bad: np.ndarray) -> tuple[float, float]:
     """Robust background level and noise sigma of one stamp from its source-masked pixels.
 
-    Median and MAD of the good pixels, then sources (smoothed image above
-    ``SOURCE_THRESHOLD`` smoothed-noise sigmas, dilated) are masked and both are measured again.
+    Median and robust sigma (`refinegan.noise.robust_sigma`) of the good pixels; then the
+    sources (`refinegan.noise.source_mask` with the `CUTOUT_MASK` recipe, on the stamp minus
+    that background, bad pixels filled with it) are masked and both are measured again, twice.
     """
     good = ~bad & np.isfinite(image)
     vals = image[good]
     if vals.size == 0:
         return float("nan"), float("nan")
     bkg = float(np.median(vals))
-    sigma = MAD_TO_SIGMA * float(np.median(np.abs(vals - bkg)))
+    sigma = float(robust_sigma(vals))
     for _ in range(2):
         filled = np.where(good, image, bkg)
-        smooth = ndimage.gaussian_filter(filled - bkg, SOURCE_SMOOTH_PIX)
-        s_sigma = MAD_TO_SIGMA * float(np.median(np.abs(smooth[good])))
-        above = smooth > SOURCE_THRESHOLD * max(s_sigma, 1e-30)
-        seg, nseg = ndimage.label(above)
-        area = np.bincount(seg.ravel(), minlength=nseg + 1)
-        source = (area >= SOURCE_MIN_AREA_PIX)[seg] & above
-        source = ndimage.binary_dilation(source, iterations=SOURCE_DILATE_PIX)
+        source = source_mask((filled - bkg)[None], CUTOUT_MASK, good[None])[0]
         sky = good & ~source
-        if sky.sum() < 0.1 * good.sum():  # nearly all source: keep the unmasked estimate
+        if sky.sum() < MIN_SKY_FRACTION * good.sum():  # nearly all source: keep the last estimate
             break
         bkg = float(np.median(image[sky]))
-        sigma = MAD_TO_SIGMA * float(np.median(np.abs(image[sky] - bkg)))
+        sigma = float(robust_sigma(image[sky]))
     return bkg, sigma
 
 
@@ -227,7 +220,7 @@ class CutoutCollector:
                            ("center_dy", dy), ("center_dx", dx)):
             self.labels[key].append(value)
 
-    def write(self, out: str | os.PathLike, config: dict, source: str, files: list[str],
+    def write(self, out: str | os.PathLike, config: RunConfig, source: str, files: list[str],
               input_scale: float, psf: np.ndarray | None = None) -> Path:
         """Write the gathered stamps (and ``psf``, see `prepare_psf`); error if none survived."""
         if not self.images:
@@ -250,7 +243,7 @@ class CutoutCollector:
             attrs[f"n_rejected_{reason}"] = int(self.rejected.get(reason, 0))
         path = write_stamps(out, np.stack(self.images), labels, domain="real",
                             pixel_scale=self.opts.pixel_scale, source=source, config=config,
-                            seed=config["seed"], psf=psf, mask=np.stack(self.masks),
+                            seed=config.seed, psf=psf, mask=np.stack(self.masks),
                             extra_attrs=attrs)
         logger.info("%d stamps kept of %d (%d rejected) -> %s", n, self.n_seen,
                     attrs["n_rejected"], path)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from ..config import validate_config
+from ..config import RunConfig
 from ..errors import ConfigError, InputDataError
 from .cutouts import (
     SCALE_RTOL,
@@ -141,19 +141,19 @@ def read_fits_cutouts(path: Path, hdu: int | str | None, mask_hdu: int | str | N
     return data, mask, header, index
 
 
-def prepare_fits(config: dict, out: str | os.PathLike, progress: bool = False) -> Path:
+def prepare_fits(config: RunConfig | dict, out: str | os.PathLike, progress: bool = False) -> Path:
     """Write the user's FITS cutouts (``real.fits``) as the target stamp file ``out``.
 
     Parameters
     ----------
     config : dict
-        Run configuration (validated here).
+        Run configuration: a `RunConfig`, or a dict (validated once, defaults filled).
     out : str or Path
         Output stamp file, domain ``real``.
     progress : bool
         Unused (reading is fast); accepted for the common stage signature.
     """
-    config = validate_config(config)
+    config = RunConfig.of(config)
     sec = config["real"]["fits"]
     opts = CutoutOptions.from_config(config, "fits")
     files = list_fits_files(sec["path"])

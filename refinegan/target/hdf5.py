@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..config import validate_config
+from ..config import RunConfig
 from ..errors import ConfigError, InputDataError
 from .cutouts import CutoutCollector, CutoutOptions, check_pixel_scale, prepare_psf, working_shape
 
@@ -72,19 +72,19 @@ def read_hdf5_cutouts(f: h5py.File, path: Path, dataset: str, mask_dataset: str 
     return ds, mask, scale
 
 
-def prepare_hdf5(config: dict, out: str | os.PathLike, progress: bool = False) -> Path:
+def prepare_hdf5(config: RunConfig | dict, out: str | os.PathLike, progress: bool = False) -> Path:
     """Write the user's HDF5 stamps (``real.hdf5``) as the target stamp file ``out``.
 
     Parameters
     ----------
     config : dict
-        Run configuration (validated here).
+        Run configuration: a `RunConfig`, or a dict (validated once, defaults filled).
     out : str or Path
         Output stamp file, domain ``real``.
     progress : bool
         Unused; accepted for the common stage signature.
     """
-    config = validate_config(config)
+    config = RunConfig.of(config)
     sec = config["real"]["hdf5"]
     if not sec["path"]:
         raise ConfigError("real.hdf5.path is not set: give the path of your HDF5 file")

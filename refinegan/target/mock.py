@@ -31,10 +31,11 @@ import galsim
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..config import validate_config
+from ..config import RunConfig
 from ..errors import ConfigError
 from ..io import StampWriter
-from ..sim.population import Population, build_galaxy, galaxy_rng, sample_population
+from ..seeds import MOCK_EFFECT_WORDS, galaxy_rng
+from ..sim.population import Population, build_galaxy, sample_population
 from ..sim.render import KSpaceRenderer, make_renderer
 from ..sim.simulate import draw_psf_image, group_layout
 from .observe import build_target_psf, correlated_noise, psf_fwhm_arcsec
@@ -155,7 +156,7 @@ class KnottedScene:
 
 def _intrinsic(p: MockParams, pop: Population, params: dict, j: int, gid: int):
     """Galaxy j with knots and extra bulge, its neighbours, and its effect labels."""
-    rng = galaxy_rng(p.seed, "mock_effects", gid, 1)
+    rng = galaxy_rng(p.seed, "mock_effects", gid, MOCK_EFFECT_WORDS["intrinsic"])
     eff = p.effects
     # Fixed draw order whatever is switched off: switching one effect never changes another.
     u_k, u_b, u_r, u_phi, u_mis = rng.random(5)
@@ -236,11 +237,11 @@ def mock_groups(p: MockParams, pop: Population, renderer, group_ids: np.ndarray,
             if sigma > 0:
                 images[members] += fields[j * len(rots) + ri]
                 lag1[members] = lag[j * len(rots) + ri]
-            det_rng = galaxy_rng(p.seed, "mock_effects", gid, 2, rot)
+            det_rng = galaxy_rng(p.seed, "mock_effects", gid, MOCK_EFFECT_WORDS["cosmic_rays"], rot)
             delta, dmask = np.zeros((size, size), np.float32), np.zeros((size, size), np.uint8)
             cr = add_cosmic_rays(delta, dmask, det_rng, p.effects["cosmic_rays"], unit) \
                 if p.on("cosmic_rays") else 0
-            hot_rng = galaxy_rng(p.seed, "mock_effects", gid, 3, rot)
+            hot_rng = galaxy_rng(p.seed, "mock_effects", gid, MOCK_EFFECT_WORDS["hot_pixels"], rot)
             hot = add_hot_pixels(delta, dmask, hot_rng, p.effects["hot_pixels"], unit) \
                 if p.on("hot_pixels") else 0
             images[members] += delta
@@ -271,14 +272,14 @@ def mock_groups(p: MockParams, pop: Population, renderer, group_ids: np.ndarray,
     return images, mask, labels
 
 
-def prepare_mock(config: dict, out: str | os.PathLike, progress: bool = False,
+def prepare_mock(config: RunConfig | dict, out: str | os.PathLike, progress: bool = False,
                  method: str = "kspace") -> Path:
     """Write the mock target (``real.source: mock``) to ``out``; see the module docstring.
 
     Parameters
     ----------
     config : dict
-        Run configuration (validated here).
+        Run configuration: a `RunConfig`, or a dict (validated once, defaults filled).
     out : str or Path
         Output stamp file, domain ``real``, written atomically.
     progress : bool
@@ -286,7 +287,7 @@ def prepare_mock(config: dict, out: str | os.PathLike, progress: bool = False,
     method : {'kspace', 'galsim'}
         Renderer, as in refinegan.sim.simulate.simulate.
     """
-    config = validate_config(config)
+    config = RunConfig.of(config)
     p = MockParams.from_config(config)
     pop = Population.from_config(config)
     psf = build_target_psf(p.psf)

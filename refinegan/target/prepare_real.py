@@ -15,19 +15,19 @@ import contextlib
 import os
 from pathlib import Path
 
-from ..config import validate_config
+from ..config import RunConfig
 from ..errors import ConfigError
 
 __all__ = ["prepare_real"]
 
 
-def prepare_real(config: dict, out: str | os.PathLike, progress: bool = False) -> Path:
+def prepare_real(config: RunConfig | dict, out: str | os.PathLike, progress: bool = False) -> Path:
     """Write the target stamp file of ``config['real']`` to ``out`` (domain ``real``).
 
     Parameters
     ----------
     config : dict
-        Run configuration (validated here; defaults filled).
+        Run configuration: a `RunConfig`, or a dict (validated once, defaults filled).
     out : str or Path
         Output stamp file, written atomically; nothing is written if the run fails.
     progress : bool
@@ -37,7 +37,7 @@ def prepare_real(config: dict, out: str | os.PathLike, progress: bool = False) -
     -------
     Path of the written file.
     """
-    config = validate_config(config)
+    config = RunConfig.of(config)
     source = config["real"]["source"]
     if source == "mock":
         from .mock import prepare_mock as run
