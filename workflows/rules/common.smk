@@ -4,17 +4,22 @@ import json
 import os
 from pathlib import Path
 
-RUN = config["name"]
+from refinegan.config import RunConfig
+
+# The run config, resolved once here at the edge (file + --config overrides + schema defaults,
+# validated, frozen): the rules read it, and every CLI call reads the same values back from
+# RUN_CONFIG below.
+CFG = RunConfig.of(config)
+RUN = CFG.name
 RESULTS = f"results/{RUN}"
 LOGS = f"logs/{RUN}"
 BENCH = f"benchmarks/{RUN}"
-NSHARDS = config["shards"]
+NSHARDS = CFG.shards
 
-# The resolved config (file + --config overrides + schema defaults) that every CLI call reads.
 # Rewritten only when it changes; rules see changes of their own sections through `params`
 # (Snakemake's params rerun trigger), so e.g. a new train.steps does not redraw the sims.
 RUN_CONFIG = f"{RESULTS}/run_config.json"
-_text = json.dumps(config, indent=1, sort_keys=True)
+_text = json.dumps(CFG.to_dict(), indent=1, sort_keys=True)
 _path = Path(RUN_CONFIG)
 if not _path.exists() or _path.read_text() != _text:
     _path.parent.mkdir(parents=True, exist_ok=True)
@@ -25,7 +30,7 @@ if not _path.exists() or _path.read_text() != _text:
 
 def sections(*names):
     """The config sections a rule depends on, as a string for `params` (rerun trigger)."""
-    return json.dumps({k: config[k] for k in names}, sort_keys=True)
+    return json.dumps({k: CFG.to_dict()[k] for k in names}, sort_keys=True)
 
 
 def sim_shards():

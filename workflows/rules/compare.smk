@@ -7,7 +7,7 @@ rule compare:
         # the noise-only control exists for the mock target only
         control=(
             [rules.prepare_control.output.h5]
-            if config["real"]["source"] == "mock"
+            if CFG["real"]["source"] == "mock"
             else []
         ),
     output:

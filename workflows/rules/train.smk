@@ -24,7 +24,7 @@ rule train:
         "../envs/refinegan.yaml"
     threads: 8
     resources:
-        gpu=1 if config["train"]["device"] == "cuda" else 0,
+        gpu=1 if CFG["train"]["device"] == "cuda" else 0,
     params:
         cfg=sections("seed", "train"),
         config=RUN_CONFIG,
