@@ -65,8 +65,9 @@ class MaskParams:
     connectivity : {4, 8}
         Pixel connectivity of a detection [default: 8].
     sigma_region : {'border', 'good'}
-        Where the smoothed image's robust sigma is measured: the border frame, or every good
-        pixel of the stamp [default: 'border'].
+        Where the smoothed image's robust sigma is measured: the border frame (about its
+        median), or every good pixel of a background-subtracted stamp (about zero)
+        [default: 'border'].
     """
 
     threshold_sigma: float = 2.5
@@ -108,11 +109,12 @@ def border_pixels(images: np.ndarray, width: int) -> np.ndarray:
     return images[:, frame_mask(images.shape[1:], width)]
 
 
-def robust_sigma(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """``MAD_TO_SIGMA`` x median |x - median(x)| along ``axis``."""
+def robust_sigma(x: np.ndarray, axis: int = -1, center: float | None = None) -> np.ndarray:
+    """``MAD_TO_SIGMA`` x median |x - c| along ``axis``: c is the median of ``x``, or ``center``
+    when given (a level known beforehand, e.g. 0 for a background-subtracted image)."""
     x = np.asarray(x)
-    med = np.median(x, axis=axis, keepdims=True)
-    return MAD_TO_SIGMA * np.median(np.abs(x - med), axis=axis)
+    c = np.median(x, axis=axis, keepdims=True) if center is None else center
+    return MAD_TO_SIGMA * np.median(np.abs(x - c), axis=axis)
 
 
 def border_sigma(images: np.ndarray, border_px: int = 4) -> np.ndarray:
@@ -131,7 +133,8 @@ def source_mask(images: np.ndarray, params: MaskParams = COMPARE_MASK,
     params : MaskParams
         The recipe [default: `COMPARE_MASK`].
     good : ndarray (N, H, W) of bool, optional
-        Good pixels, for ``params.sigma_region == 'good'`` [default: all].
+        Good pixels, for ``params.sigma_region == 'good'`` (the caller has subtracted the
+        background) [default: all].
 
     A stamp whose smoothed sigma is 0 is noiseless: its pixels above
     `NOISELESS_PEAK_FRACTION` of the smoothed peak are the source.
@@ -142,7 +145,8 @@ def source_mask(images: np.ndarray, params: MaskParams = COMPARE_MASK,
         sigma_s = robust_sigma(border_pixels(smooth, params.border_pix))  # (N,)
     else:
         good = np.ones(images.shape, bool) if good is None else np.asarray(good, bool)
-        sigma_s = np.array([robust_sigma(s[g]) if g.any() else 0.0 for s, g in zip(smooth, good, strict=True)])
+        sigma_s = np.array([robust_sigma(s[g], center=0.0) if g.any() else 0.0
+                            for s, g in zip(smooth, good, strict=True)])
     sigma_s = np.where(sigma_s > 0, sigma_s, np.inf)  # noiseless stamps: nothing detected...
     det = smooth > params.threshold_sigma * sigma_s[:, None, None]
     noiseless = ~np.isfinite(sigma_s)  # ...so mask what is above a fraction of the peak instead

@@ -117,3 +117,10 @@ def test_every_stage_uses_the_shared_definitions():
     assert trainer.source_mask is noise.source_mask and cutouts.source_mask is noise.source_mask
     for mod in (stats, normalize, cutouts, monitor):
         assert "MAD_TO_SIGMA" not in vars(mod), mod.__name__
+
+
+def test_robust_sigma_about_a_known_centre(rng):
+    x = rng.normal(0.0, 2.0, 50_000)
+    assert_allclose(robust_sigma(x, center=0.0), 2.0, rtol=0.03)
+    # about the wrong centre the MAD grows: |N(0, 2) - 2| has median 2.0 * 1.01...
+    assert robust_sigma(x + 2.0, center=0.0) > 1.3 * robust_sigma(x + 2.0)

@@ -185,7 +185,7 @@ def simulate(config: RunConfig | dict, out: str | os.PathLike, shard: int = 0, n
 
     Parameters
     ----------
-    config : dict
+    config : RunConfig or dict
         Run configuration: a `RunConfig`, or a dict (validated once, defaults filled).
     out : str or Path
         Output stamp file (written atomically).

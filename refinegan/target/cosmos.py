@@ -56,32 +56,19 @@ def open_catalog(directory: str, file_name: str) -> galsim.RealGalaxyCatalog:
         raise InputDataError(f"{path}: not a readable RealGalaxyCatalog ({err})") from None
 
 
-def prepare_cosmos(config: RunConfig | dict, out: str | os.PathLike, progress: bool = False) -> Path:
-    """Write ``real.n`` stamps of real catalog galaxies (``real.cosmos``) to ``out``.
-
-    Parameters
-    ----------
-    config : dict
-        Run configuration: a `RunConfig`, or a dict (validated once, defaults filled).
-    out : str or Path
-        Output stamp file, domain ``real``, written atomically.
-    progress : bool
-        Show a progress bar [default: False].
-    """
-    config = RunConfig.of(config)
-    real, sec = config["real"], config["real"]["cosmos"]
-    size, scale, n = config["stamp"]["size"], config["stamp"]["pixel_scale"], real["n"]
-    seed = real["seed"] or config["seed"]
-    sigma = float(real["noise"]["sigma"])
-    cat = open_catalog(sec["dir"], sec["file_name"])
+def _catalog_rows(cat: galsim.RealGalaxyCatalog, sec) -> list[int]:
+    """The catalog rows ``real.cosmos.indices`` names (all rows when null), checked."""
     indices = list(range(cat.nobjects)) if sec["indices"] is None else list(sec["indices"])
     bad = [i for i in indices if not 0 <= i < cat.nobjects]
     if not indices or bad:
         raise InputDataError(f"{Path(sec['dir']) / sec['file_name']}: real.cosmos.indices {bad or '[]'} "
                              f"out of range; expected rows in [0, {cat.nobjects})")
-    psf = build_target_psf({**real["psf"], "sim": config["sim"]["psf"]})
-    renderer = make_renderer(psf, size, scale)
-    fwhm = psf_fwhm_arcsec(psf, scale)
+    return indices
+
+
+def _real_galaxies(cat, indices: list[int], sec, seed: int, psf: galsim.GSObject
+                   ) -> tuple[dict[int, galsim.GSObject], dict[int, float]]:
+    """Each catalog row's RealGalaxy and the variance of the HST noise left after the target PSF."""
     galaxies, hst_var = {}, {}
     for i in sorted(set(indices)):
         try:
@@ -91,6 +78,57 @@ def prepare_cosmos(config: RunConfig | dict, out: str | os.PathLike, progress: b
             raise InputDataError(f"{Path(sec['dir']) / sec['file_name']} row {i}: cannot build "
                                  f"the RealGalaxy ({err})") from None
         hst_var[i] = float(galsim.Convolve(galaxies[i], psf).noise.getVariance())
+    return galaxies, hst_var
+
+
+def _draw_batch(ids: np.ndarray, rows: np.ndarray, galaxies: dict, hst_var: dict, sec, seed: int,
+                psf: galsim.GSObject, renderer, size: int, scale: float):
+    """Noiseless stamps (B, H, W) of catalog rows ``rows`` for stamp ids ``ids``, each rotated
+    and flipped by its own draw, and their rotation, flip and residual HST noise variance."""
+    rot, flip, objs = np.zeros(ids.size), np.zeros(ids.size, np.int8), []
+    for j, gid in enumerate(ids):
+        rng = galaxy_rng(seed, "mock_effects", gid, DRAW_EXTRA)
+        u_rot, u_flip = rng.random(2)
+        rot[j] = 2 * np.pi * u_rot if sec["rotations"] else 0.0
+        flip[j] = int(sec["flips"] and u_flip < 0.5)
+        g = galaxies[int(rows[j])]
+        g = g.transform(-1.0, 0.0, 0.0, 1.0) if flip[j] else g
+        objs.append(g.rotate(rot[j] * galsim.radians))
+    residual = np.array([hst_var[int(r)] for r in rows])
+    if not sec["whiten"]:
+        return renderer.render(objs), rot, flip, residual
+    clean = np.empty((ids.size, size, size), np.float32)
+    for j, g in enumerate(objs):
+        final = galsim.Convolve(g, psf)
+        im = final.drawImage(nx=size, ny=size, scale=scale)
+        im.whitenNoise(final.noise)
+        clean[j], residual[j] = im.array, 0.0
+    return clean, rot, flip, residual
+
+
+def prepare_cosmos(config: RunConfig | dict, out: str | os.PathLike, progress: bool = False) -> Path:
+    """Write ``real.n`` stamps of real catalog galaxies (``real.cosmos``) to ``out``.
+
+    Parameters
+    ----------
+    config : RunConfig or dict
+        Run configuration: a `RunConfig`, or a dict (validated once, defaults filled).
+    out : str or Path
+        Output stamp file, domain ``real``, written atomically.
+    progress : bool
+        Show a progress bar [default: False].
+    """
+    config = RunConfig.of(config)
+    real, sec = config["real"], config["real"]["cosmos"]
+    size, scale, n = config.stamp_size, config.pixel_scale, real["n"]
+    seed = real["seed"] or config.seed
+    sigma = float(real["noise"]["sigma"])
+    cat = open_catalog(sec["dir"], sec["file_name"])
+    indices = _catalog_rows(cat, sec)
+    psf = build_target_psf({**real["psf"], "sim": config["sim"]["psf"]})
+    renderer = make_renderer(psf, size, scale)
+    fwhm = psf_fwhm_arcsec(psf, scale)
+    galaxies, hst_var = _real_galaxies(cat, indices, sec, seed, psf)
     ident = np.array([int(x) if str(x).isdigit() else -1 for x in cat.ident], dtype=np.int64)
     attrs = {"catalog": str(Path(sec["dir"]) / sec["file_name"]), "n_galaxies": len(galaxies),
              "n_rejected": 0, "is_mock": False, "renderer": type(renderer).__name__,
@@ -105,25 +143,8 @@ def prepare_cosmos(config: RunConfig | dict, out: str | os.PathLike, progress: b
         for start in range(0, n, STAMPS_PER_BATCH):
             ids = np.arange(start, min(start + STAMPS_PER_BATCH, n), dtype=np.int64)
             rows = np.array([indices[i % len(indices)] for i in ids], dtype=np.int64)
-            rot, flip, objs = np.zeros(ids.size), np.zeros(ids.size, np.int8), []
-            for j, gid in enumerate(ids):
-                rng = galaxy_rng(seed, "mock_effects", gid, DRAW_EXTRA)
-                u_rot, u_flip = rng.random(2)
-                rot[j] = 2 * np.pi * u_rot if sec["rotations"] else 0.0
-                flip[j] = int(sec["flips"] and u_flip < 0.5)
-                g = galaxies[int(rows[j])]
-                g = g.transform(-1.0, 0.0, 0.0, 1.0) if flip[j] else g
-                objs.append(g.rotate(rot[j] * galsim.radians))
-            residual = np.array([hst_var[int(r)] for r in rows])
-            if sec["whiten"]:
-                clean = np.empty((ids.size, size, size), np.float32)
-                for j, g in enumerate(objs):
-                    final = galsim.Convolve(g, psf)
-                    im = final.drawImage(nx=size, ny=size, scale=scale)
-                    im.whitenNoise(final.noise)
-                    clean[j], residual[j] = im.array, 0.0
-            else:
-                clean = renderer.render(objs)
+            clean, rot, flip, residual = _draw_batch(ids, rows, galaxies, hst_var, sec, seed, psf,
+                                                     renderer, size, scale)
             images = clean
             if sigma > 0:
                 rngs = [galaxy_rng(seed, "mock_noise", gid, NOISE_EXTRA) for gid in ids]

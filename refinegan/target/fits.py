@@ -141,12 +141,38 @@ def read_fits_cutouts(path: Path, hdu: int | str | None, mask_hdu: int | str | N
     return data, mask, header, index
 
 
+def _pixel_scale(configured: float | None, header: fits.Header, where: str) -> float:
+    """``real.fits.pixel_scale`` when set (warning if the header disagrees), else the header's."""
+    head = header_pixel_scale(header, where)
+    if configured is None:
+        if head is None:
+            raise InputDataError(f"{where}: no pixel scale in the header (PIXSCALE, CD or CDELT); "
+                                 "set real.fits.pixel_scale (arcsec/pixel)")
+        return head
+    if head is not None and abs(head / configured - 1) > SCALE_RTOL:
+        logger.warning("%s: header pixel scale %.6g\" overridden by real.fits.pixel_scale %.6g\"",
+                       where, head, configured)
+    return configured
+
+
+def _read_psf(path: str, cutout_scale: float, opts: CutoutOptions) -> np.ndarray:
+    """The PSF image of ``real.fits.psf_path`` at the working scale (its header's pixel scale,
+    else the cutouts')."""
+    psf_file = Path(path)
+    if not psf_file.is_file():
+        raise InputDataError(f"{psf_file}: no such PSF file (real.fits.psf_path)")
+    data, _, header, index = read_fits_cutouts(psf_file, None, None, what="a 2-D PSF image")
+    where = f"{psf_file} HDU {index}"
+    scale = header_pixel_scale(header, where) or cutout_scale
+    return prepare_psf(data, scale, opts, where)
+
+
 def prepare_fits(config: RunConfig | dict, out: str | os.PathLike, progress: bool = False) -> Path:
     """Write the user's FITS cutouts (``real.fits``) as the target stamp file ``out``.
 
     Parameters
     ----------
-    config : dict
+    config : RunConfig or dict
         Run configuration: a `RunConfig`, or a dict (validated once, defaults filled).
     out : str or Path
         Output stamp file, domain ``real``.
@@ -169,16 +195,7 @@ def prepare_fits(config: RunConfig | dict, out: str | os.PathLike, progress: boo
         elif data.ndim != ndim0:
             raise InputDataError(f"{where}: {data.ndim}-D data among {ndim0}-D files (first: {first}); "
                                  "expected all files 2-D cutouts or all 3-D cubes")
-        scale = sec["pixel_scale"]
-        head = header_pixel_scale(header, where)
-        if scale is None:
-            if head is None:
-                raise InputDataError(f"{where}: no pixel scale in the header (PIXSCALE, CD or CDELT); "
-                                     "set real.fits.pixel_scale (arcsec/pixel)")
-            scale = head
-        elif head is not None and abs(head / scale - 1) > SCALE_RTOL:
-            logger.warning("%s: header pixel scale %.6g\" overridden by real.fits.pixel_scale %.6g\"",
-                           where, head, scale)
+        scale = _pixel_scale(sec["pixel_scale"], header, where)
         if scale0 is None:
             scale0, scale_file = scale, where
             check_pixel_scale(scale, opts, where)
@@ -198,14 +215,6 @@ def prepare_fits(config: RunConfig | dict, out: str | os.PathLike, progress: boo
                 break
             collector.add(cube[i], None if mcube is None else mcube[i], scale, fi, i,
                           f"{where} cutout {i}")
-    psf = None
-    if sec["psf_path"]:
-        psf_file = Path(sec["psf_path"])
-        if not psf_file.is_file():
-            raise InputDataError(f"{psf_file}: no such PSF file (real.fits.psf_path)")
-        data, _, header, index = read_fits_cutouts(psf_file, None, None, what="a 2-D PSF image")
-        where = f"{psf_file} HDU {index}"
-        scale = header_pixel_scale(header, where) or scale0
-        psf = prepare_psf(data, scale, opts, where)
+    psf = _read_psf(sec["psf_path"], scale0, opts) if sec["psf_path"] else None
     return collector.write(out, config, f"user FITS cutouts: {sec['path']}", [str(f) for f in files],
                            scale0, psf=psf)

@@ -77,7 +77,7 @@ def prepare_hdf5(config: RunConfig | dict, out: str | os.PathLike, progress: boo
 
     Parameters
     ----------
-    config : dict
+    config : RunConfig or dict
         Run configuration: a `RunConfig`, or a dict (validated once, defaults filled).
     out : str or Path
         Output stamp file, domain ``real``.

@@ -278,7 +278,7 @@ def prepare_mock(config: RunConfig | dict, out: str | os.PathLike, progress: boo
 
     Parameters
     ----------
-    config : dict
+    config : RunConfig or dict
         Run configuration: a `RunConfig`, or a dict (validated once, defaults filled).
     out : str or Path
         Output stamp file, domain ``real``, written atomically.

@@ -26,7 +26,7 @@ def prepare_real(config: RunConfig | dict, out: str | os.PathLike, progress: boo
 
     Parameters
     ----------
-    config : dict
+    config : RunConfig or dict
         Run configuration: a `RunConfig`, or a dict (validated once, defaults filled).
     out : str or Path
         Output stamp file, written atomically; nothing is written if the run fails.
