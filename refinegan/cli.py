@@ -114,15 +114,33 @@ def _run(args: argparse.Namespace) -> None:
                 progress=progress, control_paths=args.control)
 
 
+EXIT_INPUT = 2  # the input or config was refused (RefineganError), nothing written
+EXIT_FAILED = 1  # anything else went wrong (a file system error, an error inside a library)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one stage; returns the exit code. Errors are one log line (the traceback with -v)."""
     args = _build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)  # default INFO, -v DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    hint = "" if args.verbose else " (run with -v for the traceback)"
     try:
         _run(args)
     except RefineganError as err:
-        logger.error("%s", err)
-        return 2
+        logger.error("%s", err, exc_info=bool(args.verbose))
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        logger.error("interrupted: no output was written under its final name")
+        return EXIT_INTERRUPTED
+    except OSError as err:  # file system: permissions, full disk, a directory where a file goes
+        where = f"{err.filename}: " if err.filename else ""
+        logger.error("%s%s%s", where, err.strerror or err, hint, exc_info=bool(args.verbose))
+        return EXIT_FAILED
+    except Exception as err:  # raised inside torch, GalSim, h5py...: say what and where
+        logger.error("%s in refinegan %s: %s%s", type(err).__name__, args.stage, err, hint,
+                     exc_info=bool(args.verbose))
+        return EXIT_FAILED
     return 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ __all__ = [
     "load_config",
     "validate_config",
     "apply_overrides",
+    "read_yaml",
+    "check_shards",
     "get",
 ]
 
@@ -129,8 +132,21 @@ def validate_config(config: Mapping) -> dict:
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
+    _check_finite(cfg)
     _check_consistency(cfg)
     return cfg
+
+
+def _check_finite(node, key: str = "") -> None:
+    """Refuse NaN and infinite numbers anywhere in a config (YAML's .nan, .inf)."""
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            _check_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, list | tuple):
+        for i, v in enumerate(node):
+            _check_finite(v, f"{key}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"config key {key!r} is {node!r}; expected a finite number")
 
 
 def _check_consistency(cfg: dict) -> None:
@@ -156,6 +172,20 @@ def _check_consistency(cfg: dict) -> None:
             f"sim.n = {cfg['sim']['n']} must be a multiple of {group} "
             f"(rot90={pairs['rot90']}, shear_sign={pairs['shear_sign']} make groups of {group} stamps)"
         )
+
+
+
+def check_shards(config: Mapping) -> None:
+    """Refuse ``shards`` above the number of galaxy groups of ``sim.n`` (the workflow would write
+    empty shards); checked where the workflow is planned (the Snakefile)."""
+    pairs = config["sim"]["pairs"]
+    group = (2 if pairs["rot90"] else 1) * (2 if pairs["shear_sign"] else 1)
+    n_groups = config["sim"]["n"] // group
+    if config["shards"] > n_groups:
+        raise ConfigError(
+            f"shards = {config['shards']} exceeds the {n_groups} galaxy groups of sim.n = "
+            f"{config['sim']['n']} (groups of {group} stamps are never split): some shards would be "
+            f"empty; set shards <= {n_groups}")
 
 
 def _parse_value(text: str):
@@ -216,22 +246,53 @@ def load_config(
     """
     raw: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            with open(path) as f:
-                raw = yaml.safe_load(f) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {path} must hold a mapping, got {type(raw).__name__}")
+        raw = read_yaml(path)
     cfg = apply_overrides(raw, overrides)
     try:
         return RunConfig.of(cfg)
     except ConfigError as err:
         where = f" (from {path})" if path is not None else ""
         raise ConfigError(f"{err}{where}") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader refusing a key that appears twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(
+                    f"duplicate key {key!r} at line {key_node.start_mark.line + 1} (first at line "
+                    f"{seen[key]}); each key may appear once per section")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """The mapping in a YAML config file; ConfigError naming the file for anything unreadable
+    (missing, a directory, not text, not YAML, duplicate keys, not a mapping)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} is not a file (a directory?); give a YAML file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.load(f, Loader=_UniqueKeyLoader) or {}
+    except ConfigError as err:
+        raise ConfigError(f"config file {path}: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({err.reason} at byte "
+                          f"{err.start}); give a YAML file") from None
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, got {type(raw).__name__}")
+    return raw
 
 
 def get(config: Mapping, dotted: str):

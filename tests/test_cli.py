@@ -43,3 +43,41 @@ def test_killed_run_leaves_no_complete_looking_file(tmp_path):
     proc.wait()
     assert list(tmp_path.glob("big.h5.*.tmp"))  # it was writing (to a temporary name)...
     assert not out.exists()  # ...and nothing looks complete
+
+
+def test_a_config_that_is_a_directory_is_one_line_exit_2(tmp_path):
+    res = _cli("simulate", "--config", str(tmp_path), "--out", str(tmp_path / "x.h5"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"config file {tmp_path} is not a file" in res.stderr
+
+
+def test_file_system_errors_are_one_line_and_traceback_only_with_v(tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file where a directory should be")
+    args = ("simulate", "--no-progress", "--out", str(blocker / "x.h5"), "--set", "sim.n=4",
+            "--set", "stamp.size=16")
+    res = _cli(*args)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert str(blocker) in res.stderr and "-v for the traceback" in res.stderr
+    assert "Traceback" in _cli(*args, "-v").stderr
+
+
+def test_duplicate_yaml_keys_are_refused_with_the_line(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sim:\n  n: 8\nseed: 3\nsim:\n  n: 16\n")
+    res = _cli("simulate", "--config", str(cfg), "--out", str(tmp_path / "x.h5"))
+    assert res.returncode == 2 and "duplicate key 'sim' at line 4 (first at line 1)" in res.stderr
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path):
+    out = tmp_path / "big.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "refinegan", "simulate", "--no-progress",
+                             "--out", str(out), "--set", "sim.n=400000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob("big.h5.*.tmp")) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))  # the writer cleaned up

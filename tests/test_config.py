@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from refinegan.config import apply_overrides, default_config, get, load_config
@@ -103,3 +105,41 @@ def test_a_plain_dict_is_accepted_by_the_python_api_and_validated(tmp_path):
     assert cfg["sim"]["n"] == 8
     with pytest.raises(ConfigError, match="sim.n = 7 must be a multiple of 4"):
         RunConfig.of(raw)
+
+
+@pytest.mark.parametrize("override,key", [("sim.noise.sigma=.nan", "sim.noise.sigma"),
+                                          ("sim.noise.sigma=.inf", "sim.noise.sigma"),
+                                          ("train.lr_r=.inf", "train.lr_r"),
+                                          ("train.moment_weights_px=[1.0, .nan]", "train.moment_weights_px[1]")])
+def test_non_finite_numbers_are_refused(override, key):
+    with pytest.raises(ConfigError, match=rf"config key '{re.escape(key)}' is .*expected a finite number"):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "/abs", ".hidden", "", "x y"])
+def test_run_name_must_be_one_path_component(name):
+    with pytest.raises(ConfigError, match="config key 'name'"):
+        load_config(None, [f"name={name!r}" if name else "name=''"])
+    assert load_config(None, ["name=run_2.b-1"]).name == "run_2.b-1"
+
+
+def test_more_shards_than_galaxy_groups_are_refused():
+    from refinegan.config import check_shards
+
+    cfg = load_config(None, ["sim.n=16", "shards=4"])
+    check_shards(cfg)  # 4 groups of 4 stamps: fine
+    with pytest.raises(ConfigError, match=r"shards = 5 exceeds the 4 galaxy groups of sim.n = 16"):
+        check_shards(load_config(None, ["sim.n=16", "shards=5"]))
+
+
+def test_duplicate_keys_and_unreadable_files_are_refused(tmp_path):
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("train:\n  steps: 3\n  batch_size: 4\n  steps: 5\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml: duplicate key 'steps' at line 4 \(first at line 2\)"):
+        load_config(dup)
+    with pytest.raises(ConfigError, match="is not a file"):
+        load_config(tmp_path)
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(binary)

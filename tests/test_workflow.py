@@ -100,3 +100,18 @@ def test_readme_notebook_example_runs(finished_run, monkeypatch, capsys):
     exec(code.replace("results/default/", "results/ci/"), {})
     out = capsys.readouterr().out
     assert "gap closed" in out and "paired dm1" in out
+
+
+def test_more_shards_than_galaxy_groups_fail_when_planning(tmp_path):
+    res = _snakemake(tmp_path, "-n", "--config", "shards=13")  # the CI config: 12 groups
+    assert res.returncode != 0
+    assert "shards = 13 exceeds the 12 galaxy groups of sim.n = 48" in res.stdout + res.stderr
+
+
+def test_duplicate_keys_in_the_config_file_fail_when_planning(tmp_path):
+    cfg = tmp_path / "dup.yaml"
+    cfg.write_text(CONFIG.read_text() + "seed: 8\n")
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+           "--directory", str(tmp_path), "--configfile", str(cfg), "--cores", "1", "-n"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "duplicate key 'seed'" in res.stdout + res.stderr

@@ -110,6 +110,9 @@ def shard_groups(n_groups: int, shard: int, nshards: int) -> np.ndarray:
         raise ConfigError(f"nshards must be >= 1, got {nshards}")
     if not 0 <= shard < nshards:
         raise ConfigError(f"shard must be in [0, {nshards}), got {shard}")
+    if nshards > n_groups:
+        raise ConfigError(f"{nshards} shards exceed the {n_groups} galaxy groups of the run (groups "
+                          f"are never split): some shards would be empty; use at most {n_groups}")
     return np.array_split(np.arange(n_groups, dtype=np.int64), nshards)[shard]
 
 

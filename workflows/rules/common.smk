@@ -4,12 +4,16 @@ import json
 import os
 from pathlib import Path
 
-from refinegan.config import RunConfig
+from refinegan.config import RunConfig, check_shards, read_yaml
 
 # The run config, resolved once here at the edge (file + --config overrides + schema defaults,
 # validated, frozen): the rules read it, and every CLI call reads the same values back from
 # RUN_CONFIG below.
+# read_yaml refuses duplicate keys, which Snakemake's own loader accepts (keeping the last)
+for _file in workflow.configfiles:
+    read_yaml(_file)
 CFG = RunConfig.of(config)
+check_shards(CFG)
 RUN = CFG.name
 RESULTS = f"results/{RUN}"
 LOGS = f"logs/{RUN}"
