@@ -18,6 +18,7 @@ validate(config, "workflows/schemas/config.schema.yaml")
 
 
 include: "workflows/rules/common.smk"
+include: "workflows/rules/stage_config.smk"
 include: "workflows/rules/simulate.smk"
 include: "workflows/rules/prepare_real.smk"
 include: "workflows/rules/train.smk"
@@ -27,6 +28,7 @@ include: "workflows/rules/compare.smk"
 
 localrules:
     all,
+    stage_config,
     summary,
 
 

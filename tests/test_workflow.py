@@ -2,6 +2,7 @@
 the contract; a second run does nothing; a deleted shard reruns only what depends on it;
 `--config` overrides reach the stages. About a minute on 2 cores."""
 
+import json
 import re
 import subprocess
 import sys
@@ -61,6 +62,29 @@ def test_all_outputs_exist_and_follow_the_contract(finished_run):
         assert any((finished_run / "logs" / "ci").glob(f"{stage}*")), stage
     assert (finished_run / "benchmarks" / "ci" / "train.tsv").exists()
     assert not list(res.rglob("*.tmp"))
+
+
+def _jobs(out: str) -> dict:
+    table = out.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
+
+
+def test_a_dry_run_writes_nothing_and_a_train_change_reruns_only_training(finished_run):
+    """Parsing never writes: what a running workflow's jobs read cannot change under them."""
+    res_dir = finished_run / "results" / "ci"
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes() if p.suffix == ".json" else b"")
+              for p in res_dir.rglob("*") if p.is_file()}
+    res = _snakemake(finished_run, "--dry-run", "--config", "train={steps: 5}")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes() if p.suffix == ".json" else b"")
+             for p in res_dir.rglob("*") if p.is_file()}
+    assert after == before
+    jobs = _jobs(out)  # the train change: its config, train and everything after it
+    assert jobs.get("stage_config") == 2 and jobs.get("train") == 1 and jobs.get("refine") == 2
+    assert "simulate" not in jobs and "prepare_real" not in jobs, out
+    cfg = json.loads((res_dir / "config" / "train.json").read_text())
+    assert cfg["train"]["steps"] == 4  # the config the finished run trained with
 
 
 def test_second_run_does_nothing_and_deleted_shard_reruns_only_dependents(finished_run):

@@ -7,8 +7,8 @@ from pathlib import Path
 from refinegan.config import RunConfig, check_shards, read_yaml
 
 # The run config, resolved once here at the edge (file + --config overrides + schema defaults,
-# validated, frozen): the rules read it, and every CLI call reads the same values back from
-# RUN_CONFIG below.
+# validated, frozen). Parsing the workflow writes nothing: a dry run, or a run refused by the
+# lock, cannot change what a running workflow's jobs read.
 # read_yaml refuses duplicate keys, which Snakemake's own loader accepts (keeping the last)
 for _file in workflow.configfiles:
     read_yaml(_file)
@@ -20,21 +20,27 @@ LOGS = f"logs/{RUN}"
 BENCH = f"benchmarks/{RUN}"
 NSHARDS = CFG.shards
 
-# Rewritten only when it changes; rules see changes of their own sections through `params`
-# (Snakemake's params rerun trigger), so e.g. a new train.steps does not redraw the sims.
-RUN_CONFIG = f"{RESULTS}/run_config.json"
-_text = json.dumps(CFG.to_dict(), indent=1, sort_keys=True)
-_path = Path(RUN_CONFIG)
-if not _path.exists() or _path.read_text() != _text:
-    _path.parent.mkdir(parents=True, exist_ok=True)
-    _tmp = _path.with_suffix(".tmp")
-    _tmp.write_text(_text)
-    _tmp.replace(_path)
+# The config sections each stage depends on: its own and those of the stages upstream of it.
+# Rule `stage_config` writes results/<name>/config/<stage>.json, the whole run config as this
+# invocation resolved it, when those sections change (Snakemake's params rerun trigger); the
+# stage reads that file, its input, so e.g. a new train.steps retrains but does not redraw sims.
+STAGE_SECTIONS = {
+    "simulate": ("seed", "stamp", "sim"),
+    "prepare_real": ("seed", "stamp", "sim", "real"),
+    "train": ("seed", "stamp", "sim", "real", "train"),
+    "compare": ("seed", "stamp", "sim", "real", "train", "compare"),
+}
 
 
 def sections(*names):
     """The config sections a rule depends on, as a string for `params` (rerun trigger)."""
-    return json.dumps({k: CFG.to_dict()[k] for k in names}, sort_keys=True)
+    plain = CFG.to_dict()
+    return json.dumps({k: plain[k] for k in names}, sort_keys=True)
+
+
+def stage_config(stage):
+    """The run config file the jobs of ``stage`` read (an output of rule stage_config)."""
+    return f"{RESULTS}/config/{stage}.json"
 
 
 def sim_shards():

@@ -10,6 +10,7 @@ rule compare:
             if CFG["real"]["source"] == "mock"
             else []
         ),
+        cfg=stage_config("compare"),
     output:
         h5=f"{RESULTS}/compare.h5",
         plots=report(
@@ -26,13 +27,11 @@ rule compare:
         "../envs/refinegan.yaml"
     threads: 4
     params:
-        cfg=sections("seed", "compare"),
-        config=RUN_CONFIG,
         control=lambda wildcards, input: (
             f"--control {input.control}" if input.control else ""
         ),
     shell:
-        "refinegan compare --no-progress --config {params.config} --sim {input.sim}"
+        "refinegan compare --no-progress --config {input.cfg} --sim {input.sim}"
         " --refined {input.refined} --real {input.real} --out {output.h5}"
         " {params.control} --plots {output.plots} > {log} 2>&1"
 

@@ -1,5 +1,7 @@
 rule prepare_real:
     """Build the target ("real") stamp file from real.source (refinegan prepare-real)."""
+    input:
+        cfg=stage_config("prepare_real"),
     output:
         h5=f"{RESULTS}/real.h5",
     log:
@@ -8,11 +10,8 @@ rule prepare_real:
         f"{BENCH}/prepare_real.tsv"
     conda:
         "../envs/refinegan.yaml"
-    params:
-        cfg=sections("seed", "stamp", "sim", "real"),
-        config=RUN_CONFIG,
     shell:
-        "refinegan prepare-real --no-progress --config {params.config} --out {output.h5}"
+        "refinegan prepare-real --no-progress --config {input.cfg} --out {output.h5}"
         " > {log} 2>&1"
 
 
@@ -31,6 +30,8 @@ CONTROL_SETS = " ".join(
 
 rule prepare_control:
     """The noise-only control set (mock with only its noise effect; refinegan prepare-real)."""
+    input:
+        cfg=stage_config("prepare_real"),
     output:
         h5=f"{RESULTS}/control_noise.h5",
     log:
@@ -40,9 +41,7 @@ rule prepare_control:
     conda:
         "../envs/refinegan.yaml"
     params:
-        cfg=sections("seed", "stamp", "sim", "real"),
-        config=RUN_CONFIG,
         sets=CONTROL_SETS,
     shell:
-        "refinegan prepare-real --no-progress --config {params.config} {params.sets}"
+        "refinegan prepare-real --no-progress --config {input.cfg} {params.sets}"
         " --out {output.h5} > {log} 2>&1"

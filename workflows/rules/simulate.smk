@@ -1,5 +1,7 @@
 rule simulate:
     """Draw one shard of the GalSim simulation (refinegan simulate)."""
+    input:
+        cfg=stage_config("simulate"),
     output:
         h5=f"{RESULTS}/sim/shard-{{i}}.h5",
     log:
@@ -9,9 +11,7 @@ rule simulate:
     conda:
         "../envs/refinegan.yaml"
     params:
-        cfg=sections("seed", "stamp", "sim"),
         nshards=NSHARDS,
-        config=RUN_CONFIG,
     shell:
-        "refinegan simulate --no-progress --config {params.config} --out {output.h5}"
+        "refinegan simulate --no-progress --config {input.cfg} --out {output.h5}"
         " --shard {wildcards.i} --nshards {params.nshards} > {log} 2>&1"

@@ -7,6 +7,7 @@ rule train:
     input:
         sim=sim_shards(),
         real=rules.prepare_real.output.h5,
+        cfg=stage_config("train"),
     output:
         model=f"{RESULTS}/model/refiner.pt",
         log_h5=f"{RESULTS}/model/train_log.h5",
@@ -26,9 +27,7 @@ rule train:
     resources:
         gpu=1 if CFG["train"]["device"] == "cuda" else 0,
     params:
-        cfg=sections("seed", "train"),
-        config=RUN_CONFIG,
         outdir=lambda wildcards, output: os.path.dirname(output.model),
     shell:
-        "refinegan train --no-progress --config {params.config} --sim {input.sim}"
+        "refinegan train --no-progress --config {input.cfg} --sim {input.sim}"
         " --real {input.real} --out {params.outdir} > {log} 2>&1"
