@@ -6,6 +6,7 @@ from compare_helpers import make_pairs
 
 from refinegan.compare.calibration import (
     calibrate,
+    calibrate_sets,
     fit_mc,
     group_means,
     paired_difference,
@@ -122,3 +123,31 @@ def test_nonfinite_and_masked_pixels_are_bad_pixels():
     out = regauss_shapes(dirty, psf, mask=mask)
     assert (out["status"] == 0).all()
     np.testing.assert_allclose(out["eps1"], clean["eps1"], atol=1e-5)
+
+
+def test_calibrate_sets_returns_its_shapes_and_writes_nothing():
+    """compare's calibration step: a set without true shear is skipped; an identity refined set
+    gives dm = 0 exactly; the REGAUSS shapes come back in `Calibration.shapes` (the tables hold
+    the same arrays) and the measurements are left as they were."""
+    from refinegan.compare.measure import groups_of, measure
+    from refinegan.compare.params import CompareParams
+    from refinegan.compare.samples import Samples
+    from refinegan.io import StampSet
+
+    images, labels, psf = make_pairs(2, g=G, noise=0.5, profile="exp", method="auto")
+    attrs = {"pixel_scale": 0.2}
+    sets = {"sim": StampSet(images, labels, psf, None, attrs),
+            "refined": StampSet(images.copy(), labels, psf, None, attrs),
+            "real": StampSet(images, {}, None, None, attrs)}
+    p = CompareParams(n_bootstrap=5)
+    meas = {d: measure(s, p) for d, s in sets.items()}
+    data = Samples(sets, meas, {d: groups_of(s) for d, s in sets.items()},
+                   np.zeros(len(images), bool), 1.0)
+    before = {d: vars(m).copy() for d, m in meas.items()}
+    cal = calibrate_sets(data, p, np.random.default_rng(1))
+    assert set(cal.shapes) == {"sim", "refined"}
+    assert "skipped" in cal.tables["real"] and "transfer" not in cal.tables
+    assert "refined_target_psf" not in cal.tables  # the real set has no PSF
+    assert cal.tables["sim"]["eps1"] is cal.shapes["sim"]["eps1"]
+    np.testing.assert_array_equal(cal.tables["paired"]["dm"], 0.0)
+    assert {d: vars(m) for d, m in data.meas.items()} == before

@@ -6,8 +6,11 @@ import pytest
 from compare_helpers import make_pairs, write_set
 
 from refinegan.compare.compare import compare
+from refinegan.compare.measure import Measurement
 from refinegan.compare.params import CompareParams
+from refinegan.compare.samples import Samples
 from refinegan.compare.store import read_tree
+from refinegan.compare.tables import label_drift
 from refinegan.config import load_config
 from refinegan.errors import ConfigError, ContractError
 
@@ -206,3 +209,47 @@ def test_cli_compare_runs(tmp_path, files):
                "--plots", str(tmp_path / "figs"), "--no-progress", *sets])
     assert rc == 0
     assert (tmp_path / "c.h5").exists() and (tmp_path / "figs" / "calibration.png").exists()
+
+
+def _measurement(n: int, **scalars) -> Measurement:
+    base = {k: np.full(n, 2.0) for k in ("hsm_flux", "flux", "hsm_g1", "hsm_g2", "hsm_sigma",
+                                         "hlr_pix", "hsm_dx", "hsm_dy")}
+    return Measurement({**base, **scalars}, np.zeros((n, 2)), np.zeros((n, 7, 7)))
+
+
+def test_measurement_is_typed_and_never_written_to():
+    """values() reads scalars (N,) or statmorph (M,); with_morphology returns a new object."""
+    import dataclasses
+
+    m = Measurement({"flux": np.array([1, 2, 3])}, np.zeros((3, 2)), np.zeros((3, 7, 7)))
+    assert m.values("flux").dtype == np.float64 and len(m) == 3 and not m.has_morph
+    with pytest.raises(KeyError, match="'morph_c' was not measured"):
+        m.values("morph_c")
+    m2 = m.with_morphology({"morph_c": np.array([2.5])}, np.array([1]))
+    assert m2.has_morph and not m.has_morph and m2.scalars is m.scalars
+    np.testing.assert_array_equal(m2.values("morph_c"), [2.5])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.morph = {}
+    data = Samples({}, {"sim": m2, "real": m2}, {}, np.array([True, False, True]), 1.0)
+    assert data.has_morph and not data.has_control
+    np.testing.assert_array_equal(data.real_half("flux"), [True, False, True])
+    np.testing.assert_array_equal(data.real_half("morph_c"), [False])  # the statmorph subsample
+
+
+def test_label_drift_known_answer():
+    """Refined flux 10% up, centroid moved (0.3, 0.4) px: drift 0.1 and 0.5; REGAUSS drift only
+    when both sets' shapes are passed in."""
+    n = 5
+    sim = _measurement(n)
+    ref = _measurement(n, hsm_flux=np.full(n, 2.2), hsm_dx=np.full(n, 2.3),
+                       hsm_dy=np.full(n, 2.4))
+    d = label_drift(sim, ref)
+    assert d["flux_rel"]["median_abs"] == pytest.approx(0.1, rel=1e-12)
+    assert d["centroid_pix"]["p95_abs"] == pytest.approx(0.5, rel=1e-12)
+    assert d["e1"]["p95_abs"] == 0 and d["e1"]["n"] == n
+    assert "eps1_regauss" not in d
+    assert "eps1_regauss" not in label_drift(sim, ref, {"eps1": np.zeros(n), "eps2": np.zeros(n)})
+    d = label_drift(sim, ref, {"eps1": np.full(n, 0.1), "eps2": np.full(n, np.nan)},
+                    {"eps1": np.full(n, 0.15), "eps2": np.zeros(n)})
+    assert d["eps1_regauss"]["mean"] == pytest.approx(0.05, rel=1e-12)
+    assert d["eps2_regauss"]["n"] == 0 and d["eps2_regauss"]["n_failed"] == n

@@ -15,6 +15,10 @@ Rotated twins cancel the intrinsic shape, +/-g twins the noise-and-shape respons
 m is NaN for a component whose applied shear is zero. A group with any failed stamp is left out
 of the fit (and counted); errors are the std over bootstrap resamples of groups. Paired
 differences (sim vs refined) resample the same groups for both, so shared shape noise cancels.
+
+`calibrate_sets` is compare's calibration step: m, c per domain, the paired refined - sim
+difference and the calibration transfer, returned with the REGAUSS shapes it measured
+(`Calibration`) for the label drift.
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ from dataclasses import dataclass
 import galsim
 import numpy as np
 
+from ..io import StampSet
+from .measure import Measurement
+from .params import CompareParams
+from .samples import Samples
+
 __all__ = [
+    "Calibration",
+    "calibrate_sets",
     "regauss_shapes",
     "Groups",
     "group_means",
@@ -253,3 +264,86 @@ def transfer(sim: dict, refined: dict, real: dict, paired: dict, bar: float = BA
     out["paired_meets_bar"] = np.abs(paired["dm"]) < bar
     out["bar"] = bar
     return out
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The result of compare's calibration step.
+
+    Attributes
+    ----------
+    tables : dict
+        The ``calibration`` tree of compare.h5: per domain a `calibrate` result with
+        ``regauss_status``, ``eps1``, ``eps2`` (N,) (or ``skipped``), ``paired``, ``transfer``
+        and their ``*_target_psf`` versions where they apply.
+    shapes : dict of str -> dict of str -> ndarray (N,)
+        `regauss_shapes` of each calibrated domain with its own file's PSF.
+    """
+
+    tables: dict
+    shapes: dict[str, dict[str, np.ndarray]]
+
+
+def _shapes_and_groups(s: StampSet, psf: np.ndarray, m: Measurement) -> tuple[dict, Groups]:
+    """REGAUSS shapes of a set with ``psf`` (its measured noise variance) and their groups."""
+    sh = regauss_shapes(s.images, psf, m.scalars["noise_std"] ** 2, s.mask)
+    return sh, group_means(sh["eps1"], sh["eps2"], sh["status"] == 0, s.labels)
+
+
+def _target_psf_calibration(data: Samples, target_psf: np.ndarray, grs: dict[str, Groups],
+                            tables: dict, p: CompareParams, rng: np.random.Generator) -> dict:
+    """Refined stamps calibrated with the target's PSF (its mean image if one per stamp),
+    paired against the sims' groups ``grs["sim"]``; ``tables`` holds the per-set results."""
+    if target_psf.ndim == 3:
+        target_psf = target_psf.mean(axis=0)
+    _, gr = _shapes_and_groups(data.sets["refined"], target_psf, data.meas["refined"])
+    out = {"refined_target_psf": calibrate(gr, p.n_bootstrap, rng),
+           "paired_target_psf": paired_difference(grs["sim"], gr, p.n_bootstrap, rng)}
+    if "real" in grs:
+        out["transfer_target_psf"] = transfer(tables["sim"], out["refined_target_psf"],
+                                              tables["real"], out["paired_target_psf"], p.bar_m)
+    return out
+
+
+def calibrate_sets(data: Samples, p: CompareParams, rng: np.random.Generator) -> Calibration:
+    """REGAUSS m, c of every set with true shear; paired refined - sim; calibration transfer.
+
+    Parameters
+    ----------
+    data : Samples
+        The sets (a set is calibrated when it has ``g1``, ``g2`` labels and a ``/psf``) and
+        their measurements (``noise_std``, counts, for REGAUSS's noise variance).
+    p : CompareParams
+        ``n_bootstrap``, ``bar_m`` and ``calibrate_with_target_psf``.
+    rng : numpy.random.Generator
+        Drawn in this order: each set's bootstrap (set order), the paired difference, then the
+        target-PSF calibration and its paired difference.
+
+    Returns
+    -------
+    Calibration
+        The ``calibration`` tables and the REGAUSS shapes per calibrated set.
+    """
+    out: dict = {}
+    grs: dict[str, Groups] = {}
+    shapes: dict[str, dict[str, np.ndarray]] = {}
+    for d, s in data.sets.items():
+        if not {"g1", "g2"} <= set(s.labels) or s.psf is None:
+            out[d] = {"skipped": "no g1/g2 labels or no /psf in the file"}
+            logger.info("calibration of %s skipped (no true shear labels or no /psf)", d)
+            continue
+        shapes[d], grs[d] = _shapes_and_groups(s, s.psf, data.meas[d])
+        out[d] = calibrate(grs[d], p.n_bootstrap, rng)
+        out[d]["regauss_status"] = shapes[d]["status"]
+        out[d]["eps1"], out[d]["eps2"] = shapes[d]["eps1"], shapes[d]["eps2"]
+    if "sim" in grs and "refined" in grs:
+        out["paired"] = paired_difference(grs["sim"], grs["refined"], p.n_bootstrap, rng)
+        if "real" in grs:
+            out["transfer"] = transfer(out["sim"], out["refined"], out["real"], out["paired"],
+                                       p.bar_m)
+        target_psf = data.sets["real"].psf
+        if p.calibrate_with_target_psf and target_psf is not None:
+            # a refiner may learn PSF features the sim PSF lacks: calibrate refined stamps with
+            # the target's PSF too
+            out.update(_target_psf_calibration(data, target_psf, grs, out, p, rng))
+    return Calibration(out, shapes)

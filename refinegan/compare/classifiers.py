@@ -1,11 +1,15 @@
-"""A small CNN that tells two sets of stamps apart, for the pixel-level classifier two-sample test.
+"""Classifier two-sample tests of compare: gradient boosting on per-image statistics, and a small
+CNN on the pixels.
 
-Used through `refinegan.compare.distances.classifier_auc` with `cnn_fit_predict` as ``fit_predict``.
-Stamps go in as ``asinh(x / scale)`` with one ``scale`` for both sets (the real set's median noise
-std), so the classifier sees noise and faint structure on the same footing in both. The net is
-conv3x3(1->c) -> ReLU -> conv3x3 stride 2 (c->2c) -> ReLU -> conv3x3 stride 2 (2c->2c) -> ReLU ->
-global mean and max pooling -> linear, trained with Adam on binary cross-entropy. Weights are
-initialised inside `torch.random.fork_rng` from the given seed, so no global RNG state changes.
+`classifier_tests` runs them all for the three `refinegan.compare.params.PAIRS` through
+`refinegan.compare.distances.classifier_auc` (group-aware splits, AUC over seeds).
+
+The pixel CNN (`CNNParams`, `cnn_fit_predict`): stamps go in as ``asinh(x / scale)`` with one
+``scale`` for both sets (the real set's median noise std), so the classifier sees noise and faint
+structure on the same footing in both. The net is conv3x3(1->c) -> ReLU -> conv3x3 stride 2
+(c->2c) -> ReLU -> conv3x3 stride 2 (2c->2c) -> ReLU -> global mean and max pooling -> linear,
+trained with Adam on binary cross-entropy. Weights are initialised inside
+`torch.random.fork_rng` from the given seed, so no global RNG state changes.
 """
 
 from __future__ import annotations
@@ -14,7 +18,12 @@ import logging
 
 import numpy as np
 
-__all__ = ["CNNParams", "cnn_fit_predict"]
+from . import distances as dist
+from .measure import pick_groups
+from .params import MORPH_STATS, NOISE_STATS, SCALAR_STATS, CompareParams
+from .samples import Samples, triples
+
+__all__ = ["CNNParams", "cnn_fit_predict", "classifier_tests"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,3 +124,95 @@ def _train_and_score(x_train, y_train, x_test, seed, params, prep) -> np.ndarray
         xs = prep(x_test)
         scores = [net(xs[s : s + 512]).squeeze(1) for s in range(0, len(xs), 512)]
     return torch.cat(scores).numpy().astype(np.float64)
+
+
+def _auc_triple(xs, gs, half_b_real, fit_predict, seeds, p, rng) -> dict:
+    """AUCs of the three PAIRS; with a control set in ``xs``, also control vs real."""
+    res = []
+    for (xa, xb), (ga, gb) in zip(triples(xs["sim"], xs["refined"], xs["real"], half_b_real),
+                                  triples(gs["sim"], gs["refined"], gs["real"], half_b_real),
+                                  strict=True):
+        res.append(dist.classifier_auc(xa, xb, ga, gb, fit_predict=fit_predict, seeds=seeds,
+                                       test_fraction=p.test_fraction, n_boot=p.n_bootstrap,
+                                       rng=rng))
+    auc = np.array([r.auc for r in res])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gap = float(1.0 - (auc[1] - 0.5) / (auc[0] - 0.5))
+    out = {"auc": auc, "err": np.array([r.err for r in res]),
+           "seed_aucs": np.stack([r.seed_aucs for r in res]),
+           "n": np.array([[r.n_a, r.n_b] for r in res]), "gap_closed": gap}
+    if "control" in xs:
+        r = dist.classifier_auc(xs["control"], xs["real"], gs["control"], gs["real"],
+                                fit_predict=fit_predict, seeds=seeds,
+                                test_fraction=p.test_fraction, n_boot=p.n_bootstrap, rng=rng)
+        out["control_auc"], out["control_err"] = r.auc, r.err
+    return out
+
+
+def _features(data: Samples, d: str, names, with_power: bool) -> np.ndarray:
+    """(N, F) features of domain ``d``: the statistics ``names``, then optionally the noise power
+    spectrum / noise variance (K columns); non-finite values NaN."""
+    m = data.meas[d]
+    x = np.stack([m.values(n) for n in names], axis=1)
+    if with_power:
+        var = m.scalars["noise_std"][:, None] ** 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            x = np.concatenate([x, m.power / var], axis=1)
+    return np.where(np.isfinite(x), x, np.nan)
+
+
+def _cnn_test(data: Samples, p: CompareParams, rng: np.random.Generator) -> dict:
+    """The pixel CNN on at most ``p.cnn_max_stamps`` stamps (whole groups) per domain."""
+    cnn = CNNParams(data.scale, channels=p.cnn_channels, epochs=p.cnn_epochs, threads=p.threads)
+    groups = data.groups
+    idx = {"sim": pick_groups(groups["sim"], p.cnn_max_stamps, rng)}
+    idx["refined"] = idx["sim"]
+    idx["real"] = pick_groups(groups["real"], p.cnn_max_stamps, rng)
+    if data.has_control:
+        idx["control"] = pick_groups(groups["control"], p.cnn_max_stamps, rng)
+    xs = {d: np.asarray(data.sets[d].images[idx[d]]) for d in idx}
+    gs = {d: groups[d][idx[d]] for d in idx}
+    return _auc_triple(xs, gs, data.half_b[idx["real"]], cnn.fit_predict, p.cnn_seeds, p, rng)
+
+
+def classifier_tests(data: Samples, p: CompareParams, rng: np.random.Generator) -> dict:
+    """Classifier two-sample tests: gradient boosting on all / noise-only / statmorph statistics,
+    and the CNN on pixels.
+
+    Parameters
+    ----------
+    data : Samples
+        Sets, measurements, groups, the real half split and the CNN's asinh scale.
+    p : CompareParams
+        ``gb_*``, ``cnn_*``, ``test_fraction``, ``n_bootstrap`` and ``threads``.
+    rng : numpy.random.Generator
+        Drawn in this order: gb_all, gb_noise, gb_morph, then the CNN's stamp picks and splits.
+
+    Returns
+    -------
+    dict
+        Per test (``gb_all``, ``gb_noise``, ``gb_morph`` with statmorph, ``cnn_pixels`` with
+        ``p.cnn_seeds > 0``): ``auc``, ``err`` (3,), ``seed_aucs`` (3, seeds), ``n`` (3, 2),
+        ``gap_closed``; ``control_auc``, ``control_err`` with a control set.
+    """
+    doms = ("sim", "refined", "real")
+
+    def gb(xtr, ytr, xte, seed):
+        return dist.gb_fit_predict(xtr, ytr, xte, seed, max_iter=p.gb_max_iter,
+                                   threads=p.threads)
+
+    out = {}
+    cdoms = doms + (("control",) if data.has_control else ())
+    for key, names, power in (("gb_all", SCALAR_STATS, True), ("gb_noise", NOISE_STATS, True)):
+        xs = {d: _features(data, d, names, power) for d in cdoms}
+        out[key] = _auc_triple(xs, data.groups, data.half_b, gb, p.gb_seeds, p, rng)
+        logger.info("classifier %s: AUC %s", key, np.round(out[key]["auc"], 3))
+    if data.has_morph:
+        xs = {d: _features(data, d, MORPH_STATS, False) for d in doms}
+        gs = {d: data.groups[d][data.meas[d].morph_index] for d in doms}
+        out["gb_morph"] = _auc_triple(xs, gs, data.half_b[data.meas["real"].morph_index], gb,
+                                      p.gb_seeds, p, rng)
+    if p.cnn_seeds > 0:
+        out["cnn_pixels"] = _cnn_test(data, p, rng)
+        logger.info("classifier cnn_pixels: AUC %s", np.round(out["cnn_pixels"]["auc"], 3))
+    return out

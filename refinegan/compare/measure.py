@@ -1,6 +1,9 @@
-"""Per-image measurements of a stamp set, and the galaxy-group bookkeeping compare subsamples with."""
+"""Per-image measurements of a stamp set (`Measurement`), and the galaxy-group bookkeeping
+compare subsamples with."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -8,7 +11,54 @@ from ..io import StampSet
 from .params import CompareParams
 from .stats import image_stats
 
-__all__ = ["truncate", "measure", "groups_of", "pick_groups"]
+__all__ = ["Measurement", "truncate", "measure", "groups_of", "pick_groups"]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Per-image statistics of one domain's stamp set (N stamps).
+
+    Attributes
+    ----------
+    scalars : dict of str -> ndarray (N,)
+        The `refinegan.compare.params.SCALAR_STATS` and the HSM extras (``hsm_dx``, ``hsm_dy``)
+        and ``flags`` (`refinegan.compare.stats` FLAG_* bits); units in docs/compare.md.
+    power : ndarray (N, K)
+        Noise power spectrum per stamp in K annuli of |k|, counts^2.
+    acf : ndarray (N, 2L+1, 2L+1)
+        Noise autocorrelation per stamp for lags -L..L (dimensionless, 1 at lag 0).
+    morph : dict of str -> ndarray (M,), optional
+        statmorph statistics (`refinegan.compare.params.MORPH_STATS`, ``morph_flag``, ...) of
+        the M-stamp subsample ``morph_index`` [default: None, morphology not measured].
+    morph_index : ndarray (M,) of int, optional
+        Sorted stamp indices the morphology was measured on [default: None].
+    """
+
+    scalars: dict[str, np.ndarray]
+    power: np.ndarray
+    acf: np.ndarray
+    morph: dict[str, np.ndarray] | None = None
+    morph_index: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.power)
+
+    @property
+    def has_morph(self) -> bool:
+        """Whether the statmorph statistics were measured (on ``morph_index``)."""
+        return self.morph is not None
+
+    def values(self, name: str) -> np.ndarray:
+        """Float values of a scalar (N,) or statmorph (M,) statistic ``name``."""
+        if name in self.scalars:
+            return np.asarray(self.scalars[name], float)
+        if self.morph is None:
+            raise KeyError(f"statistic {name!r} was not measured (morphology not run)")
+        return np.asarray(self.morph[name], float)
+
+    def with_morphology(self, morph: dict[str, np.ndarray], index: np.ndarray) -> Measurement:
+        """A copy with the statmorph statistics ``morph`` of the stamps ``index`` (M,)."""
+        return replace(self, morph=morph, morph_index=index)
 
 
 def truncate(s: StampSet, n_max: int | None) -> StampSet:
@@ -25,8 +75,25 @@ def truncate(s: StampSet, n_max: int | None) -> StampSet:
     return StampSet(s.images[:k], {n: v[:k] for n, v in s.labels.items()}, psf, mask, s.attrs)
 
 
-def measure(s: StampSet, p: CompareParams, progress: bool = False, desc: str = "") -> dict:
-    """Per-image statistics of a whole set, in chunks. Returns scalars, power (N, K), acf."""
+def measure(s: StampSet, p: CompareParams, progress: bool = False, desc: str = "") -> Measurement:
+    """Per-image statistics of a whole set, in chunks of ``p.chunk_stamps`` stamps.
+
+    Parameters
+    ----------
+    s : StampSet
+        N stamps (N, H, W) in counts; its ``mask`` (non-zero = bad pixel) is honoured.
+    p : CompareParams
+        Source mask, power-spectrum bins and ACF lags.
+    progress : bool
+        Show a tqdm bar [default: False].
+    desc : str
+        The bar's label [default: ""].
+
+    Returns
+    -------
+    Measurement
+        Scalars (N,), power (N, K), acf (N, 2L+1, 2L+1); no morphology.
+    """
     from tqdm import tqdm
 
     parts, powers, acfs = [], [], []
@@ -39,15 +106,20 @@ def measure(s: StampSet, p: CompareParams, progress: bool = False, desc: str = "
         powers.append(pw)
         acfs.append(ac)
     scalars = {k: np.concatenate([d[k] for d in parts]) for k in parts[0]}
-    return {"scalars": scalars, "power": np.concatenate(powers), "acf": np.concatenate(acfs)}
+    return Measurement(scalars, np.concatenate(powers), np.concatenate(acfs))
 
 
 def groups_of(s: StampSet) -> np.ndarray:
+    """Galaxy group of each stamp (N,): ``pair_id``, or the stamp index without one."""
     return np.asarray(s.labels["pair_id"]) if "pair_id" in s.labels else np.arange(len(s))
 
 
 def pick_groups(groups: np.ndarray, n_max: int, rng: np.random.Generator) -> np.ndarray:
-    """Sorted indices of at most ~n_max stamps made of whole random groups."""
+    """Sorted indices of at most ~n_max stamps made of whole random groups.
+
+    All stamps when there are at most ``n_max`` (``rng`` untouched); otherwise one
+    ``rng.choice`` of ``n_max / (stamps per group)`` groups.
+    """
     if len(groups) <= n_max:
         return np.arange(len(groups))
     uniq = np.unique(groups)

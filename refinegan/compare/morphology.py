@@ -120,52 +120,19 @@ def morphology(
     """
     n = len(images)
     if processes > 1 and n > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        blocks = np.array_split(np.arange(n), min(processes, n))
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(len(blocks), mp_context=ctx) as pool:
-            parts = list(pool.map(
-                _morphology_block,
-                [(np.asarray(images[b]), np.asarray(noise_std[b]), threshold_sigma, n_pixels)
-                 for b in blocks]))
-        out = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+        out = _morphology_parallel(images, noise_std, threshold_sigma, n_pixels, processes)
         _log_flags(out["morph_flag"])
         return out
     from tqdm import tqdm
 
     morph_class = _core_morphology_class()
-
     out = {name: np.full(n, np.nan) for name in MORPH_NAMES.values()}
     flag = np.zeros(n, np.int16)
     n_warn = np.zeros(n, np.int16)
     for i in tqdm(range(n), disable=not progress, desc="statmorph", leave=False):
-        img = np.asarray(images[i], dtype=np.float64)
-        sigma = float(noise_std[i])
-        if not (np.isfinite(sigma) and sigma > 0):
-            flag[i] = FLAG_NO_SEGMENT
-            continue
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            segmap, other = centre_segment(
-                img, sigma, threshold_sigma=threshold_sigma, n_pixels=n_pixels
-            )
-            if segmap is None:
-                flag[i] = FLAG_NO_SEGMENT
-                n_warn[i] = len(caught)
-                continue
-            try:
-                m = morph_class(
-                    img, segmap, label=1, mask=other, weightmap=np.full(img.shape, sigma)
-                )
-                values = {ours: float(getattr(m, theirs)) for theirs, ours in MORPH_NAMES.items()}
-                flag[i] = int(m.flag)
-            except Exception as err:  # statmorph raises many types on odd stamps
-                logger.debug("statmorph failed on stamp %d: %s", i, err)
-                flag[i] = FLAG_EXCEPTION
-                values = {}
-        n_warn[i] = len(caught)
+        values, flag[i], n_warn[i] = _one_stamp(
+            np.asarray(images[i], dtype=np.float64), float(noise_std[i]), morph_class,
+            threshold_sigma, n_pixels, i)
         if flag[i] >= 2:  # statmorph: 2 = bad, 4 = catastrophic; values are not trustworthy
             continue
         for key, value in values.items():
@@ -174,6 +141,47 @@ def morphology(
     out["morph_n_warnings"] = n_warn
     _log_flags(flag)
     return out
+
+
+def _one_stamp(img: np.ndarray, sigma: float, morph_class, threshold_sigma: float,
+               n_pixels: int, i: int) -> tuple[dict[str, float], int, int]:
+    """statmorph values of one stamp (H, W), its flag and the number of warnings caught."""
+    if not (np.isfinite(sigma) and sigma > 0):
+        return {}, FLAG_NO_SEGMENT, 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        segmap, other = centre_segment(
+            img, sigma, threshold_sigma=threshold_sigma, n_pixels=n_pixels
+        )
+        if segmap is None:
+            return {}, FLAG_NO_SEGMENT, len(caught)
+        try:
+            m = morph_class(
+                img, segmap, label=1, mask=other, weightmap=np.full(img.shape, sigma)
+            )
+            values = {ours: float(getattr(m, theirs)) for theirs, ours in MORPH_NAMES.items()}
+            flag = int(m.flag)
+        except Exception as err:  # statmorph raises many types on odd stamps
+            logger.debug("statmorph failed on stamp %d: %s", i, err)
+            flag, values = FLAG_EXCEPTION, {}
+    return values, flag, len(caught)
+
+
+def _morphology_parallel(images, noise_std, threshold_sigma: float, n_pixels: int,
+                         processes: int) -> dict[str, np.ndarray]:
+    """`morphology` in ``processes`` spawned workers on contiguous blocks, concatenated."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    n = len(images)
+    blocks = np.array_split(np.arange(n), min(processes, n))
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(len(blocks), mp_context=ctx) as pool:
+        parts = list(pool.map(
+            _morphology_block,
+            [(np.asarray(images[b]), np.asarray(noise_std[b]), threshold_sigma, n_pixels)
+             for b in blocks]))
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
 
 
 def _morphology_block(args) -> dict[str, np.ndarray]:
