@@ -219,6 +219,9 @@ class StampWriter:
         if n < 0:
             raise ContractError(f"number of stamps must be >= 0, got {n}")
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ContractError(f"{self.path} is a directory; give the stamp file's path (e.g. "
+                                f"{self.path / 'stamps.h5'})")
         self.tmp_path = temporary_path(self.path)
         self.n = int(n)
         self.stamp_shape = (int(stamp_shape[0]), int(stamp_shape[1]))

@@ -187,3 +187,21 @@ def test_empty_stamp_file(tmp_path):
                     mask=np.zeros((0, 8, 8), np.uint8))
     with io.open_stamps(path) as sf:
         assert sf.n == 0 and sf.stamp_shape == (8, 8)
+
+
+def test_an_existing_directory_as_output_is_refused_and_nothing_is_left(tmp_path):
+    out = tmp_path / "outdir"
+    out.mkdir()
+    with pytest.raises(ContractError, match="outdir is a directory"):
+        io.write_stamps(out, np.zeros((2, 8, 8), np.float32), {}, domain="real", pixel_scale=0.2,
+                        source="t", config={}, seed=1)
+    assert list(tmp_path.iterdir()) == [out] and not list(out.iterdir())
+
+
+def test_a_failed_write_removes_its_temporary_file(tmp_path):
+    out = tmp_path / "s.h5"
+    with pytest.raises(ContractError, match="only 1 of 2 stamps"), io.StampWriter(
+            out, 2, (8, 8), domain="real", pixel_scale=0.2, source="t", config={}, seed=1) as w:
+        w.write(np.zeros((1, 8, 8), np.float32), {})
+        w.close()
+    assert not list(tmp_path.iterdir())
