@@ -13,8 +13,9 @@ from refinegan.errors import ConfigError, TrainingError
 from refinegan.refiner import monitor as mon
 from refinegan.refiner.losses import border_acf, border_variance
 from refinegan.refiner.refiner_file import load_file
+from refinegan.refiner.settings import TrainSettings
 from refinegan.refiner.train import train
-from refinegan.refiner.trainer import Trainer, TrainSettings
+from refinegan.refiner.trainer import Trainer
 
 SIZE = 16
 SMALL = [
@@ -212,7 +213,7 @@ def test_bf16_autocast_path_runs_and_keeps_float32_where_needed(rng):
 
 
 def test_masked_target_pixels_become_noise():
-    from refinegan.refiner.train import fill_masked
+    from refinegan.refiner.data import fill_masked
 
     rng = np.random.default_rng(0)
     images = rng.normal(0, 3.0, (40, 16, 16)).astype(np.float32)
