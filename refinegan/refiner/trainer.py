@@ -210,6 +210,8 @@ class Trainer:
         return z.contiguous(memory_format=torch.channels_last) if self.cuda and self.s.cuda_channels_last else z
 
     def r_step(self, sim: torch.Tensor, adversarial: bool):
+        """One R update on a batch of ``sim`` (N, 1, H, W); returns the detached loss terms
+        (adversarial, self-regularisation, moment, noise anchors), each a scalar."""
         s = self.s
         idx = self._batch_idx(sim.shape[0])
         x, region = sim[idx], self._region(idx)
@@ -223,7 +225,7 @@ class Trainer:
             mom = (s.moment_lambda * moment_loss(y, base, self.moments)
                    if s.moment_mode == "loss" else self.zero)
             adv = g_loss(self.d_call(y), s.adv_loss, s.global_weight) if adversarial else self.zero
-            noise = self._noise_loss(y, region)
+            noise = self.noise_loss(y, region)
             loss = adv + reg + mom + noise
         self.opt_r.zero_grad(set_to_none=True)
         loss.backward()
@@ -234,7 +236,7 @@ class Trainer:
                                  1.0 - s.ema_decay)
         return adv.detach(), reg.detach(), mom.detach(), noise.detach()
 
-    def _noise_loss(self, y: torch.Tensor, region) -> torch.Tensor:
+    def noise_loss(self, y: torch.Tensor, region) -> torch.Tensor:
         """The noise anchors' terms summed in order (level, acf, spread, shape), zero if none.
 
         The level term, when on, starts the sum itself; the others are added to it (or to zero),
@@ -250,6 +252,8 @@ class Trainer:
         return noise
 
     def d_step(self, sim: torch.Tensor, real: torch.Tensor):
+        """One D update on batches of ``real`` and of refined ``sim`` mixed with the history
+        buffer; returns D's loss, its accuracy on real and on refined stamps, and R1."""
         s = self.s
         x, r = self._batch(sim), self._batch(real)
         with torch.no_grad(), self._autocast():
@@ -288,6 +292,7 @@ class Trainer:
         return self.world.mean(torch.stack([adv, reg, mom, ld, acc_r, acc_f, r1, noise]).float())
 
     def model_state(self) -> dict:
+        """R's weights for ``refiner.pt`` (the EMA weights when enabled), float32 on the CPU."""
         state = self.refiner.state_dict()
         if self.ema is not None:
             names = [n for n, _ in self.refiner.named_parameters()]
@@ -295,12 +300,14 @@ class Trainer:
         return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
 
     def state_dict(self) -> dict:
+        """The whole training state (``checkpoint.pt``'s ``trainer``)."""
         return {"step": self.step, "refiner": self.refiner.state_dict(), "disc": self.disc.state_dict(),
                 "opt_r": self.opt_r.state_dict(), "opt_d": self.opt_d.state_dict(),
                 "ema": None if self.ema is None else [t.cpu() for t in self.ema],
                 "gen": self.gen.get_state(), "history": self.history.state_dict()}
 
     def load_state_dict(self, st: dict) -> None:
+        """Restore a `state_dict`, so the run continues exactly."""
         self.step = int(st["step"])
         self.refiner.load_state_dict(st["refiner"])
         self.disc.load_state_dict(st["disc"])
