@@ -192,23 +192,15 @@ def refine(
         match = PsfMatch.from_dict(model.psf_match)
         if match is not None:
             _check_match_psf(match, sf, model_path)
-        # PSF matching and a learned PSF kernel: the refined stamps are the sims through
-        # K_learned * K_match * psf (docs/refiner.md)
-        psf = sf.psf if (sf.psf is None or match is None) else match.apply_psf(sf.psf)
-        psf = psf if psf is None else module.refined_psf(psf)
+        psf = _refined_psf(sf, match, module)
         runner = fast_refiner(module, dev, sf.stamp_shape, jit=jit)
         extra = _provenance(in_path, model_path, model_sha, match, module)
-        config = {"refine": {"model": str(model_path), "chunk_stamps": chunk_stamps},
-                  "parent_config": sf.attrs.get("config")}
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=sf.n, desc="refine", unit="stamp")
-        with StampWriter(out_path, sf.n, sf.stamp_shape, domain="refined",
-                         pixel_scale=sf.pixel_scale, source=f"refinegan refine of {in_path.name} "
-                         f"with {Path(model_path).name}", config=config, seed=int(sf.attrs["seed"]),
-                         psf=psf, with_mask=sf.mask is not None, extra_attrs=extra) as w:
+        with _writer(out_path, sf, model_path, chunk_stamps, psf, extra) as w:
             for i, (sl, images) in enumerate(sf.iter_chunks(chunk_stamps)):
                 labels = sf.labels(sl=sl)  # each label's own dtype, bytes unchanged
                 sigma = _chunk_sigma(images, labels, sl, norm, in_path)
@@ -249,6 +241,24 @@ def _chunk_sigma(images: np.ndarray, labels, sl: slice, norm: Normalization, in_
         bad = sl.start + int(np.flatnonzero(~np.isfinite(images).all(axis=(1, 2)))[0])
         raise ContractError(f"{in_path}: stamp {bad} has NaN or inf pixels")
     return norm.sigmas(images, labels, str(in_path))
+
+
+def _refined_psf(sf, match: PsfMatch | None, module) -> np.ndarray | None:
+    """The refined file's /psf: with PSF matching and a learned PSF kernel the refined stamps
+    are the sims through K_learned * K_match * psf (docs/refiner.md)."""
+    psf = sf.psf if (sf.psf is None or match is None) else match.apply_psf(sf.psf)
+    return psf if psf is None else module.refined_psf(psf)
+
+
+def _writer(out_path: Path, sf, model_path, chunk_stamps: int, psf: np.ndarray | None,
+            extra: dict) -> StampWriter:
+    """The ``refined`` stamp file for the stamps of ``sf`` (same shape, pixel scale, seed, mask)."""
+    config = {"refine": {"model": str(model_path), "chunk_stamps": chunk_stamps},
+              "parent_config": sf.attrs.get("config")}
+    return StampWriter(out_path, sf.n, sf.stamp_shape, domain="refined", pixel_scale=sf.pixel_scale,
+                       source=f"refinegan refine of {sf.path.name} with {Path(model_path).name}",
+                       config=config, seed=int(sf.attrs["seed"]), psf=psf,
+                       with_mask=sf.mask is not None, extra_attrs=extra)
 
 
 def _provenance(in_path: Path, model_path, model_sha: str, match: PsfMatch | None, module) -> dict:

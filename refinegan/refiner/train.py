@@ -139,29 +139,16 @@ def _train(config: RunConfig, s: TrainSettings, device: torch.device, world: Wor
     meta = {"config": config.to_dict(), "device": str(device),
             "sim_files": [str(p) for p in data.sim_paths], "real_file": str(data.real_path)}
     log = mon.TrainLog(s, device, ckpt_path, done)
+    samples = (watch_z[:n_samples], data.real_z[:n_samples])
     end = s.total_steps if stop_after_step is None else min(s.total_steps, stop_after_step)
-    bar = _progress_bar(s, t.step) if progress and world.is_main else None
-    while t.step < end:
-        log.append(t.one_step(data.sim_z, data.real_z))
-        step = t.step
-        if bar is not None:
-            bar.update(1)
-        at_ckpt = step % s.checkpoint_every == 0 or step == end
-        if step % s.log_every == 0 or at_ckpt:
-            log.report(step, log.flush(step), bar)
-        if at_ckpt and world.is_main:
-            save_checkpoint(ckpt_path, t, s, log)
-        if s.sample_every and step % s.sample_every == 0 and world.is_main:
-            save_samples(out_dir, step, t, watch_z[:n_samples], data.real_z[:n_samples])
-    if bar is not None:
-        bar.close()
+    _run_steps(t, data, log, end, out_dir, samples, world, progress)
     log.flush(t.step)
     report = mon.watch(watch_z, t.refine_eval(watch_z), *log.d_accuracy(), watch_real)
     for w in report["warnings"]:
         logger.warning("failure mode: %s", w)
     finished = t.step >= s.total_steps
     if finished and world.is_main:
-        save_samples(out_dir, t.step, t, watch_z[:n_samples], data.real_z[:n_samples])
+        save_samples(out_dir, t.step, t, *samples)
         refiner_file(config, s, t, data, meta).write(model_path)
     if world.is_main:
         mon.write_log(log_path, log.done(), meta | {"world_size": world.size,
@@ -175,6 +162,28 @@ def _train(config: RunConfig, s: TrainSettings, device: torch.device, world: Wor
     logger.info("training %s at step %d of %d; failure modes: %s", "finished" if finished else "stopped",
                 t.step, s.total_steps, report["warnings"] or "none")
     return TrainResult(model_path, ckpt_path, log_path, t.step, report)
+
+
+def _run_steps(t: Trainer, data: TrainData, log: mon.TrainLog, end: int, out_dir: Path,
+               samples: tuple[torch.Tensor, torch.Tensor], world: World, progress: bool) -> None:
+    """Step ``t`` up to global step ``end``: each step logged, flushed at log and checkpoint
+    steps, checkpointed and sampled (rank 0) on the schedules of ``t.s``."""
+    s = t.s
+    bar = _progress_bar(s, t.step) if progress and world.is_main else None
+    while t.step < end:
+        log.append(t.one_step(data.sim_z, data.real_z))
+        step = t.step
+        if bar is not None:
+            bar.update(1)
+        at_ckpt = step % s.checkpoint_every == 0 or step == end
+        if step % s.log_every == 0 or at_ckpt:
+            log.report(step, log.flush(step), bar)
+        if at_ckpt and world.is_main:
+            save_checkpoint(log.checkpoint_path, t, s, log)
+        if s.sample_every and step % s.sample_every == 0 and world.is_main:
+            save_samples(out_dir, step, t, *samples)
+    if bar is not None:
+        bar.close()
 
 
 def set_noise_targets(t: Trainer, data: TrainData) -> None:
