@@ -29,7 +29,8 @@ import torch
 from refinegan.config import load_config
 from refinegan.refiner.model import build_refiner
 from refinegan.refiner.refine import fast_refiner
-from refinegan.refiner.trainer import Trainer, TrainSettings
+from refinegan.refiner.settings import TrainSettings
+from refinegan.refiner.trainer import Trainer
 
 
 def _sync(device):

@@ -77,7 +77,8 @@ def test_two_gloo_processes_match_one(data):
 def test_batch_must_split_evenly():
     from refinegan.errors import ConfigError
     from refinegan.refiner.distributed import World
-    from refinegan.refiner.trainer import Trainer, TrainSettings
+    from refinegan.refiner.settings import TrainSettings
+    from refinegan.refiner.trainer import Trainer
 
     s = TrainSettings.from_config(load_config(None, [*OVERRIDES, "train.batch_size=7"]))
     with pytest.raises(ConfigError, match="batch_size=7 must be divisible by the number of processes"):

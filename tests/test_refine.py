@@ -11,7 +11,14 @@ from refinegan.config import load_config
 from refinegan.errors import ContractError, TrainingError
 from refinegan.io import file_sha256, open_stamps, read_stamps
 from refinegan.refiner.refine import refine
-from refinegan.refiner.refiner_file import atomic_save, load_file
+from refinegan.refiner.refiner_file import (
+    MODEL_FORMAT,
+    MODEL_VERSION,
+    RefinerFile,
+    atomic_save,
+    load_file,
+    load_model,
+)
 from refinegan.refiner.train import train
 
 SIZE = 16
@@ -119,6 +126,33 @@ def test_refuses_other_noise_normalization(tmp_path, model):
     real, _, _ = write_set(tmp_path / "real.h5", 4, SIZE, rng, domain="real", sigma=2.0)
     with pytest.raises(ContractError, match=r"real.h5: normalization uses /labels/noise_sigma but the file has no such label"):
         refine(tmp_path / "label.pt", real, tmp_path / "out.h5")
+
+
+def test_refiner_file_has_one_field_per_key(tmp_path, model):
+    """RefinerFile writes its fields in order, reads them back, refuses a file without a required
+    key and reads one without the provenance keys as None."""
+    m = RefinerFile.read(model)
+    assert list(load_file(model)) == list(RefinerFile.keys()) == list(m.to_dict())
+    assert RefinerFile.required_keys() == ("format", "version", "arch", "state_dict", "normalization",
+                                           "pixel_scale", "stamp_shape", "sim_sigma_median",
+                                           "real_sigma_median", "config")
+    assert m.format == MODEL_FORMAT and m.version == MODEL_VERSION and m.stamp_shape == [SIZE, SIZE]
+    assert m.step == 1 and m.sim_files[0].endswith("sim.h5") and m.psf_match is None
+    m.write(tmp_path / "copy.pt")
+    copy = RefinerFile.read(tmp_path / "copy.pt")
+    assert copy.info() == m.info() and copy.state_dict.keys() == m.state_dict.keys()
+    assert all(torch.equal(v, m.state_dict[k]) for k, v in copy.state_dict.items())
+    module, info = load_model(tmp_path / "copy.pt")
+    assert "state_dict" not in info and info["arch"] == m.arch and not module.training
+    old = load_file(model)
+    for key in ("step", "versions", "sim_files", "real_file", "psf_match"):
+        del old[key]
+    atomic_save(old, tmp_path / "old.pt")
+    assert RefinerFile.read(tmp_path / "old.pt").step is None
+    del old["config"]
+    atomic_save(old, tmp_path / "noconfig.pt")
+    with pytest.raises(ContractError, match=r"noconfig.pt: refiner file lacks \['config'\]"):
+        refine(tmp_path / "noconfig.pt", _input(tmp_path)[0], tmp_path / "out.h5")
 
 
 def test_refuses_bad_model_files_and_inputs(tmp_path, model):

@@ -11,10 +11,18 @@ import refinegan.refiner.trainer as trainer_mod
 from refinegan.config import load_config
 from refinegan.errors import ConfigError, TrainingError
 from refinegan.refiner import monitor as mon
-from refinegan.refiner.losses import border_acf, border_variance
-from refinegan.refiner.refiner_file import load_file
+from refinegan.refiner.losses import (
+    border_acf,
+    border_variance,
+    noise_acf_loss,
+    noise_acf_spread_loss,
+    noise_level_loss,
+    noise_shape_loss,
+)
+from refinegan.refiner.refiner_file import TrainCheckpoint, atomic_save, load_file
+from refinegan.refiner.settings import DISC_ARCH, REFINER_ARCH, TrainSettings
 from refinegan.refiner.train import train
-from refinegan.refiner.trainer import Trainer, TrainSettings
+from refinegan.refiner.trainer import Trainer
 
 SIZE = 16
 SMALL = [
@@ -189,9 +197,30 @@ def test_config_and_resume_errors(tmp_path, files, monkeypatch):
           [sim], real, tmp_path / "o")
     with pytest.raises(TrainingError, match=r"checkpoint.pt: checkpoint was made with train settings .*resume needs the same"):
         train(_config("train.steps=2", "train.refiner_channels=6"), [sim], real, tmp_path / "o", resume=True)
+    ckpt = load_file(tmp_path / "o" / "checkpoint.pt")
+    assert list(ckpt) == list(TrainCheckpoint.keys()) == ["trainer", "log_rows", "arch_settings"]
+    del ckpt["log_rows"]
+    atomic_save(ckpt, tmp_path / "o" / "checkpoint.pt")
+    with pytest.raises(TrainingError, match=r"checkpoint.pt: checkpoint file lacks \['log_rows'\]"):
+        train(_config("train.steps=2"), [sim], real, tmp_path / "o", resume=True)
     (tmp_path / "o" / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(TrainingError, match=r"checkpoint.pt: not a readable refinegan checkpoint"):
         train(_config("train.steps=2"), [sim], real, tmp_path / "o", resume=True)
+
+
+def test_resume_settings_are_the_arch_fields_and_the_state_shaping_ones():
+    """One table gives R's and D's arch and the settings a resume must match: the same 14 keys
+    the check has always refused, every moment weight included (the moment loss uses them)."""
+    s = TrainSettings.from_config(_config("train.moment_mode=loss"))
+    keys = s.resume_settings()
+    assert set(keys) == {"refiner_channels", "refiner_blocks", "residual_space", "psf_kernel_px",
+                         "psf_match", "latent_dim", "disc_channels", "disc_global_branch",
+                         "disc_spectral_norm", "moment_weights_px", "moment_order", "moment_mode",
+                         "history_size", "ema_decay"}
+    assert keys["moment_weights_px"] == list(s.moment_weights_px) and s.arch()["moment_weights_px"] == []
+    assert set(s.arch()) == set(REFINER_ARCH) and set(s.disc_arch()) == set(DISC_ARCH)
+    assert {keys[f] for f in REFINER_ARCH.values() if f != "moment_weights_px"} == {
+        v for k, v in s.arch().items() if k != "moment_weights_px"}
 
 
 def test_bf16_autocast_path_runs_and_keeps_float32_where_needed(rng):
@@ -212,7 +241,7 @@ def test_bf16_autocast_path_runs_and_keeps_float32_where_needed(rng):
 
 
 def test_masked_target_pixels_become_noise():
-    from refinegan.refiner.train import fill_masked
+    from refinegan.refiner.data import fill_masked
 
     rng = np.random.default_rng(0)
     images = rng.normal(0, 3.0, (40, 16, 16)).astype(np.float32)
@@ -274,6 +303,34 @@ def test_noise_acf_anchor_sets_the_refined_noise_correlation():
     assert float(target[0]) == pytest.approx(0.4, abs=0.04)
     assert float(lag1[0.0].abs().max()) < 0.04
     assert_allclose(lag1[30.0].numpy(), target.numpy(), atol=0.05)
+
+
+def test_noise_anchors_are_a_list_summed_in_order():
+    """The anchors switched on, in the order level, acf, spread, shape; their sum is the terms
+    added left to right, starting from the level term (or zero without it), bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    real = torch.asinh(1.2 * torch.randn(32, 1, SIZE, SIZE, generator=g))
+    y = torch.asinh(torch.randn(8, 1, SIZE, SIZE, generator=g))
+    on = ["train.noise_lambda=2", "train.noise_acf_lambda=3", "train.noise_acf_spread_lambda=5",
+          "train.noise_shape_lambda=7"]
+    for extra, names in ((on, ["level", "acf", "spread", "shape"]),
+                         ([*on, "train.noise_lambda=0"], ["acf", "spread", "shape"]),
+                         ([], [])):
+        s = TrainSettings.from_config(_config(*extra))
+        t = Trainer(s, 1, (SIZE, SIZE), torch.device("cpu"))
+        t.set_noise_target(real)
+        assert [a.name for a in t.anchors] == names and t.needs_noise_target == bool(names)
+        b, lags = s.norm_border_px, t.acf_lags
+        expect = s.noise_lambda * noise_level_loss(y, t.noise_target, b) if s.noise_lambda > 0 else t.zero
+        if s.noise_acf_lambda > 0:
+            expect = expect + s.noise_acf_lambda * noise_acf_loss(y, t.acf_target, b, lags)
+        if s.noise_acf_spread_lambda > 0:
+            expect = expect + s.noise_acf_spread_lambda * noise_acf_spread_loss(y, t.acf_sorted_target, b, lags)
+        if s.noise_shape_lambda > 0:
+            expect = expect + s.noise_shape_lambda * noise_shape_loss(y, t.shape_target, b)
+        got = t.noise_loss(y, b)
+        assert got.dtype == expect.dtype and got.item() == expect.item()
+        assert got.numpy().tobytes() == expect.numpy().tobytes()
 
 
 def test_noise_anchor_without_target_is_refused():

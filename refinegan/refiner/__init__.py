@@ -4,7 +4,8 @@
 - `discriminator`: D (local patch map + galaxy-scale branch); `moments`: the moment basis
 - `losses`: adversarial, self-regularisation, moment and noise-anchor losses
 - `settings`: the ``train:`` section as a frozen dataclass (the architecture's one truth)
-- `trainer`: all training state and one step; `train`: the training loop (the stage)
+- `data`: the training data prepared (read, checked, PSF-matched, normalised, on the device)
+- `trainer`: all training state, the noise anchors and one step; `train`: the loop (the stage)
 - `history`: the history buffer; `monitor`: train_log.h5, sample grids, failure-mode watch
 - `refiner_file`: ``refiner.pt`` and ``checkpoint.pt``; `distributed`: torchrun / DDP
 - `psf_match`: re-observing the sims through the target's PSF; `normalize`: noise + asinh

@@ -1,4 +1,5 @@
-"""What training writes for people: train_log.h5, sample grids, and the failure-mode watch.
+"""What training writes for people: train_log.h5, its rows (`TrainLog`), the log line, sample
+grids, and the failure-mode watch.
 
 ``train_log.h5`` has one row per step: ``step``, ``phase`` (0 pretrain R, 1 pretrain D,
 2 adversarial), the losses, D's accuracy on real and on refined stamps (fraction of local patches
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,11 +21,15 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path
+from ..errors import TrainingError
 from ..noise import border_sigma
+from .settings import TrainSettings
 
 __all__ = [
     "LOG_COLUMNS",
     "LOG_UNITS",
+    "PHASES",
+    "TrainLog",
     "write_log",
     "sample_grid",
     "save_sample_grid",
@@ -36,6 +43,7 @@ __all__ = [
 LOG_COLUMNS = ("step", "phase", "loss_r_adv", "loss_r_reg", "loss_r_moment", "loss_d",
                "acc_real", "acc_fake", "r1", "loss_r_noise", "lambda", "step_time_s")
 COL = {name: j for j, name in enumerate(LOG_COLUMNS)}
+PHASES = ("pretrain_r", "pretrain_d", "adversarial")  # the names of the phase column's values
 LOG_UNITS = {"step_time_s": "s", "loss_r_reg": "normalised (asinh) units",
              "acc_real": "fraction of patches", "acc_fake": "fraction of patches"}
 
@@ -45,6 +53,101 @@ D_WIN_ACCURACY = 0.99  # D's accuracy on both real and refined, averaged over th
 COLLAPSE_RATIO = 0.5  # refined diversity / sim diversity (pixel std across stamps) below = collapse
 NOISE_RATIO_RANGE = (0.8, 1.25)  # refined / real border-frame robust sigma (normalised units) outside = warn
 BORDER_PX = 4  # frame used for the noise level
+
+logger = logging.getLogger(__name__)
+
+
+class TrainLog:
+    """The log rows of a run: metric rows pending on the device, and the host rows done.
+
+    `Trainer.one_step` returns a device row per step (no host sync); `flush` moves the pending
+    rows to the host at log and checkpoint steps, refuses NaN / inf losses and completes them
+    to `LOG_COLUMNS` (step, phase, lambda, mean step time of the window).
+
+    Parameters
+    ----------
+    s : TrainSettings
+        Gives the phases, ``reg_lambda`` and ``log_every``.
+    device : torch.device
+        Where the rows are computed (CUDA is synchronised before timing the window).
+    checkpoint_path : path
+        The checkpoint the NaN message names as the last good one.
+    done : numpy.ndarray, optional
+        (n, len(LOG_COLUMNS)) rows of a resumed run [default: none].
+    """
+
+    def __init__(self, s: TrainSettings, device: torch.device, checkpoint_path: str | os.PathLike,
+                 done: np.ndarray | None = None) -> None:
+        self.s, self.device, self.checkpoint_path = s, device, Path(checkpoint_path)
+        self.blocks: list[np.ndarray] = [] if done is None else [done]
+        self.pending: list[torch.Tensor] = []
+        self.window_start = time.perf_counter()
+
+    def append(self, row: torch.Tensor) -> None:
+        """Keep one step's device metrics row (8,) until the next `flush`."""
+        self.pending.append(row)
+
+    def done(self) -> np.ndarray:
+        """(n, len(LOG_COLUMNS)) float64: every row flushed so far."""
+        return np.concatenate(self.blocks) if self.blocks else np.zeros((0, len(LOG_COLUMNS)))
+
+    def flush(self, step: int) -> np.ndarray:
+        """Move the pending rows (the steps before global step ``step``) to the host.
+
+        Returns
+        -------
+        numpy.ndarray
+            (k, len(LOG_COLUMNS)) the rows added (k = 0 when none were pending).
+
+        Raises
+        ------
+        TrainingError
+            If a loss is NaN or inf (naming the step, its phase and the last good checkpoint).
+        """
+        s, pending = self.s, self.pending
+        if not pending:
+            return np.zeros((0, len(LOG_COLUMNS)))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        dt = (time.perf_counter() - self.window_start) / len(pending)
+        m = torch.stack(pending).cpu().double().numpy()
+        steps = np.arange(step - len(pending), step)
+        bad = ~np.isfinite(m).all(axis=1)
+        pending.clear()
+        self.window_start = time.perf_counter()
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise TrainingError(
+                f"loss became NaN/inf at step {int(steps[i])} ({PHASES[s.phase(int(steps[i]))]} phase: "
+                f"{dict(zip(LOG_COLUMNS[2:10], m[i], strict=True))}); stopped, the last good "
+                f"checkpoint {self.checkpoint_path} is kept (lower train.lr_r / lr_d or check the inputs)")
+        block = np.column_stack([steps, [s.phase(int(q)) for q in steps], m,
+                                 np.full(len(steps), s.reg_lambda), np.full(len(steps), dt)])
+        self.blocks.append(block)
+        return block
+
+    def report(self, step: int, block: np.ndarray, bar=None) -> None:
+        """Log the last row of ``block`` as the one-line progress report (and on the tqdm bar)."""
+        if not len(block):
+            return
+        last = dict(zip(LOG_COLUMNS, block[-1], strict=True))
+        loss_r = sum(last[c] for c in ("loss_r_adv", "loss_r_reg", "loss_r_moment", "loss_r_noise"))
+        logger.info("step %d | %s | loss_R %.4f (adv %.4f reg %.4f noise %.4f) | loss_D %.4f | acc "
+                    "real %.2f fake %.2f | %.1f ms/step", step, PHASES[int(last["phase"])],
+                    loss_r, last["loss_r_adv"], last["loss_r_reg"], last["loss_r_noise"],
+                    last["loss_d"], last["acc_real"], last["acc_fake"], 1e3 * last["step_time_s"])
+        if bar is not None:
+            bar.set_postfix(loss_R=f"{loss_r:.3f}", loss_D=f"{last['loss_d']:.3f}")
+
+    def d_accuracy(self) -> tuple[float, float]:
+        """D's mean accuracy on real and on refined stamps over the last ``log_every`` rows of
+        the D phases (NaN when there are none)."""
+        rows = self.done()
+        d_rows = rows[rows[:, COL["phase"]] >= 1] if len(rows) else rows
+        tail = d_rows[-self.s.log_every:]
+        acc_r = float(tail[:, COL["acc_real"]].mean()) if len(tail) else float("nan")
+        acc_f = float(tail[:, COL["acc_fake"]].mean()) if len(tail) else float("nan")
+        return acc_r, acc_f
 
 
 def write_log(path: str | os.PathLike, rows: np.ndarray, attrs: Mapping) -> Path:

@@ -27,7 +27,7 @@ from ..seeds import realisation_normals
 from .model import MomentPreservingRefiner
 from .normalize import Normalization
 from .psf_match import PsfMatch
-from .refiner_file import load_model
+from .refiner_file import RefinerFile
 
 __all__ = ["refine", "check_compatible", "refine_array", "fast_refiner", "latent_codes", "SIGMA_TOLERANCE",
            "PIXEL_SCALE_RTOL"]
@@ -38,10 +38,25 @@ PIXEL_SCALE_RTOL = 1e-6
 SIGMA_TOLERANCE = 2.0  # refuse inputs whose median noise sigma is off by more than this factor
 
 
-def check_compatible(info: dict, sf, model_path, sigma: np.ndarray | None,
+def check_compatible(model: RefinerFile, sf, model_path, sigma: np.ndarray | None,
                      sigma_tolerance: float = SIGMA_TOLERANCE) -> None:
-    """Raise `ContractError` if the stamp file ``sf`` cannot be refined by the model ``info``."""
-    ps_model, ps_file = float(info["pixel_scale"]), sf.pixel_scale
+    """Raise `ContractError` if the stamp file ``sf`` cannot be refined by ``model``.
+
+    Parameters
+    ----------
+    model : RefinerFile
+        The model (its pixel scale and training sims' median noise sigma).
+    sf : refinegan.io.StampFile
+        The open input file.
+    model_path : path
+        The model's file, for the messages.
+    sigma : numpy.ndarray or None
+        (N,) the input's noise sigma in counts; None skips the noise check.
+    sigma_tolerance : float
+        Largest factor between the input's and the training sims' median sigma; 0 = no check
+        [default: `SIGMA_TOLERANCE`].
+    """
+    ps_model, ps_file = float(model.pixel_scale), sf.pixel_scale
     if abs(ps_model - ps_file) > PIXEL_SCALE_RTOL * max(ps_model, ps_file):
         raise ContractError(f"{model_path} was trained at pixel scale {ps_model} arcsec/pixel, "
                             f"{sf.path} has {ps_file}; resample the stamps or train at this scale")
@@ -49,7 +64,7 @@ def check_compatible(info: dict, sf, model_path, sigma: np.ndarray | None,
         raise ContractError(f"{sf.path} is already refined (parent {sf.attrs.get('parent')!r}); "
                             f"refine a sim file")
     if sigma is not None and sigma_tolerance > 0:
-        ref = float(info["sim_sigma_median"])
+        ref = float(model.sim_sigma_median)
         med = float(np.median(sigma))
         if not (ref / sigma_tolerance <= med <= ref * sigma_tolerance):
             raise ContractError(
@@ -109,7 +124,7 @@ def refine_array(module, norm: Normalization, images: np.ndarray, sigma: np.ndar
                  device="cpu", channels_last: bool = True, latent: np.ndarray | None = None) -> np.ndarray:
     """Refine (B, H, W) counts with per-stamp noise sigma (B,); returns float32 counts.
 
-    ``module`` is the refiner (`refinegan.refiner.refiner_file.load_model`) or `fast_refiner`'s callable;
+    ``module`` is the refiner (`refinegan.refiner.refiner_file.RefinerFile.build`) or `fast_refiner`'s callable;
     ``latent`` (B, d) the latent codes of a refiner with ``latent_dim`` d > 0 (`latent_codes`).
     """
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(device)[:, None]
@@ -166,64 +181,93 @@ def refine(
         raise ContractError(f"chunk_stamps must be >= 1, got {chunk_stamps}")
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
-    module, info = load_model(model_path, dev)
-    norm = Normalization.from_dict(info["normalization"], where=str(model_path))
+    model = RefinerFile.read(model_path)
+    module = model.build(dev, model_path)
+    norm = Normalization.from_dict(model.normalization, where=str(model_path))
     model_sha = file_sha256(model_path)
     in_path, out_path = Path(in_path), Path(out_path)
     with open_stamps(in_path) as sf:
-        check_compatible(info, sf, model_path, None, sigma_tolerance)
-        has_label = "noise_sigma" in sf.label_names
-        if norm.sigma_source == "label" and not has_label:
-            norm.sigmas(np.zeros((0, 1, 1)), {}, str(in_path))  # raises the missing-label error
-        label_checked = has_label and norm.sigma_source != "estimate"
-        if label_checked and sf.n:
-            # (N,) floats: small even for 10^6 stamps; the border estimate is checked per chunk
-            check_compatible(info, sf, model_path, sf.labels(["noise_sigma"])["noise_sigma"],
-                             sigma_tolerance)
-        seed = int(info["config"]["seed"])  # the latent codes' seed: the training run's
-        match = PsfMatch.from_dict(info.get("psf_match"))
+        label_checked = _check_input(model, sf, norm, model_path, sigma_tolerance)
+        seed = int(model.config["seed"])  # the latent codes' seed: the training run's
+        match = PsfMatch.from_dict(model.psf_match)
         if match is not None:
             _check_match_psf(match, sf, model_path)
-        # PSF matching and a learned PSF kernel: the refined stamps are the sims through
-        # K_learned * K_match * psf (docs/refiner.md)
-        psf = sf.psf if (sf.psf is None or match is None) else match.apply_psf(sf.psf)
-        psf = psf if psf is None else module.refined_psf(psf)
+        psf = _refined_psf(sf, match, module)
         runner = fast_refiner(module, dev, sf.stamp_shape, jit=jit)
-        extra = {"parent": str(in_path.resolve()), "parent_sha256": file_sha256(in_path),
-                 "model": str(Path(model_path).resolve()), "model_sha256": model_sha}
-        if match is not None:
-            extra["psf_match_kernel"] = match.kernel
-        kern = module.kernel()
-        if kern is not None:
-            extra["psf_kernel"] = kern.detach().cpu().numpy().astype(np.float64)
-        config = {"refine": {"model": str(model_path), "chunk_stamps": chunk_stamps},
-                  "parent_config": sf.attrs.get("config")}
+        extra = _provenance(in_path, model_path, model_sha, match, module)
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=sf.n, desc="refine", unit="stamp")
-        with StampWriter(out_path, sf.n, sf.stamp_shape, domain="refined",
-                         pixel_scale=sf.pixel_scale, source=f"refinegan refine of {in_path.name} "
-                         f"with {Path(model_path).name}", config=config, seed=int(sf.attrs["seed"]),
-                         psf=psf, with_mask=sf.mask is not None, extra_attrs=extra) as w:
+        with _writer(out_path, sf, model_path, chunk_stamps, psf, extra) as w:
             for i, (sl, images) in enumerate(sf.iter_chunks(chunk_stamps)):
                 labels = sf.labels(sl=sl)  # each label's own dtype, bytes unchanged
-                if not np.isfinite(images).all():
-                    bad = sl.start + int(np.flatnonzero(~np.isfinite(images).all(axis=(1, 2)))[0])
-                    raise ContractError(f"{in_path}: stamp {bad} has NaN or inf pixels")
-                sigma = norm.sigmas(images, labels, str(in_path))
+                sigma = _chunk_sigma(images, labels, sl, norm, in_path)
                 if i == 0 and not label_checked:
-                    check_compatible(info, sf, model_path, sigma, sigma_tolerance)
+                    check_compatible(model, sf, model_path, sigma, sigma_tolerance)
                 if match is not None:
                     images = match.apply(images, sigma, labels, offset=sl.start)
                 latent = latent_codes(labels, images.shape[0], module.latent_dim, seed, sl.start)
                 out = refine_array(runner, norm, images, sigma, dev, channels_last=True, latent=latent)
-                mask = sf.mask[sl] if sf.mask is not None else None
-                w.write(out, labels, mask)
+                w.write(out, labels, sf.mask[sl] if sf.mask is not None else None)
                 if bar is not None:
                     bar.update(images.shape[0])
         if bar is not None:
             bar.close()
     logger.info("refined %s -> %s with %s", in_path, out_path, model_path)
     return out_path
+
+
+def _check_input(model: RefinerFile, sf, norm: Normalization, model_path,
+                 sigma_tolerance: float) -> bool:
+    """The checks of `check_compatible` that need no pixels; returns whether the noise sigma
+    check is done (from the ``noise_sigma`` labels) or is left to the first chunk."""
+    check_compatible(model, sf, model_path, None, sigma_tolerance)
+    has_label = "noise_sigma" in sf.label_names
+    if norm.sigma_source == "label" and not has_label:
+        norm.sigmas(np.zeros((0, 1, 1)), {}, str(sf.path))  # raises the missing-label error
+    label_checked = has_label and norm.sigma_source != "estimate"
+    if label_checked and sf.n:
+        # (N,) floats: small even for 10^6 stamps; the border estimate is checked per chunk
+        check_compatible(model, sf, model_path, sf.labels(["noise_sigma"])["noise_sigma"],
+                         sigma_tolerance)
+    return label_checked
+
+
+def _chunk_sigma(images: np.ndarray, labels, sl: slice, norm: Normalization, in_path) -> np.ndarray:
+    """(B,) noise sigma of a chunk of stamps ``sl``, refusing NaN / inf pixels (`ContractError`)."""
+    if not np.isfinite(images).all():
+        bad = sl.start + int(np.flatnonzero(~np.isfinite(images).all(axis=(1, 2)))[0])
+        raise ContractError(f"{in_path}: stamp {bad} has NaN or inf pixels")
+    return norm.sigmas(images, labels, str(in_path))
+
+
+def _refined_psf(sf, match: PsfMatch | None, module) -> np.ndarray | None:
+    """The refined file's /psf: with PSF matching and a learned PSF kernel the refined stamps
+    are the sims through K_learned * K_match * psf (docs/refiner.md)."""
+    psf = sf.psf if (sf.psf is None or match is None) else match.apply_psf(sf.psf)
+    return psf if psf is None else module.refined_psf(psf)
+
+
+def _writer(out_path: Path, sf, model_path, chunk_stamps: int, psf: np.ndarray | None,
+            extra: dict) -> StampWriter:
+    """The ``refined`` stamp file for the stamps of ``sf`` (same shape, pixel scale, seed, mask)."""
+    config = {"refine": {"model": str(model_path), "chunk_stamps": chunk_stamps},
+              "parent_config": sf.attrs.get("config")}
+    return StampWriter(out_path, sf.n, sf.stamp_shape, domain="refined", pixel_scale=sf.pixel_scale,
+                       source=f"refinegan refine of {sf.path.name} with {Path(model_path).name}",
+                       config=config, seed=int(sf.attrs["seed"]), psf=psf,
+                       with_mask=sf.mask is not None, extra_attrs=extra)
+
+
+def _provenance(in_path: Path, model_path, model_sha: str, match: PsfMatch | None, module) -> dict:
+    """The refined file's extra attributes: parent and model (paths, sha256) and the kernels."""
+    extra = {"parent": str(in_path.resolve()), "parent_sha256": file_sha256(in_path),
+             "model": str(Path(model_path).resolve()), "model_sha256": model_sha}
+    if match is not None:
+        extra["psf_match_kernel"] = match.kernel
+    kern = module.kernel()
+    if kern is not None:
+        extra["psf_kernel"] = kern.detach().cpu().numpy().astype(np.float64)
+    return extra

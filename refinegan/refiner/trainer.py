@@ -1,15 +1,17 @@
-"""The training state of the SimGAN refiner: settings, networks, optimizers, one step.
+"""The training state of the SimGAN refiner: networks, optimizers, noise anchors, one step.
 
-`TrainSettings` is the ``train:`` config section as a frozen dataclass. `Trainer` holds R, D,
+`Trainer` (built from `refinegan.refiner.settings.TrainSettings`) holds R, D,
 their optimizers, the EMA of R, the batch and history generators and the history buffer, and
 runs one global step (`Trainer.one_step`) without host synchronisation; its `state_dict` is what
-``checkpoint.pt`` stores. The loop, I/O and logging live in `refinegan.refiner.train`.
+``checkpoint.pt`` stores. R's noise anchors are a list of `NoiseAnchor` terms (`noise_anchors`).
+The loop, I/O and logging live in `refinegan.refiner.train`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -36,95 +38,51 @@ from .losses import (
 )
 from .model import build_discriminator, build_refiner
 from .moments import MomentProjector
+from .settings import TrainSettings
 
-__all__ = ["TrainSettings", "Trainer"]
+__all__ = ["Trainer", "NoiseAnchor", "noise_anchors"]
 
 EVAL_LATENT_SEED = 0  # latent codes of refine_eval (watch, sample grids)
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainSettings:
-    """The ``train:`` section of the config (see config.schema.yaml for meanings and units)."""
+@dataclasses.dataclass
+class NoiseAnchor:
+    """One noise-anchor term of R's loss: ``weight * loss(refined, target, region)``.
 
-    steps: int
-    batch_size: int
-    device: str
-    refiner_channels: int
-    refiner_blocks: int
-    residual_space: str
-    psf_kernel_px: int
-    psf_match: bool
-    latent_dim: int
-    disc_channels: int
-    disc_global_branch: bool
-    disc_spectral_norm: bool
-    global_weight: float
-    adv_loss: str
-    r1_gamma: float
-    reg_lambda: float
-    reg_psi: str
-    reg_lowpass_sigma_px: float
-    moment_mode: str
-    moment_lambda: float
-    moment_weights_px: tuple
-    moment_order: int
-    noise_lambda: float
-    noise_acf_lambda: float
-    noise_acf_max_lag: int
-    noise_shape_lambda: float
-    noise_acf_spread_lambda: float
-    noise_region: str
-    history_size: int
-    history_fraction: float
-    pretrain_r_steps: int
-    pretrain_d_steps: int
-    k_g: int
-    k_d: int
-    lr_r: float
-    lr_d: float
-    adam_beta1: float
-    ema_decay: float
-    norm_softening: float
-    norm_sigma_source: str
-    norm_border_px: int
-    log_every: int
-    checkpoint_every: int
-    sample_every: int
-    sample_count: int
-    cuda_bf16: bool
-    cuda_channels_last: bool
-    compile: bool
+    Attributes
+    ----------
+    name : str
+        ``level``, ``acf``, ``spread`` or ``shape`` (`refinegan.refiner.settings.NOISE_ANCHORS`).
+    weight : float
+        The term's weight (``train.noise_lambda`` etc.), > 0.
+    loss : callable
+        ``loss(refined (B, 1, H, W), target, region) -> scalar``
+        (`refinegan.refiner.losses`).
+    target : torch.Tensor or None
+        The target's statistic the loss compares with; set by `Trainer.set_noise_target`.
+    """
 
-    @classmethod
-    def from_config(cls, config: Mapping) -> TrainSettings:
-        section = dict(config.get("train", {}))
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing, unknown = names - set(section), set(section) - names
-        if missing or unknown:
-            raise ConfigError(f"config train section: missing keys {sorted(missing)}, unknown keys "
-                              f"{sorted(unknown)} (load it with refinegan.config.load_config)")
-        section["moment_weights_px"] = tuple(section["moment_weights_px"])
-        return cls(**section)
+    name: str
+    weight: float
+    loss: Callable[..., torch.Tensor]
+    target: torch.Tensor | None = None
 
-    @property
-    def total_steps(self) -> int:
-        return self.pretrain_r_steps + self.pretrain_d_steps + self.steps
 
-    def phase(self, step: int) -> int:
-        if step < self.pretrain_r_steps:
-            return 0
-        return 1 if step < self.pretrain_r_steps + self.pretrain_d_steps else 2
+def noise_anchors(s: TrainSettings, lags) -> list[NoiseAnchor]:
+    """The noise anchors switched on (weight > 0), in the order R's loss sums them.
 
-    def arch(self) -> dict:
-        weights = list(self.moment_weights_px) if self.moment_mode == "project" else []
-        return {"channels": self.refiner_channels, "blocks": self.refiner_blocks,
-                "moment_weights_px": weights, "moment_order": self.moment_order,
-                "residual_space": self.residual_space, "psf_kernel_px": self.psf_kernel_px,
-                "latent_dim": self.latent_dim}
-
-    def disc_arch(self) -> dict:
-        return {"channels": self.disc_channels, "global_branch": self.disc_global_branch,
-                "spectral_norm": self.disc_spectral_norm}
+    Parameters
+    ----------
+    s : TrainSettings
+        Gives the weights (`TrainSettings.noise_weights`).
+    lags : tuple of (int, int)
+        The autocorrelation lags (`refinegan.refiner.losses.acf_lags`) of the ``acf`` and
+        ``spread`` anchors.
+    """
+    losses = {"level": noise_level_loss, "acf": functools.partial(noise_acf_loss, lags=lags),
+              "spread": functools.partial(noise_acf_spread_loss, lags=lags),
+              "shape": noise_shape_loss}
+    return [NoiseAnchor(name, w, losses[name]) for name, w in s.noise_weights().items() if w > 0]
 
 
 class Trainer:
@@ -176,13 +134,13 @@ class Trainer:
         self.acf_target = None
         self.shape_target = None
         self.acf_sorted_target = None
+        self.anchors = noise_anchors(s, self.acf_lags)
         self.sim_sky = None  # (N, H, W) bool: the sims' sky pixels (noise_region: sky)
 
     @property
     def needs_noise_target(self) -> bool:
-        s = self.s
-        return (s.noise_lambda > 0 or s.noise_acf_lambda > 0 or s.noise_shape_lambda > 0
-                or s.noise_acf_spread_lambda > 0)
+        """Whether a noise anchor is on, so `set_noise_target` must be called before a step."""
+        return bool(self.anchors)
 
     def set_sim_sky(self, sky: torch.Tensor) -> None:
         """The sims' sky pixels (N, H, W) bool, where the noise anchors measure refined stamps
@@ -211,6 +169,10 @@ class Trainer:
         self.acf_target = acf.median(dim=0).values
         self.acf_sorted_target = acf.sort(dim=0).values  # (N, L): the per-stamp distribution
         self.shape_target = self.noise_shape_target(real, chunk)
+        targets = {"level": self.noise_target, "acf": self.acf_target,
+                   "spread": self.acf_sorted_target, "shape": self.shape_target}
+        for anchor in self.anchors:
+            anchor.target = targets[anchor.name]
 
     @staticmethod
     def noise_shape_target(real: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
@@ -248,6 +210,8 @@ class Trainer:
         return z.contiguous(memory_format=torch.channels_last) if self.cuda and self.s.cuda_channels_last else z
 
     def r_step(self, sim: torch.Tensor, adversarial: bool):
+        """One R update on a batch of ``sim`` (N, 1, H, W); returns the detached loss terms
+        (adversarial, self-regularisation, moment, noise anchors), each a scalar."""
         s = self.s
         idx = self._batch_idx(sim.shape[0])
         x, region = sim[idx], self._region(idx)
@@ -261,19 +225,7 @@ class Trainer:
             mom = (s.moment_lambda * moment_loss(y, base, self.moments)
                    if s.moment_mode == "loss" else self.zero)
             adv = g_loss(self.d_call(y), s.adv_loss, s.global_weight) if adversarial else self.zero
-            if self.needs_noise_target and self.noise_target is None:
-                raise RuntimeError("train.noise_lambda, noise_acf_lambda, noise_acf_spread_lambda or "
-                                   "noise_shape_lambda > 0 needs Trainer.set_noise_target(real) first")
-            noise = (s.noise_lambda * noise_level_loss(y, self.noise_target, region)
-                     if s.noise_lambda > 0 else self.zero)
-            if s.noise_acf_lambda > 0:
-                noise = noise + s.noise_acf_lambda * noise_acf_loss(y, self.acf_target, region,
-                                                                    self.acf_lags)
-            if s.noise_acf_spread_lambda > 0:
-                noise = noise + s.noise_acf_spread_lambda * noise_acf_spread_loss(
-                    y, self.acf_sorted_target, region, self.acf_lags)
-            if s.noise_shape_lambda > 0:
-                noise = noise + s.noise_shape_lambda * noise_shape_loss(y, self.shape_target, region)
+            noise = self.noise_loss(y, region)
             loss = adv + reg + mom + noise
         self.opt_r.zero_grad(set_to_none=True)
         loss.backward()
@@ -284,7 +236,24 @@ class Trainer:
                                  1.0 - s.ema_decay)
         return adv.detach(), reg.detach(), mom.detach(), noise.detach()
 
+    def noise_loss(self, y: torch.Tensor, region) -> torch.Tensor:
+        """The noise anchors' terms summed in order (level, acf, spread, shape), zero if none.
+
+        The level term, when on, starts the sum itself; the others are added to it (or to zero),
+        so the float result is that of ``level + acf + spread + shape`` left to right.
+        """
+        if any(a.target is None for a in self.anchors):
+            raise RuntimeError("train.noise_lambda, noise_acf_lambda, noise_acf_spread_lambda or "
+                               "noise_shape_lambda > 0 needs Trainer.set_noise_target(real) first")
+        noise = self.zero
+        for a in self.anchors:
+            term = a.weight * a.loss(y, a.target, region)
+            noise = term if a.name == "level" else noise + term
+        return noise
+
     def d_step(self, sim: torch.Tensor, real: torch.Tensor):
+        """One D update on batches of ``real`` and of refined ``sim`` mixed with the history
+        buffer; returns D's loss, its accuracy on real and on refined stamps, and R1."""
         s = self.s
         x, r = self._batch(sim), self._batch(real)
         with torch.no_grad(), self._autocast():
@@ -323,6 +292,7 @@ class Trainer:
         return self.world.mean(torch.stack([adv, reg, mom, ld, acc_r, acc_f, r1, noise]).float())
 
     def model_state(self) -> dict:
+        """R's weights for ``refiner.pt`` (the EMA weights when enabled), float32 on the CPU."""
         state = self.refiner.state_dict()
         if self.ema is not None:
             names = [n for n, _ in self.refiner.named_parameters()]
@@ -330,12 +300,14 @@ class Trainer:
         return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
 
     def state_dict(self) -> dict:
+        """The whole training state (``checkpoint.pt``'s ``trainer``)."""
         return {"step": self.step, "refiner": self.refiner.state_dict(), "disc": self.disc.state_dict(),
                 "opt_r": self.opt_r.state_dict(), "opt_d": self.opt_d.state_dict(),
                 "ema": None if self.ema is None else [t.cpu() for t in self.ema],
                 "gen": self.gen.get_state(), "history": self.history.state_dict()}
 
     def load_state_dict(self, st: dict) -> None:
+        """Restore a `state_dict`, so the run continues exactly."""
         self.step = int(st["step"])
         self.refiner.load_state_dict(st["refiner"])
         self.disc.load_state_dict(st["disc"])

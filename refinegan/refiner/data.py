@@ -1,0 +1,252 @@
+"""The training data: the two domains read, checked, PSF-matched, normalised and on the device.
+
+`prepare_data` runs the steps in order: read the sim and real stamp files (`load_domain`), check
+they fit each other, re-observe the sims through the target's PSF (``train.psf_match``), replace
+the target's masked pixels by noise (`fill_masked`), normalise both domains onto the device and,
+with ``noise_region: sky``, find the sky pixels the noise anchors measure (`sky_mask`). It
+returns a `TrainData`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import noise
+from ..errors import TrainingError
+from ..io import StampSet, open_stamps, read_many
+from ..seeds import stream_sequence
+from .normalize import Normalization
+from .psf_match import PsfMatch, build_psf_match
+from .settings import TrainSettings
+
+__all__ = ["TrainData", "prepare_data", "load_domain", "check_pair", "psf_match_for", "fill_masked",
+           "sky_mask", "PIXEL_SCALE_RTOL"]
+
+logger = logging.getLogger(__name__)
+
+PIXEL_SCALE_RTOL = 1e-6  # sim and real pixel scales must agree to this relative tolerance
+
+
+@dataclasses.dataclass
+class TrainData:
+    """Both domains ready for training, and what ``refiner.pt`` records about them.
+
+    Attributes
+    ----------
+    sim_z, real_z : torch.Tensor
+        (N, 1, H, W) and (M, 1, H, W) float32 normalised stamps on the device (channels_last on
+        CUDA with ``train.cuda_channels_last``); the sims PSF-matched when enabled.
+    sim_sky, real_sky : torch.Tensor or None
+        (N, H, W) and (M, H, W) bool sky pixels on the device (``noise_region: sky`` with a
+        noise anchor on), else None.
+    norm : Normalization
+        The stamp transform.
+    match : PsfMatch or None
+        The PSF matching kernel (``train.psf_match``), else None.
+    pixel_scale : float
+        Pixel scale in arcsec / pixel.
+    stamp_shape : tuple of int
+        (H, W) in pixels.
+    sim_sigma_median, real_sigma_median : float
+        Median per-stamp noise sigma of each domain, in counts.
+    sim_paths : list of Path
+        The sim stamp files, in order.
+    real_path : Path
+        The real stamp file.
+    """
+
+    sim_z: torch.Tensor
+    real_z: torch.Tensor
+    sim_sky: torch.Tensor | None
+    real_sky: torch.Tensor | None
+    norm: Normalization
+    match: PsfMatch | None
+    pixel_scale: float
+    stamp_shape: tuple[int, ...]
+    sim_sigma_median: float
+    real_sigma_median: float
+    sim_paths: list[Path]
+    real_path: Path
+
+
+def prepare_data(s: TrainSettings, seed: int, sim_paths: Sequence[str | os.PathLike],
+                 real_path: str | os.PathLike, device: torch.device) -> TrainData:
+    """Read, check, PSF-match, fill, normalise and move both domains to ``device``.
+
+    Parameters
+    ----------
+    s : TrainSettings
+        Uses the ``norm_*``, ``psf_match``, ``noise_region`` and noise-anchor settings.
+    seed : int
+        The run's seed (``config.seed``): the PSF matching's and the mask fill's noise.
+    sim_paths : sequence of path
+        Simulated stamp files (shards are concatenated in order).
+    real_path : path
+        The real (target) stamp file.
+    device : torch.device
+        Where the stamps go.
+
+    Raises
+    ------
+    TrainingError
+        Empty, mismatched or non-finite inputs; PSF matching without the PSFs it needs.
+    """
+    sim, sim_paths = load_domain(sim_paths, "sim")
+    real, (real_path,) = load_domain([real_path], "real")
+    check_pair(sim, sim_paths, real, real_path)
+    norm = Normalization(s.norm_softening, s.norm_sigma_source, s.norm_border_px)
+    sig_sim = norm.sigmas(sim.images, sim.labels, f"{sim_paths[0]}")
+    match = psf_match_for(sim, sim_paths[0], real, real_path, seed) if s.psf_match else None
+    if match is not None:
+        sim.images = match.apply(sim.images, sig_sim, sim.labels)
+    sig_real = norm.sigmas(real.images, real.labels, f"{real_path}")
+    real.images, n_filled = fill_masked(real.images, real.mask, sig_real, seed)
+    if n_filled:
+        logger.info("%s: %d masked pixels replaced by noise for training", real_path, n_filled)
+    cl = device.type == "cuda" and s.cuda_channels_last
+    sim_sky = real_sky = None
+    if s.needs_noise_target and s.noise_region == "sky":  # where compare measures the noise
+        sim_sky = torch.from_numpy(sky_mask(sim.images, s.norm_border_px, f"{sim_paths[0]}")).to(device)
+        real_sky = torch.from_numpy(sky_mask(real.images, s.norm_border_px, f"{real_path}")).to(device)
+    return TrainData(
+        sim_z=_to_device(sim.images, sig_sim, norm, device, cl),
+        real_z=_to_device(real.images, sig_real, norm, device, cl),
+        sim_sky=sim_sky, real_sky=real_sky, norm=norm, match=match,
+        pixel_scale=float(sim.pixel_scale), stamp_shape=sim.images.shape[1:],
+        sim_sigma_median=float(np.median(sig_sim)), real_sigma_median=float(np.median(sig_real)),
+        sim_paths=sim_paths, real_path=real_path)
+
+
+def load_domain(paths: Sequence[str | os.PathLike], role: str) -> tuple[StampSet, list[Path]]:
+    """Read stamp files, refusing empty sets and NaN / inf pixels (naming file and stamp).
+
+    Parameters
+    ----------
+    paths : sequence of path
+        The files, concatenated in order.
+    role : str
+        ``sim`` or ``real``, for the messages.
+
+    Returns
+    -------
+    stamps : StampSet
+        All stamps of the files.
+    paths : list of Path
+        The files.
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise TrainingError(f"no {role} stamp files given")
+    stamps = read_many(paths)
+    sizes = []
+    for p in paths:
+        with open_stamps(p) as sf:
+            sizes.append(sf.n)
+    if len(stamps) == 0:
+        raise TrainingError(f"{role} stamp file(s) {[str(p) for p in paths]} hold no stamps")
+    bad = ~np.isfinite(stamps.images).all(axis=(1, 2))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        k = int(np.searchsorted(np.cumsum(sizes), i, side="right"))
+        local = i - (int(np.sum(sizes[:k])) if k else 0)
+        raise TrainingError(f"{paths[k]}: stamp {local} has NaN or inf pixels ({int(bad.sum())} "
+                            f"such {role} stamps); fix or drop them before training")
+    return stamps, paths
+
+
+def check_pair(sim: StampSet, sim_paths: Sequence[Path], real: StampSet, real_path: Path) -> None:
+    """Refuse sim and real stamps of another pixel scale or stamp size (`TrainingError`)."""
+    ps, pr = sim.pixel_scale, real.pixel_scale
+    if abs(ps - pr) > PIXEL_SCALE_RTOL * max(ps, pr):
+        raise TrainingError(f"pixel scale differs: {sim_paths[0]} has {ps} arcsec/pixel, "
+                            f"{real_path} has {pr}; resample the real stamps to the sim scale")
+    if sim.images.shape[1:] != real.images.shape[1:]:
+        raise TrainingError(f"stamp size differs: {sim_paths[0]} has {sim.images.shape[1:]}, "
+                            f"{real_path} has {real.images.shape[1:]}; cut both to one size")
+
+
+def psf_match_for(sim: StampSet, sim_path: Path, real: StampSet, real_path: Path,
+                  seed: int) -> PsfMatch:
+    """The matching kernel from the sims' PSF to the target's (``train.psf_match``).
+
+    Raises
+    ------
+    TrainingError
+        If the target has no /psf, or the sims not exactly one 2-D /psf.
+    """
+    if real.psf is None:
+        raise TrainingError(f"train.psf_match is on but {real_path} has no /psf; give the target's PSF "
+                            f"image or set train.psf_match=false")
+    if sim.psf is None or np.asarray(sim.psf).ndim != 2:
+        got = "no /psf" if sim.psf is None else f"/psf of shape {np.asarray(sim.psf).shape}"
+        raise TrainingError(f"train.psf_match needs one sim PSF image (h, w); {sim_path} has {got}")
+    target = np.asarray(real.psf, dtype=np.float64)
+    if target.ndim == 3:
+        target = target.mean(axis=0)  # one PSF per target stamp: match to their mean
+    match = build_psf_match(sim.psf, target, sim.images.shape[1:], seed)
+    q = match.summary(target)
+    logger.info("PSF matching %s -> %s: |K * psf_sim - psf_target| <= %.2g of the target peak, "
+                "%.1f%% of Fourier modes clipped to |K| = 1", sim_path, real_path, q["psf_residual"],
+                100 * q["clipped_fraction"])
+    return match
+
+
+def fill_masked(images: np.ndarray, mask: np.ndarray | None, sigma: np.ndarray,
+                seed: int) -> tuple[np.ndarray, int]:
+    """Replace bad pixels by white noise of each stamp's sigma.
+
+    Bad pixels (``mask`` non-zero: cosmic rays, hot pixels) become noise so D never learns them
+    as a feature of the target and R never learns to add them.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (N, H, W) counts.
+    mask : numpy.ndarray or None
+        (N, H, W) integer mask, non-zero = bad.
+    sigma : numpy.ndarray
+        (N,) noise sigma in counts.
+    seed : int
+        The run's seed (stream ``mask_fill``).
+
+    Returns
+    -------
+    images : numpy.ndarray
+        The images (a copy when anything changed).
+    n : int
+        The number of pixels replaced.
+    """
+    if mask is None or not mask.any():
+        return images, 0
+    bad = mask != 0  # (N, H, W)
+    rng = np.random.default_rng(stream_sequence(seed, "mask_fill"))
+    out = images.copy()
+    fill = rng.standard_normal(int(bad.sum())).astype(np.float32)
+    out[bad] = fill * np.broadcast_to(sigma.astype(np.float32)[:, None, None], bad.shape)[bad]
+    return out, int(bad.sum())
+
+
+def sky_mask(images: np.ndarray, border_px: int, where: str) -> np.ndarray:
+    """(N, H, W) bool: the sky pixels the noise anchors measure.
+
+    `refinegan.noise.sky_mask`, where compare measures the noise; logs the sky fraction.
+    """
+    sky, few = noise.sky_mask(images, border_px)
+    logger.info("%s: noise anchors on sky pixels (%.0f%% of all; %d stamps on their border frame, "
+                "too little sky)", where, 100 * sky.mean(), int(few.sum()))
+    return sky
+
+
+def _to_device(images: np.ndarray, sigma: np.ndarray, norm: Normalization, device: torch.device,
+               channels_last: bool) -> torch.Tensor:
+    """(N, H, W) counts -> (N, 1, H, W) normalised float32 on ``device``."""
+    z = norm.forward(images.astype(np.float32), sigma.astype(np.float32))[:, None]  # (N, 1, H, W)
+    t = torch.from_numpy(np.ascontiguousarray(z)).to(device)
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
