@@ -58,6 +58,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real", required=True, help="real (target) stamp file")
     p.add_argument("--out", required=True, help="output directory (refiner.pt, train_log.h5, samples/)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--resume-if-matches", action="store_true",
+                   help="continue from the checkpoint in --out if it is this run's, else train afresh")
 
     p = sub.add_parser("refine", help="refine simulated stamps with a trained refiner")
     p.add_argument("--model", required=True, help="refiner checkpoint (refiner.pt)")
@@ -106,7 +108,8 @@ def _run(args: argparse.Namespace) -> None:
     elif args.stage == "train":
         from .refiner.train import train
 
-        train(config, args.sim, args.real, args.out, resume=args.resume, progress=progress)
+        resume = "if_matches" if args.resume_if_matches else args.resume
+        train(config, args.sim, args.real, args.out, resume=resume, progress=progress)
     elif args.stage == "compare":
         from .compare.compare import compare
 

@@ -1,5 +1,8 @@
 """Training: resume equality, checkpoints, train_log.h5, failure-mode watch, error paths."""
 
+import json
+import re
+
 import h5py
 import numpy as np
 import pytest
@@ -422,3 +425,65 @@ def test_sky_region_anchors_measure_outside_the_source_masks(tmp_path, files):
     x = torch.zeros(8, 1, SIZE, SIZE)
     with pytest.raises(RuntimeError, match="sky mask"):
         t.set_noise_target(x)
+
+
+@pytest.mark.parametrize("change,named", [
+    ("seed=8", "seed 7 -> 8"), ("train.lr_r=0.001", "lr_r 0.0005 -> 0.001"),
+    ("train.batch_size=8", "batch_size 4 -> 8"), ("train.reg_lambda=0.5", "reg_lambda 0.3 -> 0.5"),
+    ("stamp.size=32", "stamp_shape [16, 16] -> [32, 32]")])
+def test_resume_refuses_a_change_that_alters_the_run_naming_key_and_values(tmp_path, rng, change,
+                                                                            named):
+    sim, _, _ = write_set(tmp_path / "sim.h5", 24, SIZE, rng)
+    real, _, _ = write_set(tmp_path / "real.h5", 24, SIZE, rng, domain="real", correlated=True)
+    base = ["seed=7", "train.steps=2", "train.pretrain_r_steps=0", "train.pretrain_d_steps=0"]
+    train(_config(*base), [sim], real, tmp_path / "o", stop_after_step=1)
+    if change.startswith("stamp.size"):  # other stamps need other files
+        sim, _, _ = write_set(tmp_path / "sim32.h5", 24, 32, rng)
+        real, _, _ = write_set(tmp_path / "real32.h5", 24, 32, rng, domain="real")
+    with pytest.raises(TrainingError, match=rf"resuming would change .*{re.escape(named)}"):
+        train(_config(*base, change), [sim], real, tmp_path / "o", resume=True)
+    # what may change: more steps, the log / checkpoint intervals
+    out = train(_config(*base[:1], "train.steps=3", "train.pretrain_r_steps=0",
+                        "train.pretrain_d_steps=0", "train.log_every=1"),
+                [tmp_path / "sim.h5"], tmp_path / "real.h5", tmp_path / "o", resume=True)
+    assert out.step == 3
+
+
+def test_resume_refuses_a_checkpoint_past_the_end(tmp_path, files):
+    sim, real = files
+    base = ["train.pretrain_r_steps=0", "train.pretrain_d_steps=0"]
+    train(_config("train.steps=3", *base), [sim], real, tmp_path / "o", stop_after_step=3)
+    with pytest.raises(TrainingError, match=r"checkpoint is at step 3, past the 2 steps"):
+        train(_config("train.steps=2", *base), [sim], real, tmp_path / "o", resume=True)
+
+
+def test_a_fresh_run_never_leaves_a_model_and_a_log_of_different_runs(tmp_path, files):
+    sim, real = files
+    base = ["train.steps=2", "train.pretrain_r_steps=0", "train.pretrain_d_steps=0",
+            "train.sample_every=1"]
+    first = train(_config("seed=3", *base), [sim], real, tmp_path / "o")
+    assert first.model_path.exists() and list((tmp_path / "o" / "samples").glob("*.png"))
+    # a new run killed after its first checkpoint: the old refiner.pt and samples must be gone
+    train(_config("seed=4", *base), [sim], real, tmp_path / "o", stop_after_step=1)
+    assert not first.model_path.exists()
+    with h5py.File(first.log_path) as f:
+        assert json.loads(f.attrs["config"])["seed"] == 4 and not f.attrs["finished"]
+    assert [p.name for p in (tmp_path / "o" / "samples").glob("*.png")] == ["step-000001.png"]
+
+
+def test_resume_if_matches_continues_this_run_and_restarts_for_another(tmp_path, files, caplog):
+    """What the workflow's train job does: a job killed by the scheduler resumes from its own
+    checkpoint (same weights as an uninterrupted run); a checkpoint of another config does not."""
+    sim, real = files
+    base = ["train.steps=3", "train.pretrain_r_steps=1", "train.pretrain_d_steps=0"]
+    full = train(_config(*base), [sim], real, tmp_path / "full")
+    train(_config(*base), [sim], real, tmp_path / "job", stop_after_step=2)
+    again = train(_config(*base), [sim], real, tmp_path / "job", resume="if_matches")
+    a, b = _weights(full.model_path)["state_dict"], _weights(again.model_path)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    train(_config(*base), [sim], real, tmp_path / "job2", stop_after_step=2)
+    with caplog.at_level("WARNING"):
+        other = train(_config(*base, "seed=99"), [sim], real, tmp_path / "job2", resume="if_matches")
+    assert "not resuming" in caplog.text and "seed" in caplog.text and other.step == 4
+    with h5py.File(other.log_path) as f:
+        assert len(f["step"]) == 4  # all four steps of the fresh run, none of the old one's

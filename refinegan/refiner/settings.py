@@ -13,7 +13,8 @@ from collections.abc import Mapping
 
 from ..errors import ConfigError
 
-__all__ = ["TrainSettings", "REFINER_ARCH", "DISC_ARCH", "RESUME_EXTRA", "NOISE_ANCHORS"]
+__all__ = ["TrainSettings", "REFINER_ARCH", "DISC_ARCH", "RESUME_EXTRA", "RESUME_MAY_CHANGE",
+           "NOISE_ANCHORS"]
 
 # R's arch key -> the TrainSettings field it comes from (`refinegan.refiner.model.build_refiner`)
 REFINER_ARCH = {"channels": "refiner_channels", "blocks": "refiner_blocks",
@@ -26,6 +27,11 @@ DISC_ARCH = {"channels": "disc_channels", "global_branch": "disc_global_branch",
 # Not arch keys, but a checkpoint's state (R's inputs, its loss, the history buffer, the EMA)
 # only continues the same run with the same values of these
 RESUME_EXTRA = ("psf_match", "moment_mode", "history_size", "ema_decay")
+# What a resumed run may change (docs/refiner.md): how long it runs (more steps) and how it
+# reports, and where it runs. Every other field, the seed and the stamp shape must be the
+# checkpoint's: they change what the remaining steps compute.
+RESUME_MAY_CHANGE = ("steps", "log_every", "checkpoint_every", "sample_every", "sample_count",
+                     "device", "cuda_bf16", "cuda_channels_last", "compile")
 # noise anchor -> the TrainSettings field of its weight; R's loss sums them in this order
 NOISE_ANCHORS = {"level": "noise_lambda", "acf": "noise_acf_lambda",
                  "spread": "noise_acf_spread_lambda", "shape": "noise_shape_lambda"}
@@ -136,6 +142,13 @@ class TrainSettings:
         """
         names = (*REFINER_ARCH.values(), *DISC_ARCH.values(), *RESUME_EXTRA)
         return {name: _plain(getattr(self, name)) for name in names}
+
+    def run_settings(self, seed: int, stamp_shape) -> dict:
+        """Everything a resumed run must share with its checkpoint, as stored: every field but
+        `RESUME_MAY_CHANGE`, the master ``seed`` and the ``stamp_shape`` (H, W)."""
+        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
+               if f.name not in RESUME_MAY_CHANGE}
+        return out | {"seed": int(seed), "stamp_shape": [int(v) for v in stamp_shape]}
 
     def noise_weights(self) -> dict[str, float]:
         """Each noise anchor's weight (`NOISE_ANCHORS`, in summation order); 0 = off."""

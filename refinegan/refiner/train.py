@@ -70,7 +70,7 @@ def train(
     real_path: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    resume: bool = False,
+    resume: bool | str = False,
     progress: bool = False,
     stop_after_step: int | None = None,
 ) -> TrainResult:
@@ -86,8 +86,10 @@ def train(
         The real (target) stamp file; same pixel scale and stamp size as the sims.
     out_dir : path
         Output directory.
-    resume : bool
-        Continue from ``out_dir/checkpoint.pt`` when it exists [default: False].
+    resume : bool or 'if_matches'
+        True: continue from ``out_dir/checkpoint.pt`` when it exists, refusing one made with other
+        settings; 'if_matches': continue only from a checkpoint of this same run, else train
+        afresh (what the workflow does, so a job killed by a scheduler resumes) [default: False].
     progress : bool
         Show a tqdm progress bar with the losses [default: False].
     stop_after_step : int, optional
@@ -115,7 +117,7 @@ def train(
 
 
 def _train(config: RunConfig, s: TrainSettings, device: torch.device, world: World, sim_paths,
-           real_path, out_dir, resume_run: bool, progress: bool,
+           real_path, out_dir, resume_run: bool | str, progress: bool,
            stop_after_step: int | None) -> TrainResult:
     """`train` for one process of ``world``; only rank 0 writes files.
 
@@ -129,10 +131,17 @@ def _train(config: RunConfig, s: TrainSettings, device: torch.device, world: Wor
     t = Trainer(s, config.seed, data.stamp_shape, device, world)
     set_noise_targets(t, data)
     done = None
-    if resume_run and ckpt_path.exists():
-        done = resume_from(t, s, ckpt_path)
-    elif resume_run:
+    if resume_run == "if_matches" and ckpt_path.exists():
+        try:
+            done = resume_from(t, s, ckpt_path, config.seed, data.stamp_shape)
+        except TrainingError as err:  # another run's checkpoint, or an unreadable one
+            logger.warning("not resuming (%s); training afresh", err)
+    elif resume_run is True and ckpt_path.exists():
+        done = resume_from(t, s, ckpt_path, config.seed, data.stamp_shape)
+    elif resume_run is True:
         logger.warning("--resume: no checkpoint at %s, starting from step 0", ckpt_path)
+    if done is None and world.is_main:
+        clear_previous_run(out_dir)
     n_watch = min(WATCH_STAMPS, data.sim_z.shape[0])
     watch_z, watch_real = data.sim_z[:n_watch], data.real_z[:n_watch]
     n_samples = min(s.sample_count, n_watch, data.real_z.shape[0])
@@ -141,7 +150,7 @@ def _train(config: RunConfig, s: TrainSettings, device: torch.device, world: Wor
     log = mon.TrainLog(s, device, ckpt_path, done)
     samples = (watch_z[:n_samples], data.real_z[:n_samples])
     end = s.total_steps if stop_after_step is None else min(s.total_steps, stop_after_step)
-    _run_steps(t, data, log, end, out_dir, samples, world, progress)
+    _run_steps(t, data, log, end, out_dir, samples, world, progress, config.seed)
     log.flush(t.step)
     report = mon.watch(watch_z, t.refine_eval(watch_z), *log.d_accuracy(), watch_real)
     for w in report["warnings"]:
@@ -164,8 +173,22 @@ def _train(config: RunConfig, s: TrainSettings, device: torch.device, world: Wor
     return TrainResult(model_path, ckpt_path, log_path, t.step, report)
 
 
+def clear_previous_run(out_dir: Path) -> list[Path]:
+    """Remove an earlier run's outputs from ``out_dir`` before a fresh run starts, so the
+    directory never holds a model and a log (or samples) from different runs; returns them."""
+    old = [out_dir / name for name in ("refiner.pt", "checkpoint.pt", "train_log.h5")]
+    old = [p for p in old if p.exists()] + sorted((out_dir / "samples").glob("step-*.png"))
+    for p in old:
+        p.unlink()
+    if old:
+        logger.info("%s: a fresh run; removed the previous run's %s", out_dir,
+                    ", ".join(sorted({p.name if p.parent == out_dir else "samples/" for p in old})))
+    return old
+
+
 def _run_steps(t: Trainer, data: TrainData, log: mon.TrainLog, end: int, out_dir: Path,
-               samples: tuple[torch.Tensor, torch.Tensor], world: World, progress: bool) -> None:
+               samples: tuple[torch.Tensor, torch.Tensor], world: World, progress: bool,
+               seed: int) -> None:
     """Step ``t`` up to global step ``end``: each step logged, flushed at log and checkpoint
     steps, checkpointed and sampled (rank 0) on the schedules of ``t.s``."""
     s = t.s
@@ -179,7 +202,7 @@ def _run_steps(t: Trainer, data: TrainData, log: mon.TrainLog, end: int, out_dir
         if step % s.log_every == 0 or at_ckpt:
             log.report(step, log.flush(step), bar)
         if at_ckpt and world.is_main:
-            save_checkpoint(log.checkpoint_path, t, s, log)
+            save_checkpoint(log.checkpoint_path, t, s, log, seed, data.stamp_shape)
         if s.sample_every and step % s.sample_every == 0 and world.is_main:
             save_samples(out_dir, step, t, *samples)
     if bar is not None:
@@ -203,28 +226,51 @@ def set_noise_targets(t: Trainer, data: TrainData) -> None:
                 float(t.shape_target[1]))
 
 
-def resume_from(t: Trainer, s: TrainSettings, path: Path) -> np.ndarray:
+def resume_from(t: Trainer, s: TrainSettings, path: Path, seed: int, stamp_shape) -> np.ndarray:
     """Load ``path`` (``checkpoint.pt``) into ``t``; returns the log rows done.
 
     Raises
     ------
     TrainingError
-        If the checkpoint is unreadable, or was made with other `TrainSettings.resume_settings`.
+        If the checkpoint is unreadable, was made with other settings (`TrainSettings.resume_settings`,
+        `TrainSettings.run_settings`: each key named with both values), or is past the end the
+        config now gives.
     """
     ckpt = TrainCheckpoint.read(path)
     now = s.resume_settings()
     if {k: ckpt.arch_settings.get(k) for k in now} != now:
         raise TrainingError(f"{path}: checkpoint was made with train settings {ckpt.arch_settings}, "
                             f"config now gives {now}; resume needs the same ones")
+    run_now, run_then = s.run_settings(seed, stamp_shape), ckpt.arch_settings.get("run", {})
+    changed = [f"{k} {run_then[k]!r} -> {v!r}" for k, v in run_now.items()
+               if k in run_then and run_then[k] != v]
+    if changed:
+        raise TrainingError(
+            f"{path}: resuming would change what the checkpoint's run computes: "
+            f"{'; '.join(changed)} (checkpoint -> config now). Resume with the checkpoint's values "
+            f"(only train.steps, the log / checkpoint / sample intervals and the device may change) "
+            f"or train afresh without --resume")
+    unchecked = sorted(set(run_now) - set(run_then))
+    if unchecked:
+        logger.warning("%s predates the full resume check: %s not recorded, not checked", path,
+                       ", ".join(unchecked))
+    step = int(ckpt.trainer["step"])
+    if step > s.total_steps:
+        raise TrainingError(f"{path}: the checkpoint is at step {step}, past the {s.total_steps} "
+                            f"steps the config gives (train.steps {s.steps} + pretraining "
+                            f"{s.pretrain_r_steps + s.pretrain_d_steps}); a resume may only add steps")
     t.load_state_dict(ckpt.trainer)
     logger.info("resumed from %s at step %d", path, t.step)
     return ckpt.log_rows.numpy()
 
 
-def save_checkpoint(path: Path, t: Trainer, s: TrainSettings, log: mon.TrainLog) -> Path:
-    """Write ``checkpoint.pt`` atomically: the trainer state, the rows flushed, the settings."""
+def save_checkpoint(path: Path, t: Trainer, s: TrainSettings, log: mon.TrainLog, seed: int,
+                    stamp_shape) -> Path:
+    """Write ``checkpoint.pt`` atomically: the trainer state, the rows flushed, the settings
+    (`TrainSettings.resume_settings`, and `TrainSettings.run_settings` under ``run``)."""
+    settings = s.resume_settings() | {"run": s.run_settings(seed, stamp_shape)}
     return TrainCheckpoint(trainer=t.state_dict(), log_rows=torch.from_numpy(log.done()),
-                           arch_settings=s.resume_settings()).write(path)
+                           arch_settings=settings).write(path)
 
 
 def save_samples(out_dir: Path, step: int, t: Trainer, sim_z: torch.Tensor,

@@ -30,4 +30,4 @@ rule train:
         outdir=lambda wildcards, output: os.path.dirname(output.model),
     shell:
         "refinegan train --no-progress --config {input.cfg} --sim {input.sim}"
-        " --real {input.real} --out {params.outdir} > {log} 2>&1"
+        " --real {input.real} --out {params.outdir} --resume-if-matches > {log} 2>&1"
