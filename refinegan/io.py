@@ -83,6 +83,11 @@ SIM_LABELS = (
     "snr",
 )
 
+# Labels that must be finite wherever present (the writer and the reader refuse NaN / inf in them);
+# others may legitimately be NaN or inf (sersic_n of a bulge + disk galaxy, snr of a noiseless stamp).
+FINITE_LABELS = ("id", "pair_id", "rot90", "shear_sign", "g1", "g2", "e1_int", "e2_int", "flux",
+                 "hlr", "psf_fwhm", "noise_sigma")
+
 # Units written as the ``units`` attribute of each label dataset; unknown labels get "".
 LABEL_UNITS = {
     "id": "",
@@ -298,6 +303,16 @@ class StampWriter:
             raise ContractError(
                 f"{self.path}: writing {b} stamps at {self._pos} overflows N={self.n}"
             )
+        finite = np.isfinite(images).all(axis=tuple(range(1, images.ndim)))
+        if not finite.all():
+            i = int(np.flatnonzero(~finite)[0])
+            raise ContractError(f"{self.path}: stamp {self._pos + i} has NaN or inf pixels; /images "
+                                "must be finite (mark bad pixels in /mask instead)")
+        for name in FINITE_LABELS:
+            if name in labels and not np.isfinite(np.asarray(labels[name], dtype=np.float64)).all():
+                i = int(np.flatnonzero(~np.isfinite(np.asarray(labels[name], np.float64)))[0])
+                raise ContractError(f"{self.path}: label {name!r} of stamp {self._pos + i} is "
+                                    f"{float(np.asarray(labels[name])[i])!r}; it must be finite")
         sl = slice(self._pos, self._pos + b)
         self._images[sl] = images.astype(np.float32, copy=False)
         if (mask is None) != (self._mask is None):
@@ -476,6 +491,12 @@ class StampFile:
         missing = [name for name in needed if name not in f["labels"]]
         if missing:
             self._fail(f"missing label(s) {missing} for a {self.attrs['domain']} set")
+        for name in FINITE_LABELS:
+            if name in f["labels"] and f["labels"][name].dtype.kind == "f":
+                values = f["labels"][name][()]
+                if not np.isfinite(values).all():
+                    i = int(np.flatnonzero(~np.isfinite(values))[0])
+                    self._fail(f"label {name!r} of stamp {i} is {float(values[i])!r}; it must be finite")
         if "mask" in f:
             m = f["mask"]
             if m.dtype != np.uint8 or m.shape != images.shape:

@@ -205,3 +205,30 @@ def test_a_failed_write_removes_its_temporary_file(tmp_path):
         w.write(np.zeros((1, 8, 8), np.float32), {})
         w.close()
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_pixels_are_refused_at_write(tmp_path, bad):
+    images = np.zeros((3, 8, 8), np.float32)
+    images[2, 4, 4] = bad
+    with pytest.raises(ContractError, match=r"x.h5: stamp 2 has NaN or inf pixels"):
+        io.write_stamps(tmp_path / "x.h5", images, {}, domain="real", pixel_scale=0.2, source="t",
+                        config={}, seed=1)
+    assert not list(tmp_path.iterdir())
+
+
+def test_non_finite_labels_are_refused_where_the_contract_forbids_them(tmp_path):
+    images = np.zeros((2, 8, 8), np.float32)
+    with pytest.raises(ContractError, match=r"label 'noise_sigma' of stamp 1 is nan; it must be finite"):
+        io.write_stamps(tmp_path / "x.h5", images, {"noise_sigma": np.array([1.0, np.nan])},
+                        domain="real", pixel_scale=0.2, source="t", config={}, seed=1)
+    # sersic_n of a bulge + disk galaxy and the snr of a noiseless stamp may be NaN / inf
+    io.write_stamps(tmp_path / "ok.h5", images, {"sersic_n": np.array([np.nan, 1.0]),
+                                                 "snr": np.array([np.inf, 3.0])},
+                    domain="real", pixel_scale=0.2, source="t", config={}, seed=1)
+    io.write_stamps(tmp_path / "g.h5", images, {"g1": np.array([0.02, 0.02])}, domain="real",
+                    pixel_scale=0.2, source="t", config={}, seed=1)
+    with h5py.File(tmp_path / "g.h5", "a") as f:  # damaged afterwards: the reader refuses it
+        f["labels/g1"][1] = np.inf
+    with pytest.raises(ContractError, match=r"g.h5: label 'g1' of stamp 1 is inf; it must be finite"):
+        io.validate_file(tmp_path / "g.h5")

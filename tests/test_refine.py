@@ -312,3 +312,34 @@ def test_latent_codes_are_shared_by_twins_and_reproducible(tmp_path):
     codes = latent_codes({"pair_id": np.array([0, 0, 1]), "rot90": np.array([0, 0, 0])}, 3, 2, 7)
     assert codes.shape == (3, 2) and np.array_equal(codes[0], codes[1]) and not np.allclose(codes[0], codes[2])
     assert latent_codes({}, 3, 0, 7) is None
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_a_pickle_with_code_is_refused_without_suggesting_the_unsafe_load(tmp_path, model, capsys):
+    src, _ = _input(tmp_path)
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "refinegan-refiner", "payload": _RunsCode()}, evil)
+    with pytest.raises(ContractError, match=r"evil.pt: refused: not a refinegan checkpoint \(it holds "
+                                            r"print\)") as err:
+        refine(evil, src, tmp_path / "out.h5")
+    assert "weights_only" not in str(err.value) and "this must never run" not in capsys.readouterr().out
+    (tmp_path / "trunc.pt").write_bytes(model.read_bytes()[:500])
+    with pytest.raises(ContractError, match=r"trunc.pt: not a readable refinegan checkpoint"):
+        refine(tmp_path / "trunc.pt", src, tmp_path / "out.h5")
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_refine_refuses_to_overwrite_its_input(tmp_path, model):
+    src, _ = _input(tmp_path)
+    before = file_sha256(src)
+    with pytest.raises(ContractError, match=r"refine --out .*in.h5 is the input file"):
+        refine(model, src, src)
+    link = tmp_path / "link.h5"
+    link.symlink_to(src)
+    with pytest.raises(ContractError, match="is the input file"):
+        refine(model, src, link)
+    assert file_sha256(src) == before

@@ -178,11 +178,12 @@ def test_input_errors(tmp_path, rng):
     with pytest.raises(TrainingError, match=r"stamp size differs: .*\(16, 16\), .*r2.h5 has \(18, 18\)"):
         train(cfg, [sim], other_size, tmp_path / "o")
     images = rng.normal(size=(8, SIZE, SIZE)).astype(np.float32)
-    images[5, 3, 3] = np.nan
     from refinegan.io import write_stamps
 
     write_stamps(tmp_path / "nan.h5", images, {}, domain="real", pixel_scale=0.2, source="t",
                  config={}, seed=1)
+    with h5py.File(tmp_path / "nan.h5", "a") as f:  # damaged after writing (the writer refuses NaN)
+        f["images"][5, 3, 3] = np.nan
     with pytest.raises(TrainingError, match=r"nan.h5: stamp 5 has NaN or inf pixels"):
         train(cfg, [sim], tmp_path / "nan.h5", tmp_path / "o")
     with pytest.raises(TrainingError, match="no sim stamp files given"):

@@ -186,6 +186,10 @@ def refine(
     norm = Normalization.from_dict(model.normalization, where=str(model_path))
     model_sha = file_sha256(model_path)
     in_path, out_path = Path(in_path), Path(out_path)
+    if out_path.resolve() == in_path.resolve() or (out_path.exists() and in_path.exists()
+                                                    and out_path.samefile(in_path)):
+        raise ContractError(f"refine --out {out_path} is the input file {in_path}: refined stamps "
+                            "go to a new file, the sims stay as they are")
     with open_stamps(in_path) as sf:
         label_checked = _check_input(model, sf, norm, model_path, sigma_tolerance)
         seed = int(model.config["seed"])  # the latent codes' seed: the training run's

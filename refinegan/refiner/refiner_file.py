@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -53,8 +55,18 @@ def load_file(path: str | os.PathLike, error=TrainingError) -> dict:
         raise error(f"{path}: no such checkpoint file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors come in many types
-        raise error(f"{path}: not a readable refinegan checkpoint ({type(err).__name__}: {err})") from None
+    except pickle.UnpicklingError as err:  # torch's message advises weights_only=False: never
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if not found:  # not a pickle of objects at all: garbage or a truncated file
+            raise error(f"{path}: not a readable refinegan checkpoint (not a torch file of "
+                        "tensors, numbers, strings, lists and dicts)") from None
+        what = f" (it holds {found.group(1)})" if found else ""
+        raise error(f"{path}: refused: not a refinegan checkpoint{what}; refinegan loads only "
+                    "tensors, numbers, strings, lists and dicts, so no code in a file can run "
+                    "(write the file with refinegan train)") from None
+    except Exception as err:  # a truncated or foreign file: zip, EOF and OS errors
+        raise error(f"{path}: not a readable refinegan checkpoint ({type(err).__name__}: "
+                    f"{str(err).splitlines()[0] if str(err) else 'unreadable'})") from None
     if not isinstance(obj, dict):
         raise error(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
     return obj
