@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
-from .errors import RefineganError
+from .errors import OutputWriteError, RefineganError
 
 logger = logging.getLogger("refinegan")
 
@@ -130,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     hint = "" if args.verbose else " (run with -v for the traceback)"
     try:
         _run(args)
+    except OutputWriteError as err:  # a full disk or a size limit; the partial file is gone
+        logger.error("%s: %s", err.filename, err.strerror, exc_info=bool(args.verbose))
+        # HDF5 can crash in its exit handlers after a failed write: leave without running them
+        logging.shutdown()
+        os._exit(EXIT_FAILED)
     except RefineganError as err:
         logger.error("%s", err, exc_info=bool(args.verbose))
         return EXIT_INPUT

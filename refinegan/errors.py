@@ -23,3 +23,11 @@ class InputDataError(RefineganError, ValueError):
 
 class TrainingError(RefineganError, RuntimeError):
     """Training cannot continue (NaN loss, inconsistent inputs, bad checkpoint)."""
+
+
+class OutputWriteError(RefineganError, OSError):
+    """An output file could not be written (full disk, a file size limit, permissions).
+
+    The partial file is removed before this is raised. ``errno``, ``strerror`` and ``filename``
+    are those of the failure.
+    """

@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
+import gc
 import hashlib
 import json
 import logging
 import os
+import re
+import shutil
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +37,7 @@ import numpy as np
 
 from .atomic import commit, discard, temporary_path
 from .config import to_plain
-from .errors import ContractError
+from .errors import ContractError, OutputWriteError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -233,6 +238,7 @@ class StampWriter:
         self.domain = domain
         self._pos = 0
         self._labels: dict[str, h5py.Dataset] = {}
+        _check_free_space(self.path, self.n, self.stamp_shape, with_mask)
         self._f = h5py.File(self.tmp_path, "w")
         try:
             # HDF5 cannot chunk an empty dataset: a file of zero stamps is stored contiguous.
@@ -292,7 +298,35 @@ class StampWriter:
         labels: Mapping[str, np.ndarray],
         mask: np.ndarray | None = None,
     ) -> None:
-        """Append a block of stamps (B, H, W) with their labels (each length B)."""
+        """Append a block of stamps (B, H, W) with their labels (each length B).
+
+        Raises
+        ------
+        ContractError
+            Wrong shapes, non-finite pixels or labels, too many stamps.
+        OutputWriteError
+            The disk refused the data (full, a size limit): the partial file is removed.
+        """
+        hook, unraisable = sys.unraisablehook, []
+        sys.unraisablehook = unraisable.append  # HDF5 also reports failed writes on deallocation
+        try:
+            self._write(images, labels, mask)
+        except (OSError, RuntimeError) as err:
+            raise self._write_failed(err) from None
+        finally:
+            sys.unraisablehook = hook
+        if unraisable:
+            raise self._write_failed(unraisable[0].exc_value)
+
+    def _write_failed(self, err: BaseException) -> OutputWriteError:
+        """Remove the partial file; the error to raise instead of HDF5's."""
+        self._abort()
+        code = getattr(err, "errno", None) or _hdf5_errno(err)
+        reason = os.strerror(code) if code else _first_line(err)
+        return OutputWriteError(code or 0, f"writing failed: {reason}; the partial file was "
+                                           "removed", str(self.path))
+
+    def _write(self, images, labels, mask) -> None:
         images = np.asarray(images)
         b = images.shape[0]
         if images.shape[1:] != self.stamp_shape:
@@ -344,21 +378,37 @@ class StampWriter:
         if self._pos != self.n:
             self._abort()
             raise ContractError(f"{self.path}: only {self._pos} of {self.n} stamps were written")
-        self._f.close()
-        self._f = None
         try:
+            self._release()
+            self._f.close()  # HDF5 flushes here: a full disk may fail here, not in write()
+            self._f = None
             commit(self.tmp_path, self.path)
+        except (OSError, RuntimeError) as err:
+            raise self._write_failed(err) from None
         except BaseException:
             self._abort()
             raise
         logger.info("wrote %s (%d stamps, domain %s)", self.path, self.n, self.domain)
         return self.path
 
+    def _release(self) -> None:
+        """Drop this writer's handles on the open file's datasets, so that closing the file
+        closes every HDF5 object (none is left for the garbage collector on a failed file)."""
+        self._images = self._mask = None
+        self._labels = {}
+
     def _abort(self) -> None:
         if self._f is not None:
-            with contextlib.suppress(Exception):
-                self._f.close()
-            self._f = None
+            hook = sys.unraisablehook
+            sys.unraisablehook = lambda *_: None  # a failed file's HDF5 objects complain as they go
+            try:
+                self._release()
+                with contextlib.suppress(Exception):
+                    self._f.close()
+                self._f = None
+                gc.collect()
+            finally:
+                sys.unraisablehook = hook
         discard(self.tmp_path)
 
     def __enter__(self) -> StampWriter:
@@ -404,6 +454,31 @@ def write_stamps(
     ) as w:
         w.write(images, labels, mask)
     return Path(path)
+
+
+SPACE_MARGIN_BYTES = 1 << 20  # headroom beyond the estimate: attributes, PSF, HDF5's own records
+
+
+def _check_free_space(path: Path, n: int, shape: tuple[int, int], with_mask: bool) -> None:
+    """Refuse to start a file the disk cannot hold (HDF5 fails badly on a full disk)."""
+    need = n * shape[0] * shape[1] * (4 + (1 if with_mask else 0)) + n * 8 * 24 + SPACE_MARGIN_BYTES
+    path.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        raise OutputWriteError(errno.ENOSPC, f"not enough disk space for {n} stamps: needs about "
+                      f"{need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free", str(path.parent))
+
+
+def _hdf5_errno(err: BaseException) -> int | None:
+    """The errno HDF5 reports inside its message (``errno = 28``), if any."""
+    found = re.search(r"errno = (\d+)", str(err))
+    return int(found.group(1)) if found else None
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's message (HDF5's run over several)."""
+    text = str(err).strip()
+    return text.splitlines()[0].rstrip(" (") if text else type(err).__name__
 
 
 def _decode_attrs(raw: Mapping) -> dict:

@@ -146,7 +146,8 @@ def test_calibrate_sets_returns_its_shapes_and_writes_nothing():
     before = {d: vars(m).copy() for d, m in meas.items()}
     cal = calibrate_sets(data, p, np.random.default_rng(1))
     assert set(cal.shapes) == {"sim", "refined"}
-    assert "skipped" in cal.tables["real"] and "transfer" not in cal.tables
+    assert cal.tables["real"]["skipped"] == "no label g1 and no label g2 and no /psf in the file"
+    assert "transfer" not in cal.tables
     assert "refined_target_psf" not in cal.tables  # the real set has no PSF
     assert cal.tables["sim"]["eps1"] is cal.shapes["sim"]["eps1"]
     np.testing.assert_array_equal(cal.tables["paired"]["dm"], 0.0)

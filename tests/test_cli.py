@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from refinegan import io
 
 
@@ -81,3 +83,36 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))  # the writer cleaned up
+
+
+def _limit_file_size(limit_bytes):
+    import resource
+
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+    return apply
+
+
+def test_a_disk_that_fills_while_writing_is_one_line_no_crash_nothing_left(tmp_path):
+    """A file size limit stands in for a full disk: HDF5 fails mid-write (it used to segfault
+    and leave its temporary file)."""
+    proc = subprocess.run([sys.executable, "-m", "refinegan", "simulate", "--no-progress",
+                           "--out", str(tmp_path / "s.h5"), "--set", "sim.n=256"],
+                          capture_output=True, text=True, timeout=120,
+                          preexec_fn=_limit_file_size(1_000_000))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "writing failed: File too large; the partial file was removed" in proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
+    import shutil as shutil_mod
+
+    from refinegan import io
+    from refinegan.errors import OutputWriteError
+
+    monkeypatch.setattr(shutil_mod, "disk_usage", lambda p: shutil_mod._ntuple_diskusage(1, 1, 1000))
+    with pytest.raises(OutputWriteError, match="not enough disk space for 64 stamps"):
+        io.StampWriter(tmp_path / "s.h5", 64, (48, 48), domain="real", pixel_scale=0.2,
+                       source="t", config={}, seed=1)
+    assert not list(tmp_path.iterdir())

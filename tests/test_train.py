@@ -12,7 +12,7 @@ from refiner_helpers import write_set
 
 import refinegan.refiner.trainer as trainer_mod
 from refinegan.config import load_config
-from refinegan.errors import ConfigError, TrainingError
+from refinegan.errors import ConfigError, RefineganError, TrainingError
 from refinegan.refiner import monitor as mon
 from refinegan.refiner.losses import (
     border_acf,
@@ -488,3 +488,18 @@ def test_resume_if_matches_continues_this_run_and_restarts_for_another(tmp_path,
     assert "not resuming" in caplog.text and "seed" in caplog.text and other.step == 4
     with h5py.File(other.log_path) as f:
         assert len(f["step"]) == 4  # all four steps of the fresh run, none of the old one's
+
+
+def test_a_train_refused_for_its_inputs_leaves_no_output_folder(tmp_path, rng):
+    sim, _, _ = write_set(tmp_path / "sim.h5", 8, SIZE, rng)
+    with pytest.raises(RefineganError, match="missing.h5: no such stamp file"):
+        train(_config("train.steps=1"), [sim], tmp_path / "missing.h5", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_last_log_line_says_how_the_steps_split(tmp_path, files, caplog):
+    sim, real = files
+    with caplog.at_level("INFO", logger="refinegan.refiner.train"):
+        train(_config("train.steps=3", "train.pretrain_r_steps=1", "train.pretrain_d_steps=1"),
+              [sim], real, tmp_path / "o")
+    assert "finished at step 5 of 5 (2 pretraining + 3 adversarial)" in caplog.text

@@ -328,9 +328,12 @@ def calibrate_sets(data: Samples, p: CompareParams, rng: np.random.Generator) ->
     grs: dict[str, Groups] = {}
     shapes: dict[str, dict[str, np.ndarray]] = {}
     for d, s in data.sets.items():
-        if not {"g1", "g2"} <= set(s.labels) or s.psf is None:
-            out[d] = {"skipped": "no g1/g2 labels or no /psf in the file"}
-            logger.info("calibration of %s skipped (no true shear labels or no /psf)", d)
+        missing = [f"label {g}" for g in ("g1", "g2") if g not in s.labels]
+        missing += ["/psf"] if s.psf is None else []
+        if missing:
+            out[d] = {"skipped": f"no {' and no '.join(missing)} in the file"}
+            logger.info("calibration of %s skipped: it has no %s (REGAUSS m needs the true shear "
+                        "and the PSF)", d, " and no ".join(missing))
             continue
         shapes[d], grs[d] = _shapes_and_groups(s, s.psf, data.meas[d])
         out[d] = calibrate(grs[d], p.n_bootstrap, rng)

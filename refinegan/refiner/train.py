@@ -125,10 +125,10 @@ def _train(config: RunConfig, s: TrainSettings, device: torch.device, world: Wor
     checkpoint, samples; then the watch, ``refiner.pt`` (when finished) and ``train_log.h5``.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, model_path, log_path = out_dir / "checkpoint.pt", out_dir / "refiner.pt", out_dir / "train_log.h5"
     data = prepare_data(s, config.seed, sim_paths, real_path, device)
     t = Trainer(s, config.seed, data.stamp_shape, device, world)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are good: no empty folder
     set_noise_targets(t, data)
     done = None
     if resume_run == "if_matches" and ckpt_path.exists():
@@ -168,8 +168,9 @@ def _train(config: RunConfig, s: TrainSettings, device: torch.device, world: Wor
                                                     "finished": finished})
     _log_learned_kernel(t)
     world.barrier()  # the other ranks wait until rank 0 has written its files
-    logger.info("training %s at step %d of %d; failure modes: %s", "finished" if finished else "stopped",
-                t.step, s.total_steps, report["warnings"] or "none")
+    logger.info("training %s at step %d of %d (%d pretraining + %d adversarial); failure modes: %s",
+                "finished" if finished else "stopped", t.step, s.total_steps,
+                s.pretrain_r_steps + s.pretrain_d_steps, s.steps, report["warnings"] or "none")
     return TrainResult(model_path, ckpt_path, log_path, t.step, report)
 
 
