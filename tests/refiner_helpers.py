@@ -18,6 +18,15 @@ FLUX_MIN, FLUX_MAX = 150.0, 1500.0  # counts, with noise sigma 1: the default co
 CORR_KERNEL = np.array([[0.0, 0.5, 0.0], [0.5, 1.0, 0.5], [0.0, 0.5, 0.0]])  # mock coadd-like
 
 
+# The refiner's parts one at a time: a test of one mechanism switches off what the default run
+# adds on top of SimGAN (PSF matching, the latent code, the noise anchors on sky pixels, the
+# linear residual, self-regularisation 1.0, no pretraining) and then switches on what it tests.
+PLAIN_REFINER = ["train.psf_match=false", "train.latent_dim=0", "train.noise_lambda=0",
+                 "train.noise_acf_lambda=0", "train.noise_acf_spread_lambda=0",
+                 "train.noise_shape_lambda=0", "train.noise_region=frame",
+                 "train.residual_space=asinh", "train.reg_lambda=0.3", "train.pretrain_r_steps=100",
+                 "train.batch_size=64"]
+
 def psf_image(size: int) -> np.ndarray:
     y, x = np.mgrid[0:size, 0:size] - (size - 1) / 2.0
     p = np.exp(-0.5 * (x * x + y * y) / PSF_SIGMA_PX**2)
@@ -165,8 +174,8 @@ def learning_run(workdir, overrides, *, size=32, n_train=1024, n_test=512, seed=
     nc = ndimage.convolve(nf, k[None], mode="wrap")
     write_set(d / "ctrl0.h5", n_test, size, rng, params=params, noise_field=nc, g1=0.0)
     write_set(d / "ctrl1.h5", n_test, size, rng, params=params, noise_field=nc, g1=g)
-    cfg = load_config(None, [f"stamp.size={size}", "train.device=cpu", "train.sample_every=0",
-                             "train.checkpoint_every=100000", *overrides])
+    cfg = load_config(None, [*PLAIN_REFINER, f"stamp.size={size}", "train.device=cpu",
+                             "train.sample_every=0", "train.checkpoint_every=100000", *overrides])
     t0 = time.perf_counter()
     res = train(cfg, [d / "sim.h5"], d / "real.h5", d / "out")
     t_train = time.perf_counter() - t0

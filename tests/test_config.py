@@ -143,3 +143,11 @@ def test_duplicate_keys_and_unreadable_files_are_refused(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ConfigError, match="is not UTF-8 text"):
         load_config(binary)
+
+
+def test_one_set_of_defaults_the_default_run_is_the_schema():
+    """config/config.yaml lists the schema's defaults: a stage run without --config is the
+    default run (its refiner included: PSF matching, the anchors, the latent code)."""
+    run = load_config(ROOT / "config" / "config.yaml").to_dict()
+    assert run == default_config()
+    assert run["train"]["psf_match"] and run["train"]["noise_region"] == "sky"

@@ -14,12 +14,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from refiner_helpers import PLAIN_REFINER
 
 from refinegan.config import load_config
 from refinegan.io import write_stamps
 from refinegan.refiner.train import train
 
-OVERRIDES = ["train.steps=4", "train.pretrain_r_steps=2", "train.pretrain_d_steps=2",
+OVERRIDES = [*PLAIN_REFINER, "train.steps=4", "train.pretrain_r_steps=2", "train.pretrain_d_steps=2",
              "train.batch_size=8", "train.refiner_channels=8", "train.refiner_blocks=1",
              "train.disc_channels=8", "train.history_size=16", "train.checkpoint_every=4",
              "train.sample_every=0", "train.device=cpu", "seed=11"]

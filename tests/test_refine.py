@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose
-from refiner_helpers import write_set
+from refiner_helpers import PLAIN_REFINER, write_set
 
 from refinegan.config import load_config
 from refinegan.errors import ContractError, TrainingError
@@ -29,7 +29,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _tiny_config(*extra):
     """A tiny refiner on SIZE x SIZE stamps with no pretraining (steps set by ``extra``)."""
-    return load_config(None, [f"stamp.size={SIZE}", "train.batch_size=4", "train.refiner_channels=4",
+    return load_config(None, [*PLAIN_REFINER, f"stamp.size={SIZE}", "train.batch_size=4",
+                              "train.refiner_channels=4",
                               "train.refiner_blocks=1", "train.disc_channels=4",
                               "train.pretrain_r_steps=0", "train.pretrain_d_steps=0",
                               "train.history_size=4", "train.device=cpu", "train.sample_every=0",

@@ -50,8 +50,8 @@ def test_learns_noise_and_keeps_labels_fast(tmp_path, one_torch_thread):
 
 @pytest.mark.slow
 def test_default_config_meets_the_label_bounds(tmp_path, one_torch_thread):
-    """The default configuration (R 32 ch x 4 blocks, D 32, batch 64, 100 + 50 pretraining and
-    1000 adversarial steps) at 32x32 with 2048 training stamps and 2048 twins. Bounds: AUC
+    """Session 1's default configuration, the plain SimGAN refiner (`PLAIN_REFINER` on the
+    schema: R 32 ch x 4 blocks, D 32, batch 64, 100 + 50 pretraining and 1000 adversarial steps) at 32x32 with 2048 training stamps and 2048 twins. Bounds: AUC
     refined-real 0.25 below sim-real, >= 70 % of the autocorrelation gap closed, flux ratio 1
     within 0.5 %, e1 drift rms < 0.03, |dm| <= 2e-3 within 2 sigma of its error.
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose
-from refiner_helpers import write_set
+from refiner_helpers import PLAIN_REFINER, write_set
 
 import refinegan.refiner.trainer as trainer_mod
 from refinegan.config import load_config
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(*extra):
-    return load_config(None, SMALL + list(extra))
+    return load_config(None, PLAIN_REFINER + SMALL + list(extra))
 
 
 @pytest.fixture
