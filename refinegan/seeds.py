@@ -34,6 +34,7 @@ STREAMS = {
     "mask_fill": 6,  # noise put on masked target pixels for training
     "psf_match": 7,  # the PSF matching's whitening noise (per sim noise realisation)
     "latent": 8,  # R's latent codes (per sim noise realisation)
+    "noise_match": 9,  # the noise matching's added Gaussian field (per sim noise realisation)
     "mock": 11,  # target galaxy parameters (per group)
     "mock_noise": 12,  # target noise fields
     "mock_effects": 13,  # target effects: knots, bulges, neighbours, artefacts, COSMOS draws

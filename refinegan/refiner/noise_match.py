@@ -1,0 +1,165 @@
+"""Noise matching: give the sims the target's Gaussian noise, by physics, as PSF matching gives them
+its PSF.
+
+The sims carry white Gaussian noise of sigma ``s`` counts per pixel (after PSF matching too,
+which puts back the white noise it filters away, `refinegan.refiner.psf_match`). The target's
+noise is measured as its autocovariance ``C(dy, dx)`` at every lag of the stamp, on its sky pixels
+(`target_noise_covariance`: outside each stamp's source mask, `refinegan.noise.sky_mask`, pairs
+counted, so the estimate is unbiased at every lag), tapered at the largest lags. Its transform on
+the zero-padded (2H, 2W) grid is the target's power spectrum ``P_t(k)``. Where ``P_t(k) >= s^2``
+everywhere, a Gaussian field of spectrum ``P_t(k) - s^2`` drawn on that grid and cut to the stamp
+(so it does not wrap around) added to each sim gives it the target's noise covariance at every
+lag: its level and correlations are the target's, and the shear label stays true (the galaxy is
+untouched). Where ``P_t(k) < s^2`` somewhere, no addition can match: the sims must be drawn with
+less noise, and `NoiseMatch.check` says how much (``sim.noise.sigma``).
+
+The added field is drawn per sim noise realisation (`refinegan.seeds.realisation_normals`,
+stream ``noise_match``): +g / -g twins of one orientation share it, as they share the sim noise,
+so shear pairs still cancel the noise; training and refine draw the same numbers for the same
+stamp, in any chunking.
+
+Units: covariance and power in counts^2; ``P(k)`` per Fourier mode of numpy's unnormalised FFT
+(white noise of variance ``s^2`` has ``P(k) = s^2``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import TrainingError
+from ..noise import sky_mask
+from ..seeds import realisation_normals
+
+__all__ = ["NoiseMatch", "target_noise_covariance", "build_noise_match", "FEASIBLE_RTOL"]
+
+FEASIBLE_RTOL = 0.02  # P_t may dip this fraction below the sims' s^2 (its own sampling scatter)
+
+
+def target_noise_covariance(images: np.ndarray, border_px: int = 4,
+                            chunk: int = 256) -> np.ndarray:
+    """The noise autocovariance of stamps (N, H, W) in counts on their sky pixels, counts^2,
+    at every lag of the stamp: (2H, 2W) in circular (FFT) layout, lag (dy, dx) at [dy % 2H, dx % 2W].
+
+    Each stamp's sky pixels (`refinegan.noise.sky_mask`; the border frame when too few) minus
+    their mean, zero elsewhere, zero-padded to (2H, 2W): the sum of products over pixel pairs at
+    each lag (``ifft2 |fft2|^2``) over all stamps, divided by the number of sky-pixel pairs at that
+    lag. Unbiased at every lag (no wrap-around pairs), unlike a periodogram of the stamp.
+    """
+    x = np.asarray(images, dtype=np.float64)
+    n, h, w = x.shape
+    num = np.zeros((2 * h, 2 * w))
+    pairs = np.zeros((2 * h, 2 * w))
+    for start in range(0, n, chunk):
+        block = x[start:start + chunk]
+        sky, _ = sky_mask(block, border_px)
+        wt = sky.astype(np.float64)
+        mean = (block * wt).sum(axis=(1, 2)) / wt.sum(axis=(1, 2))
+        d = (block - mean[:, None, None]) * wt
+        fd = np.fft.rfft2(d, s=(2 * h, 2 * w))
+        fw = np.fft.rfft2(wt, s=(2 * h, 2 * w))
+        num += np.fft.irfft2((fd.real**2 + fd.imag**2).sum(axis=0), s=(2 * h, 2 * w))
+        pairs += np.fft.irfft2((fw.real**2 + fw.imag**2).sum(axis=0), s=(2 * h, 2 * w))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov = np.where(pairs > 0.5, num / np.maximum(pairs, 1.0), 0.0)
+    # Subtracting each stamp's own mean lowers the covariance at every lag by about the variance
+    # of that mean (sum_lags of the sample covariance is 0): measure the offset where short-range
+    # noise has none (lags of a quarter to half the stamp) and put it back.
+    far = _lag_fraction(cov.shape)
+    cov -= np.median(cov[(far >= 0.25) & (far <= 0.5)])
+    return cov
+
+
+def _lag_fraction(shape: tuple[int, int]) -> np.ndarray:
+    """max(|dy| / H, |dx| / W) on the (2H, 2W) circular lag grid."""
+    fy = np.abs(np.fft.fftfreq(shape[0]) * shape[0]) / (shape[0] / 2)
+    fx = np.abs(np.fft.fftfreq(shape[1]) * shape[1]) / (shape[1] / 2)
+    return np.maximum(fy[:, None], fx[None, :])
+
+
+def _lag_taper(shape: tuple[int, int], flat_fraction: float = 0.5) -> np.ndarray:
+    """A window on the (2H, 2W) lag grid: 1 out to ``flat_fraction`` of the largest lag (H, W),
+    then a cosine to 0 at it (a Tukey window), so the covariance's truncation adds no ringing."""
+    out = np.ones(shape)
+    for axis, m in enumerate(shape):
+        lag = np.abs(np.fft.fftfreq(m) * m) / (m / 2)  # |lag| / largest lag, 0 .. 1
+        t = np.clip((lag - flat_fraction) / (1 - flat_fraction), 0, 1)
+        win = 0.5 * (1 + np.cos(np.pi * t))
+        out *= win.reshape((-1, 1) if axis == 0 else (1, -1))
+    return out
+
+
+@dataclass(frozen=True)
+class NoiseMatch:
+    """The target's noise covariance at every lag of the stamp (2H, 2W), counts^2, and the seed
+    of the added fields (module docstring)."""
+
+    covariance: np.ndarray  # (2H, 2W) float64, circular layout, tapered
+    seed: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the stamps it matches."""
+        return self.covariance.shape[0] // 2, self.covariance.shape[1] // 2
+
+    @property
+    def power(self) -> np.ndarray:
+        """The target's noise power spectrum on the padded (2H, 2W) grid, counts^2 per mode."""
+        return np.fft.fft2(self.covariance).real
+
+    def required_sim_sigma(self) -> float:
+        """The largest white sim noise sigma (counts) the target's spectrum can be matched from."""
+        return float(np.sqrt(max(self.power.min(), 0.0) / (1.0 + FEASIBLE_RTOL)))
+
+    def check(self, sigma: np.ndarray, where: str = "the sims") -> None:
+        """Refuse sims whose white noise (sigma per stamp, counts) exceeds the target's power
+        somewhere: name both sides and the setting to change."""
+        s_max = float(np.max(sigma))
+        power = self.power
+        floor = float(power.min())
+        if s_max**2 * (1.0 + FEASIBLE_RTOL) > floor:
+            ky, kx = np.unravel_index(int(np.argmin(power)), power.shape)
+            freq = (np.fft.fftfreq(power.shape[0])[ky], np.fft.fftfreq(power.shape[1])[kx])
+            raise TrainingError(
+                f"noise matching is impossible: the target's noise power falls to {floor:.4g} "
+                f"counts^2 at k = ({freq[0]:+.3f}, {freq[1]:+.3f}) cycles/pixel, below {where}' white "
+                f"noise power {s_max**2:.4g} (sigma {s_max:.4g} counts); draw the sims with less "
+                f"noise, sim.noise.sigma <= {self.required_sim_sigma():.4g}, or set "
+                f"train.noise_match=false")
+
+    def apply(self, images: np.ndarray, sigma: np.ndarray, labels: Mapping,
+              offset: int = 0) -> np.ndarray:
+        """Sims (N, H, W) counts with white noise sigma (N,) re-observed with the target's noise:
+        plus a Gaussian field with the difference spectrum ``power - sigma^2``, drawn on the
+        padded grid and cut to the stamp (so it does not wrap), one per noise realisation."""
+        images = np.asarray(images, dtype=np.float64)
+        n = images.shape[0]
+        if n == 0:
+            return images.astype(np.float32)
+        h, w = self.shape
+        if images.shape[1:] != (h, w):
+            raise TrainingError(f"noise matching was built for stamps {(h, w)}, got "
+                                f"{images.shape[1:]}")
+        s2 = np.asarray(sigma, dtype=np.float64).reshape(-1, 1, 1) ** 2
+        amp = np.sqrt(np.clip(self.power[None] - s2, 0.0, None))  # (N or 1, 2H, 2W)
+        white = realisation_normals(labels, n, self.covariance.shape, self.seed, "noise_match",
+                                    offset)
+        field = np.fft.ifft2(np.fft.fft2(white) * amp).real[:, :h, :w]
+        return (images + field).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"covariance": self.covariance.tolist(), "seed": int(self.seed)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None) -> NoiseMatch | None:
+        if not d:
+            return None
+        return cls(np.asarray(d["covariance"], dtype=np.float64), int(d["seed"]))
+
+
+def build_noise_match(real_images: np.ndarray, seed: int, border_px: int = 4) -> NoiseMatch:
+    """The `NoiseMatch` to the noise of target stamps ``real_images`` (N, H, W), counts."""
+    cov = target_noise_covariance(real_images, border_px)
+    return NoiseMatch(cov * _lag_taper(cov.shape), int(seed))
