@@ -84,3 +84,59 @@ def test_sims_noisier_than_the_target_anywhere_are_refused_with_the_sigma_to_set
     with pytest.raises(TrainingError, match=rf"sim.noise.sigma <= {need:.4g}"):
         match.check(np.full(4, 10.0))
     match.check(np.full(4, 0.9 * need))
+
+
+def _train_config(*extra):
+    from refiner_helpers import PLAIN_REFINER
+
+    from refinegan.config import load_config
+
+    return load_config(None, [*PLAIN_REFINER, "stamp.size=24", "train.batch_size=4",
+                              "train.refiner_channels=4", "train.refiner_blocks=1",
+                              "train.disc_channels=4", "train.history_size=4", "train.device=cpu",
+                              "train.sample_every=0", "train.pretrain_r_steps=0",
+                              "train.pretrain_d_steps=0", "train.steps=1", "train.noise_match=true",
+                              *extra])
+
+
+def test_train_and_refine_put_the_targets_noise_on_the_sims(tmp_path, one_torch_thread):
+    """With train.noise_match the refined stamps carry the target's noise (R barely moved after
+    one step), identically in training and refine; the refined file records the covariance."""
+    from refiner_helpers import write_set
+
+    from refinegan.compare.stats import autocorrelation
+    from refinegan.io import read_stamps
+    from refinegan.noise import sky_mask
+    from refinegan.refiner.refine import refine
+    from refinegan.refiner.train import train
+
+    rng = np.random.default_rng(9)
+    sim, _, _ = write_set(tmp_path / "sim.h5", 400, 24, rng, sigma=0.2)
+    real, _, real_im = write_set(tmp_path / "real.h5", 400, 24, rng, domain="real",
+                                 noise_field=_correlated(400, 3.0, rng, size=24))
+    res = train(_train_config(), [sim], real, tmp_path / "o")
+    out = refine(res.model_path, sim, tmp_path / "ref.h5", jit=False)
+    ref = read_stamps(out)
+
+    def lag1(x):
+        sky, _ = sky_mask(x, 4)
+        return np.nanmedian(autocorrelation(x, ~sky, max_lag=1)[:, 1, 2])
+
+    assert abs(lag1(ref.images.astype(np.float64)) - lag1(real_im.astype(np.float64))) < 0.02
+    assert lag1(read_stamps(sim).images.astype(np.float64)) < 0.05  # the sims were white
+    cov = ref.attrs["noise_match_covariance"]
+    assert cov.shape == (17, 17) and abs(cov[8, 8] - 9.0) < 0.5  # the target's variance, 3^2
+
+
+def test_training_refuses_sims_noisier_than_the_target(tmp_path, one_torch_thread):
+    from refiner_helpers import write_set
+
+    from refinegan.refiner.train import train
+
+    rng = np.random.default_rng(10)
+    sim, _, _ = write_set(tmp_path / "sim.h5", 40, 24, rng, sigma=3.0)
+    real, _, _ = write_set(tmp_path / "real.h5", 40, 24, rng, domain="real",
+                           noise_field=_correlated(40, 3.0, rng, size=24))
+    with pytest.raises(TrainingError, match=r"noise matching is impossible: .* sim.noise.sigma <= "):
+        train(_train_config(), [sim], real, tmp_path / "o")
+    assert not (tmp_path / "o").exists()

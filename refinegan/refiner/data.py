@@ -22,6 +22,7 @@ from .. import noise
 from ..errors import TrainingError
 from ..io import StampSet, open_stamps, read_many
 from ..seeds import stream_sequence
+from .noise_match import NoiseMatch, build_noise_match
 from .normalize import Normalization
 from .psf_match import PsfMatch, build_psf_match
 from .settings import TrainSettings
@@ -60,6 +61,8 @@ class TrainData:
         The sim stamp files, in order.
     real_path : Path
         The real stamp file.
+    noise_match : NoiseMatch or None
+        The noise matching (``train.noise_match``), else None.
     """
 
     sim_z: torch.Tensor
@@ -74,6 +77,7 @@ class TrainData:
     real_sigma_median: float
     sim_paths: list[Path]
     real_path: Path
+    noise_match: NoiseMatch | None = None
 
 
 def prepare_data(s: TrainSettings, seed: int, sim_paths: Sequence[str | os.PathLike],
@@ -106,6 +110,15 @@ def prepare_data(s: TrainSettings, seed: int, sim_paths: Sequence[str | os.PathL
     match = psf_match_for(sim, sim_paths[0], real, real_path, seed) if s.psf_match else None
     if match is not None:
         sim.images = match.apply(sim.images, sig_sim, sim.labels)
+    nmatch = None
+    if s.noise_match:  # after PSF matching: the sims' noise is white with their sigma again
+        nmatch = build_noise_match(real.images, seed, s.norm_border_px, real.mask)
+        nmatch.check(sig_sim, f"{sim_paths[0]}")
+        sim.images = nmatch.apply(sim.images, sig_sim, sim.labels)
+        logger.info("noise matching %s -> %s: the sims re-observed with the target's noise "
+                    "(variance %.4g counts^2, lag-1 correlations x %.3f, y %.3f)", sim_paths[0],
+                    real_path, nmatch.covariance[0, 0], nmatch.covariance[0, 1] / nmatch.covariance[0, 0],
+                    nmatch.covariance[1, 0] / nmatch.covariance[0, 0])
     sig_real = norm.sigmas(real.images, real.labels, f"{real_path}")
     real.images, n_filled = fill_masked(real.images, real.mask, sig_real, seed)
     if n_filled:
@@ -121,7 +134,7 @@ def prepare_data(s: TrainSettings, seed: int, sim_paths: Sequence[str | os.PathL
         sim_sky=sim_sky, real_sky=real_sky, norm=norm, match=match,
         pixel_scale=float(sim.pixel_scale), stamp_shape=sim.images.shape[1:],
         sim_sigma_median=float(np.median(sig_sim)), real_sigma_median=float(np.median(sig_real)),
-        sim_paths=sim_paths, real_path=real_path)
+        sim_paths=sim_paths, real_path=real_path, noise_match=nmatch)
 
 
 def load_domain(paths: Sequence[str | os.PathLike], role: str) -> tuple[StampSet, list[Path]]:

@@ -5,7 +5,8 @@ The sims carry white Gaussian noise of sigma ``s`` counts per pixel (after PSF m
 which puts back the white noise it filters away, `refinegan.refiner.psf_match`). The target's
 noise is measured as its autocovariance ``C(dy, dx)`` at every lag of the stamp, on its sky pixels
 (`target_noise_covariance`: outside each stamp's source mask, `refinegan.noise.sky_mask`, pairs
-counted, so the estimate is unbiased at every lag), tapered at the largest lags. Its transform on
+counted, so the estimate is unbiased at every lag), tapered beyond a quarter of the stamp
+(`_lag_taper`). Its transform on
 the zero-padded (2H, 2W) grid is the target's power spectrum ``P_t(k)``. Where ``P_t(k) >= s^2``
 everywhere, a Gaussian field of spectrum ``P_t(k) - s^2`` drawn on that grid and cut to the stamp
 (so it does not wrap around) added to each sim gives it the target's noise covariance at every
@@ -38,7 +39,7 @@ __all__ = ["NoiseMatch", "target_noise_covariance", "build_noise_match", "FEASIB
 FEASIBLE_RTOL = 0.02  # P_t may dip this fraction below the sims' s^2 (its own sampling scatter)
 
 
-def target_noise_covariance(images: np.ndarray, border_px: int = 4,
+def target_noise_covariance(images: np.ndarray, border_px: int = 4, bad: np.ndarray | None = None,
                             chunk: int = 256) -> np.ndarray:
     """The noise autocovariance of stamps (N, H, W) in counts on their sky pixels, counts^2,
     at every lag of the stamp: (2H, 2W) in circular (FFT) layout, lag (dy, dx) at [dy % 2H, dx % 2W].
@@ -55,6 +56,8 @@ def target_noise_covariance(images: np.ndarray, border_px: int = 4,
     for start in range(0, n, chunk):
         block = x[start:start + chunk]
         sky, _ = sky_mask(block, border_px)
+        if bad is not None:  # the file's /mask: cosmic rays, hot pixels are not noise
+            sky &= np.asarray(bad[start:start + chunk]) == 0
         wt = sky.astype(np.float64)
         mean = (block * wt).sum(axis=(1, 2)) / wt.sum(axis=(1, 2))
         d = (block - mean[:, None, None]) * wt
@@ -79,13 +82,18 @@ def _lag_fraction(shape: tuple[int, int]) -> np.ndarray:
     return np.maximum(fy[:, None], fx[None, :])
 
 
-def _lag_taper(shape: tuple[int, int], flat_fraction: float = 0.5) -> np.ndarray:
-    """A window on the (2H, 2W) lag grid: 1 out to ``flat_fraction`` of the largest lag (H, W),
-    then a cosine to 0 at it (a Tukey window), so the covariance's truncation adds no ringing."""
+LAG_FLAT, LAG_ZERO = 0.25, 0.5  # the taper: 1 to a quarter of the stamp, 0 from half of it on
+
+
+def _lag_taper(shape: tuple[int, int], flat: float = LAG_FLAT, zero: float = LAG_ZERO) -> np.ndarray:
+    """A window on the (2H, 2W) lag grid: 1 out to ``flat`` of the stamp size, a cosine to 0 at
+    ``zero`` of it, 0 beyond (a Tukey window). Coadd and resampling noise is correlated over a few
+    pixels; the far lags hold only the estimate's own noise, which would otherwise spread over
+    every Fourier mode and make the weakest ones negative."""
     out = np.ones(shape)
     for axis, m in enumerate(shape):
-        lag = np.abs(np.fft.fftfreq(m) * m) / (m / 2)  # |lag| / largest lag, 0 .. 1
-        t = np.clip((lag - flat_fraction) / (1 - flat_fraction), 0, 1)
+        lag = np.abs(np.fft.fftfreq(m) * m) / (m / 2)  # |lag| / stamp size, 0 .. 1
+        t = np.clip((lag - flat) / (zero - flat), 0, 1)
         win = 0.5 * (1 + np.cos(np.pi * t))
         out *= win.reshape((-1, 1) if axis == 0 else (1, -1))
     return out
@@ -152,6 +160,13 @@ class NoiseMatch:
     def to_dict(self) -> dict:
         return {"covariance": self.covariance.tolist(), "seed": int(self.seed)}
 
+    def covariance_near(self, max_lag: int = 8) -> np.ndarray:
+        """The covariance at lags -max_lag..max_lag (2L+1, 2L+1), centred, counts^2 (what a
+        refined file records)."""
+        c = np.fft.fftshift(self.covariance)
+        cy, cx = c.shape[0] // 2, c.shape[1] // 2
+        return c[cy - max_lag:cy + max_lag + 1, cx - max_lag:cx + max_lag + 1].copy()
+
     @classmethod
     def from_dict(cls, d: Mapping | None) -> NoiseMatch | None:
         if not d:
@@ -159,7 +174,9 @@ class NoiseMatch:
         return cls(np.asarray(d["covariance"], dtype=np.float64), int(d["seed"]))
 
 
-def build_noise_match(real_images: np.ndarray, seed: int, border_px: int = 4) -> NoiseMatch:
-    """The `NoiseMatch` to the noise of target stamps ``real_images`` (N, H, W), counts."""
-    cov = target_noise_covariance(real_images, border_px)
+def build_noise_match(real_images: np.ndarray, seed: int, border_px: int = 4,
+                      bad: np.ndarray | None = None) -> NoiseMatch:
+    """The `NoiseMatch` to the noise of target stamps ``real_images`` (N, H, W), counts; ``bad``
+    (N, H, W) non-zero marks pixels that are not noise (the file's /mask)."""
+    cov = target_noise_covariance(real_images, border_px, bad)
     return NoiseMatch(cov * _lag_taper(cov.shape), int(seed))

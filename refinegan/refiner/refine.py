@@ -25,6 +25,7 @@ from ..errors import ContractError
 from ..io import StampWriter, file_sha256, open_stamps
 from ..seeds import realisation_normals
 from .model import MomentPreservingRefiner
+from .noise_match import NoiseMatch
 from .normalize import Normalization
 from .psf_match import PsfMatch
 from .refiner_file import RefinerFile
@@ -196,9 +197,15 @@ def refine(
         match = PsfMatch.from_dict(model.psf_match)
         if match is not None:
             _check_match_psf(match, sf, model_path)
+        nmatch = NoiseMatch.from_dict(model.noise_match)
+        if nmatch is not None and nmatch.shape != tuple(sf.stamp_shape):
+            raise ContractError(f"{model_path} matches the target's noise on {nmatch.shape} stamps "
+                                f"(train.noise_match); {sf.path} has {sf.stamp_shape}")
         psf = _refined_psf(sf, match, module)
         runner = fast_refiner(module, dev, sf.stamp_shape, jit=jit)
         extra = _provenance(in_path, model_path, model_sha, match, module)
+        if nmatch is not None:  # the target's noise covariance the sims were re-observed with
+            extra["noise_match_covariance"] = nmatch.covariance_near()
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -212,6 +219,8 @@ def refine(
                     check_compatible(model, sf, model_path, sigma, sigma_tolerance)
                 if match is not None:
                     images = match.apply(images, sigma, labels, offset=sl.start)
+                if nmatch is not None:
+                    images = nmatch.apply(images, sigma, labels, offset=sl.start)
                 latent = latent_codes(labels, images.shape[0], module.latent_dim, seed, sl.start)
                 out = refine_array(runner, norm, images, sigma, dev, channels_last=True, latent=latent)
                 w.write(out, labels, sf.mask[sl] if sf.mask is not None else None)

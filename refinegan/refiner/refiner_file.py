@@ -109,6 +109,8 @@ class RefinerFile:
         The target stamp file.
     psf_match : dict or None
         The PSF matching kernel (`refinegan.refiner.psf_match.PsfMatch.to_dict`); None without.
+    noise_match : dict or None
+        The noise matching (`refinegan.refiner.noise_match.NoiseMatch.to_dict`); None without.
     """
 
     format: str = MODEL_FORMAT
@@ -126,6 +128,7 @@ class RefinerFile:
     sim_files: list | None = None
     real_file: str | None = None
     psf_match: dict | None = None
+    noise_match: dict | None = None
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:

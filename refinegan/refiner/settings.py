@@ -54,6 +54,7 @@ class TrainSettings:
     residual_space: str
     psf_kernel_px: int
     psf_match: bool
+    noise_match: bool
     latent_dim: int
     disc_channels: int
     disc_global_branch: bool

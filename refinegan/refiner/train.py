@@ -291,7 +291,8 @@ def refiner_file(config: RunConfig, s: TrainSettings, t: Trainer, data: TrainDat
         sim_sigma_median=data.sim_sigma_median, real_sigma_median=data.real_sigma_median,
         config=config.to_dict(), step=int(t.step), versions=package_versions(),
         sim_files=meta["sim_files"], real_file=meta["real_file"],
-        psf_match=data.match.to_dict() if data.match is not None else None)
+        psf_match=data.match.to_dict() if data.match is not None else None,
+        noise_match=data.noise_match.to_dict() if data.noise_match is not None else None)
 
 
 def _progress_bar(s: TrainSettings, initial: int):
