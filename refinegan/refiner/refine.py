@@ -197,10 +197,7 @@ def refine(
         match = PsfMatch.from_dict(model.psf_match)
         if match is not None:
             _check_match_psf(match, sf, model_path)
-        nmatch = NoiseMatch.from_dict(model.noise_match)
-        if nmatch is not None and nmatch.shape != tuple(sf.stamp_shape):
-            raise ContractError(f"{model_path} matches the target's noise on {nmatch.shape} stamps "
-                                f"(train.noise_match); {sf.path} has {sf.stamp_shape}")
+        nmatch = _noise_match_for(model, sf, model_path)
         psf = _refined_psf(sf, match, module)
         runner = fast_refiner(module, dev, sf.stamp_shape, jit=jit)
         extra = _provenance(in_path, model_path, model_sha, match, module)
@@ -272,6 +269,15 @@ def _writer(out_path: Path, sf, model_path, chunk_stamps: int, psf: np.ndarray |
                        source=f"refinegan refine of {sf.path.name} with {Path(model_path).name}",
                        config=config, seed=int(sf.attrs["seed"]), psf=psf,
                        with_mask=sf.mask is not None, extra_attrs=extra)
+
+
+def _noise_match_for(model: RefinerFile, sf, model_path) -> NoiseMatch | None:
+    """The model's noise matching (``train.noise_match``), refused for stamps of another size."""
+    nmatch = NoiseMatch.from_dict(model.noise_match)
+    if nmatch is not None and nmatch.shape != tuple(sf.stamp_shape):
+        raise ContractError(f"{model_path} matches the target's noise on {nmatch.shape} stamps "
+                            f"(train.noise_match); {sf.path} has {sf.stamp_shape}")
+    return nmatch
 
 
 def _provenance(in_path: Path, model_path, model_sha: str, match: PsfMatch | None, module) -> dict:
