@@ -19,7 +19,7 @@ import functools
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +39,7 @@ __all__ = [
     "validate_config",
     "apply_overrides",
     "read_yaml",
+    "deep_merge",
     "check_shards",
     "get",
 ]
@@ -230,8 +231,21 @@ def default_config() -> dict:
     return validate_config({})
 
 
+def deep_merge(base: Mapping, over: Mapping) -> dict:
+    """``over`` merged into a copy of ``base``, section by section (as Snakemake merges several
+    ``--configfile``): a key of ``over`` replaces the value, a mapping merges into the mapping."""
+    out = to_plain(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = to_plain(value)
+    return out
+
+
 def load_config(
-    path: str | os.PathLike | None = None, overrides: Iterable[str] = ()
+    path: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    overrides: Iterable[str] = (),
 ) -> RunConfig:
     """Read a YAML config (or start from defaults), apply overrides, validate, fill defaults.
 
@@ -239,14 +253,16 @@ def load_config(
 
     Parameters
     ----------
-    path : str or Path, optional
-        YAML file; None starts from the schema defaults.
+    path : str or Path, or a sequence of them, optional
+        YAML file; several are merged in order (`deep_merge`, e.g. the default run and a panel
+        target, ``config/targets/*.yaml``); None starts from the schema defaults.
     overrides : iterable of str
         ``section.key=value`` items, applied after the file.
     """
     raw: dict = {}
-    if path is not None:
-        raw = read_yaml(path)
+    paths = [] if path is None else [path] if isinstance(path, str | os.PathLike) else list(path)
+    for p in paths:
+        raw = deep_merge(raw, read_yaml(p))
     cfg = apply_overrides(raw, overrides)
     try:
         return RunConfig.of(cfg)

@@ -151,3 +151,16 @@ def test_one_set_of_defaults_the_default_run_is_the_schema():
     run = load_config(ROOT / "config" / "config.yaml").to_dict()
     assert run == default_config()
     assert run["train"]["psf_match"] and run["train"]["noise_region"] == "sky"
+
+
+def test_every_panel_target_is_a_valid_change_of_the_default_runs_target():
+    files = sorted((ROOT / "config" / "targets").glob("*.yaml"))
+    assert len(files) >= 7
+    base = load_config(ROOT / "config" / "config.yaml").to_dict()
+    names = set()
+    for path in files:
+        cfg = load_config([ROOT / "config" / "config.yaml", path]).to_dict()
+        changed = {k for k in cfg if cfg[k] != base[k]}
+        assert changed <= {"name", "real"}, (path.name, changed)  # only the target changes
+        names.add(cfg["name"])
+    assert len(names) == len(files)  # each writes to its own results/<name>/
