@@ -125,3 +125,61 @@ def test_bad_psfs_are_refused():
         build_psf_match(_draw(SIM_PSF), np.full((3, 5, 5), 0.04), (SIZE, SIZE), 0)
     with pytest.raises(ValueError, match="sim PSF must be one finite"):
         build_psf_match(np.zeros((5, 5)), _draw(TARGET_PSF), (SIZE, SIZE), 0)
+
+
+def test_a_target_psf_narrower_than_the_sims_in_any_direction_is_refused():
+    """Matching can only widen (issue 16: a Moffat 0.7" sim PSF against a 0.29" HSC PSF was
+    matched with 98 % of its modes clipped and training went on)."""
+    from refinegan.errors import TrainingError
+    from refinegan.refiner.data import check_psf_wider
+
+    sim = _draw(galsim.Moffat(beta=3.0, fwhm=0.7))
+    wide = _draw(galsim.Kolmogorov(fwhm=0.9))
+    check_psf_wider(sim, wide, "sim.h5", "real.h5")
+    check_psf_wider(sim, sim, "sim.h5", "real.h5")  # the same PSF: the identity kernel
+    for target in (galsim.Kolmogorov(fwhm=0.3),  # narrower everywhere
+                   galsim.Moffat(beta=3.0, fwhm=0.75).shear(g1=0.3)):  # narrower along y only
+        with pytest.raises(TrainingError, match=r"the target's PSF \(real.h5: HSM sigma .* px\) is "
+                                                r"narrower than the sims' \(sim.h5: .*sim.psf.fwhm"):
+            check_psf_wider(sim, _draw(target), "sim.h5", "real.h5")
+
+
+def test_training_stops_when_the_psf_match_leaves_a_large_residual(tmp_path, rng):
+    from refiner_helpers import PLAIN_REFINER, psf_image, write_set
+
+    from refinegan.config import load_config
+    from refinegan.errors import TrainingError
+    from refinegan.io import write_stamps
+    from refinegan.refiner.train import train
+
+    sim, _, _ = write_set(tmp_path / "sim.h5", 16, 24, rng)
+    real = tmp_path / "real.h5"
+    yy, xx = np.mgrid[:24, :24] - 12.0
+    narrow = np.exp(-(xx**2 + yy**2) / (2 * 0.8**2))  # sigma 0.8 px: narrower than the sims'
+    assert narrow.sum() > 0 and psf_image(24).max() < narrow.max() / narrow.sum()
+    write_stamps(real, rng.normal(size=(16, 24, 24)).astype(np.float32), {}, domain="real",
+                 pixel_scale=0.2, source="t", config={}, seed=1, psf=narrow)
+    cfg = load_config(None, [*PLAIN_REFINER, "stamp.size=24", "train.psf_match=true",
+                             "train.steps=1", "train.batch_size=4", "train.device=cpu"])
+    with pytest.raises(TrainingError, match=r"PSF matching is impossible: .*sim.psf.fwhm"):
+        train(cfg, [sim], real, tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_match_that_leaves_a_large_residual_stops_with_its_size():
+    """A target the sims' PSF cannot reach by widening (a ring from a box PSF, whose transform
+    has zeros): 82 % of the modes clip and K * psf_sim misses by 0.13 of the peak."""
+    from refinegan.errors import TrainingError
+    from refinegan.io import StampSet
+    from refinegan.refiner.data import PSF_RESIDUAL_MAX, psf_match_for
+
+    yy, xx = np.mgrid[:24, :24] - 12.0
+    box = np.zeros((24, 24))
+    box[10:15, 10:15] = 1.0
+    ring = np.exp(-((np.hypot(xx, yy) - 4.0) ** 2) / 2)
+    images = np.zeros((2, 24, 24), np.float32)
+    sim = StampSet(images, {}, box / box.sum(), None, {"pixel_scale": 0.2})
+    real = StampSet(images, {}, ring / ring.sum(), None, {"pixel_scale": 0.2})
+    with pytest.raises(TrainingError, match=rf"sim.h5 -> real.h5 fails: .* reaches 0.1\d+ of the "
+                                            rf"target's peak \(bound {PSF_RESIDUAL_MAX:g}"):
+        psf_match_for(sim, "sim.h5", real, "real.h5", seed=1)

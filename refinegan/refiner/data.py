@@ -185,6 +185,36 @@ def check_pair(sim: StampSet, sim_paths: Sequence[Path], real: StampSet, real_pa
                             f"{real_path} has {real.images.shape[1:]}; cut both to one size")
 
 
+PSF_RESIDUAL_MAX = 0.02  # largest |K * psf_sim - psf_target| / target peak PSF matching accepts
+PSF_MOMENT_RTOL = 1e-3  # a target this much narrower (of the sims' moment trace) counts as equal
+
+
+def _moment_matrix(psf: np.ndarray, where) -> np.ndarray:
+    """HSM adaptive second-moment matrix (2, 2) of a PSF image, pixels^2."""
+    import galsim
+
+    res = galsim.hsm.FindAdaptiveMom(galsim.Image(np.ascontiguousarray(psf, dtype=np.float64)),
+                                     strict=False)
+    if res.moments_status != 0:
+        raise TrainingError(f"{where}: HSM cannot measure its PSF image ({res.error_message.strip()})")
+    m = res.observed_shape.getMatrix() * res.moments_sigma
+    return m @ m.T
+
+
+def check_psf_wider(sim_psf: np.ndarray, target_psf: np.ndarray, sim_path, real_path) -> None:
+    """PSF matching can only widen: refuse a target PSF narrower than the sims' in any direction
+    (its adaptive second moments minus the sims' not positive), naming both sizes."""
+    ms, mt = _moment_matrix(sim_psf, sim_path), _moment_matrix(target_psf, real_path)
+    narrow = float(np.linalg.eigvalsh(mt - ms).min())
+    if narrow < -PSF_MOMENT_RTOL * float(np.trace(ms)):  # equal PSFs match by the identity
+        s_s, s_t = (float(np.sqrt(np.sqrt(np.linalg.det(m)))) for m in (ms, mt))
+        raise TrainingError(
+            f"PSF matching is impossible: the target's PSF ({real_path}: HSM sigma {s_t:.3f} px) is "
+            f"narrower than the sims' ({sim_path}: {s_s:.3f} px) in some direction (moment "
+            f"difference {narrow:.3f} px^2), and matching can only widen; draw the sims with a "
+            f"narrower PSF (sim.psf.fwhm) or set train.psf_match=false")
+
+
 def psf_match_for(sim: StampSet, sim_path: Path, real: StampSet, real_path: Path,
                   seed: int) -> PsfMatch:
     """The matching kernel from the sims' PSF to the target's (``train.psf_match``).
@@ -203,8 +233,16 @@ def psf_match_for(sim: StampSet, sim_path: Path, real: StampSet, real_path: Path
     target = np.asarray(real.psf, dtype=np.float64)
     if target.ndim == 3:
         target = target.mean(axis=0)  # one PSF per target stamp: match to their mean
+    check_psf_wider(sim.psf, target, sim_path, real_path)
     match = build_psf_match(sim.psf, target, sim.images.shape[1:], seed)
     q = match.summary(target)
+    if q["psf_residual"] > PSF_RESIDUAL_MAX:
+        raise TrainingError(
+            f"PSF matching {sim_path} -> {real_path} fails: |K * psf_sim - psf_target| reaches "
+            f"{q['psf_residual']:.3g} of the target's peak (bound {PSF_RESIDUAL_MAX:g}; "
+            f"{100 * q['clipped_fraction']:.1f}% of Fourier modes clipped): the sims' PSF has too "
+            f"little power where the target's has some; draw the sims with a narrower PSF "
+            f"(sim.psf.fwhm) or set train.psf_match=false")
     logger.info("PSF matching %s -> %s: |K * psf_sim - psf_target| <= %.2g of the target peak, "
                 "%.1f%% of Fourier modes clipped to |K| = 1", sim_path, real_path, q["psf_residual"],
                 100 * q["clipped_fraction"])
