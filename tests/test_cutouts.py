@@ -69,3 +69,39 @@ def test_going_to_finer_pixels_keeps_the_flux_and_adds_no_blur():
     s_out = _hsm(out)[0] * WORK
     s_in = _hsm(coarse)[0] * 0.3
     assert abs(s_out / s_in - 1) < 0.02  # the same size in arcsec
+
+
+def _psf_opts():
+    from refinegan.target.cutouts import CutoutOptions
+
+    return CutoutOptions(stamp_size=32, pixel_scale=WORK, resample=True, recenter=False,
+                         max_bad_fraction=0.5, subtract_background=True, section="fits")
+
+
+def _star(size=41, sigma=3.0, dy=0.0, dx=0.0):
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2
+    return np.exp(-((x - dx) ** 2 + (y - dy) ** 2) / (2 * sigma**2))
+
+
+def test_a_psf_is_recentred_odd_sized_and_resampled():
+    from refinegan.target.cutouts import _centroid_offset, prepare_psf
+
+    out = prepare_psf(_star(dy=0.6, dx=-0.4), 0.1, _psf_opts(), "psf.fits")
+    assert out.shape == (21, 21) and abs(out.sum() - 1) < 1e-6  # 41 px at 0.1" = 20.5 at 0.2"
+    dy, dx = _centroid_offset(out)
+    assert abs(dy) < 0.02 and abs(dx) < 0.02  # was 0.3, -0.2 output pixels off
+    tiny = prepare_psf(_star(size=3, sigma=0.8), 0.1, _psf_opts(), "psf.fits")
+    assert tiny.shape == (3, 3)  # a 3x3 PSF is not stored as 2x2
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.roll(_star(), (9, -9), axis=(0, 1)), r"centroid is \(\+9.00, -9.00\) pixels from its image centre"),
+    (_star() + 0.5 * _star(dx=12.0), r"PSF image has 2 peaks above 0.2 of its maximum"),
+    (np.ones((2, 2)), r"2x2 pixels is too small"),
+])
+def test_a_psf_image_that_is_not_one_centred_star_is_refused(bad, match):
+    from refinegan.errors import InputDataError
+    from refinegan.target.cutouts import prepare_psf
+
+    with pytest.raises(InputDataError, match=rf"psf.fits: .*{match}"):
+        prepare_psf(bad, 0.1, _psf_opts(), "psf.fits")

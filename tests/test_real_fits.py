@@ -230,9 +230,9 @@ def test_psf_file_written_to_psf(rng, tmp_path):
     psf = np.exp(-(x**2 + y**2) / (2 * 3.0**2))  # sigma 3 pixels at 0.1"/pixel = 0.3"
     fits.writeto(tmp_path / "psf.fits", psf, _header(scale=0.1))
     s = _run(_cfg(tmp_path / "c.fits", f"real.fits.psf_path={tmp_path / 'psf.fits'}"), tmp_path)
-    assert s.psf.ndim == 2 and s.psf.shape == (20, 20)  # resampled to 0.2"/pixel
+    assert s.psf.ndim == 2 and s.psf.shape == (21, 21)  # resampled to 0.2"/pixel, odd-sized
     np.testing.assert_allclose(s.psf.sum(), 1.0, rtol=1e-5)
-    yy = np.arange(20) - 9.5
+    yy = np.arange(21) - 10.0
     sigma_pix = np.sqrt((s.psf.sum(axis=1) * yy**2).sum())
     np.testing.assert_allclose(sigma_pix * SCALE, 0.3, rtol=0.05)
     (tmp_path / "real.h5").unlink()
@@ -241,3 +241,16 @@ def test_psf_file_written_to_psf(rng, tmp_path):
          r"bad.fits HDU 0: PSF must be a 2-D floating-point image, got float32 of shape \(2, 5, 5\)")
     _bad(tmp_path, _cfg(tmp_path / "c.fits", f"real.fits.psf_path={tmp_path / 'no.fits'}"),
          r"no.fits: no such PSF file \(real.fits.psf_path\)")
+
+
+def test_a_psf_without_a_pixel_scale_is_refused_unless_configured(rng, tmp_path):
+    """The PSF used to be taken at the cutouts' scale when its header had none (an HST PSF at
+    0.03"/pixel read as ground-based pixels)."""
+    fits.writeto(tmp_path / "c.fits", _galaxies(rng, 2), _header())
+    y, x = np.mgrid[:41, :41] - 20
+    fits.writeto(tmp_path / "psf.fits", np.exp(-(x**2 + y**2) / (2 * 3.0**2)))  # no scale
+    psf = f"real.fits.psf_path={tmp_path / 'psf.fits'}"
+    _bad(tmp_path, _cfg(tmp_path / "c.fits", psf),
+         r"psf.fits HDU 0: the PSF image has no pixel scale in its header .*real.fits.psf_pixel_scale")
+    s = _run(_cfg(tmp_path / "c.fits", psf, "real.fits.psf_pixel_scale=0.1"), tmp_path)
+    assert s.psf.shape == (21, 21)

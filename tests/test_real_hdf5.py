@@ -110,7 +110,10 @@ def test_psf_dataset(rng, tmp_path):
         f.create_dataset("psf", data=np.full((9, 9), 2.0))
         f.create_dataset("nan_psf", data=np.full((9, 9), np.nan))
     out = tmp_path / "real.h5"
-    prepare_real(_cfg(tmp_path / "u.h5", "real.hdf5.psf_dataset=psf"), out)
+    _bad(tmp_path, _cfg(tmp_path / "u.h5", "real.hdf5.psf_dataset=psf"),
+         r"dataset 'psf': the PSF has no pixel_scale attribute; set real.hdf5.psf_pixel_scale")
+    prepare_real(_cfg(tmp_path / "u.h5", "real.hdf5.psf_dataset=psf",
+                      "real.hdf5.psf_pixel_scale=0.2"), out)
     np.testing.assert_allclose(read_stamps(out).psf, 1 / 81, rtol=1e-6)
     out.unlink()
     _bad(tmp_path, _cfg(tmp_path / "u.h5", "real.hdf5.psf_dataset=nan_psf"),

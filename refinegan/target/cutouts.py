@@ -25,7 +25,7 @@ from ..errors import InputDataError
 from ..io import write_stamps
 from ..noise import CUTOUT_MASK, robust_sigma, source_mask
 
-__all__ = ["CutoutOptions", "CutoutCollector", "estimate_background_noise",
+__all__ = ["check_psf_image", "CutoutOptions", "CutoutCollector", "estimate_background_noise",
            "resample_cutout", "center_crop", "check_pixel_scale", "working_shape", "prepare_psf"]
 
 logger = logging.getLogger(__name__)
@@ -169,22 +169,75 @@ def center_crop(image: np.ndarray, bad: np.ndarray, size: int, recenter: bool
     return stamp, sbad, cy - h // 2, cx - w // 2
 
 
-def prepare_psf(psf: np.ndarray, scale: float, opts: CutoutOptions, where: str) -> np.ndarray:
-    """The user's PSF image at ``scale`` arcsec/pixel, checked, resampled to the working scale.
+PSF_MAX_OFFSET_PIX = 2.0  # a PSF centroid further than this from the image centre is refused
+PSF_SECOND_PEAK = 0.2  # another local maximum above this fraction of the peak: not one PSF
 
-    It must be a 2-D floating-point image with finite pixels and a positive sum, centred in its
-    image; the stamp file stores it normalised to unit sum.
+
+def prepare_psf(psf: np.ndarray, scale: float, opts: CutoutOptions, where: str) -> np.ndarray:
+    """The user's PSF image at ``scale`` arcsec/pixel, checked, centred and resampled to the
+    working scale: an odd-sized, unit-sum image whose centroid is its central pixel.
+
+    Refused (`InputDataError` naming ``where``): not a 2-D floating-point image, non-finite
+    pixels, no positive sum, fewer than 3 x 3 pixels, a second peak above `PSF_SECOND_PEAK` of
+    the first (two stars, a binary), a centroid more than `PSF_MAX_OFFSET_PIX` pixels from the
+    image centre (a rolled or mis-cut image). A smaller offset is removed by a sub-pixel shift.
     """
+    psf = check_psf_image(psf, where)
+    _check_single_peak(psf, where)
+    dy, dx = _centroid_offset(psf)
+    if max(abs(dy), abs(dx)) > PSF_MAX_OFFSET_PIX:
+        raise InputDataError(f"{where}: the PSF's centroid is ({dy:+.2f}, {dx:+.2f}) pixels from its "
+                             f"image centre (more than {PSF_MAX_OFFSET_PIX:g}); a PSF image must be "
+                             "centred on its star (was it rolled or cut off-centre?)")
+    out_scale = opts.pixel_scale
+    n_out = [int(np.ceil(s * scale / out_scale - 1e-6)) for s in psf.shape]
+    n_out = [n + 1 - n % 2 for n in n_out]  # odd: the centroid on the central pixel
+    ii = galsim.InterpolatedImage(galsim.ImageD(psf, scale=scale), x_interpolant=galsim.Lanczos(
+        RESAMPLE_INTERPOLANT), calculate_stepk=False, calculate_maxk=False)
+    ii = ii.shift(-dx * scale, -dy * scale)  # its centroid onto the image centre
+    method = "auto" if out_scale > scale * (1 + SCALE_RTOL) else "no_pixel"
+    out = ii.drawImage(nx=n_out[1], ny=n_out[0], scale=out_scale, method=method).array
+    return out / out.sum()
+
+
+def check_psf_image(psf: np.ndarray, where: str) -> np.ndarray:
+    """A 2-D floating-point image of at least 3x3 finite pixels with a positive sum, as float64;
+    `InputDataError` naming ``where`` otherwise."""
     psf = np.asarray(psf)
     if psf.dtype.kind != "f" or psf.ndim != 2:
         raise InputDataError(f"{where}: PSF must be a 2-D floating-point image, got "
                              f"{psf.dtype.name} of shape {psf.shape}")
     if not np.all(np.isfinite(psf)) or psf.sum() <= 0:
         raise InputDataError(f"{where}: PSF must have finite pixels and a positive sum")
-    psf = psf.astype(np.float64)
-    if abs(scale / opts.pixel_scale - 1) > SCALE_RTOL:
-        psf, _ = resample_cutout(psf, np.zeros(psf.shape, bool), scale, opts.pixel_scale)
-    return psf / psf.sum()
+    if min(psf.shape) < 3:
+        raise InputDataError(f"{where}: PSF image of {psf.shape[0]}x{psf.shape[1]} pixels is too "
+                             "small to sample a PSF; expected at least 3x3")
+    return psf.astype(np.float64)
+
+
+def _check_single_peak(psf: np.ndarray, where: str) -> None:
+    peaks = (ndimage.maximum_filter(psf, size=3, mode="constant") == psf) & (
+        psf > PSF_SECOND_PEAK * psf.max())
+    regions, n = ndimage.label(peaks, structure=np.ones((3, 3)))  # a plateau is one peak
+    if n > 1:
+        where_max = ndimage.maximum_position(psf, regions, range(1, n + 1))
+        found = ", ".join(f"({y}, {x}) {psf[y, x] / psf.max():.2f}" for y, x in where_max)
+        raise InputDataError(f"{where}: the PSF image has {n} peaks above "
+                             f"{PSF_SECOND_PEAK:g} of its maximum (pixel, fraction: {found}); expected "
+                             "one star")
+
+
+def _centroid_offset(psf: np.ndarray) -> tuple[float, float]:
+    """(dy, dx) pixels of the PSF's centroid from its true image centre ((n - 1) / 2): the HSM
+    adaptive centroid, the flux-weighted one if HSM fails."""
+    h, w = psf.shape
+    res = galsim.hsm.FindAdaptiveMom(galsim.Image(np.ascontiguousarray(psf)), strict=False)
+    if res.moments_status == 0:
+        # GalSim's pixel (1, 1) is array [0, 0]: its true centre is ((w + 1) / 2, (h + 1) / 2)
+        return res.moments_centroid.y - (h + 1) / 2, res.moments_centroid.x - (w + 1) / 2
+    yy, xx = np.mgrid[:h, :w]
+    return (float((psf * yy).sum() / psf.sum() - (h - 1) / 2),
+            float((psf * xx).sum() / psf.sum() - (w - 1) / 2))
 
 
 class CutoutCollector:

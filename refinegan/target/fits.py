@@ -27,6 +27,7 @@ from .cutouts import (
     CutoutCollector,
     CutoutOptions,
     check_pixel_scale,
+    check_psf_image,
     prepare_psf,
     working_shape,
 )
@@ -155,15 +156,19 @@ def _pixel_scale(configured: float | None, header: fits.Header, where: str) -> f
     return configured
 
 
-def _read_psf(path: str, cutout_scale: float, opts: CutoutOptions) -> np.ndarray:
-    """The PSF image of ``real.fits.psf_path`` at the working scale (its header's pixel scale,
-    else the cutouts')."""
+def _read_psf(path: str, configured_scale: float | None, opts: CutoutOptions) -> np.ndarray:
+    """The PSF image of ``real.fits.psf_path`` at the working scale; its pixel scale is
+    ``real.fits.psf_pixel_scale`` or its header's, never assumed."""
     psf_file = Path(path)
     if not psf_file.is_file():
         raise InputDataError(f"{psf_file}: no such PSF file (real.fits.psf_path)")
     data, _, header, index = read_fits_cutouts(psf_file, None, None, what="a 2-D PSF image")
     where = f"{psf_file} HDU {index}"
-    scale = header_pixel_scale(header, where) or cutout_scale
+    check_psf_image(data, where)
+    scale = configured_scale or header_pixel_scale(header, where)
+    if scale is None:
+        raise InputDataError(f"{where}: the PSF image has no pixel scale in its header (PIXSCALE, "
+                             "CD or CDELT); set real.fits.psf_pixel_scale (arcsec/pixel)")
     return prepare_psf(data, scale, opts, where)
 
 
@@ -215,6 +220,6 @@ def prepare_fits(config: RunConfig | dict, out: str | os.PathLike, progress: boo
                 break
             collector.add(cube[i], None if mcube is None else mcube[i], scale, fi, i,
                           f"{where} cutout {i}")
-    psf = _read_psf(sec["psf_path"], scale0, opts) if sec["psf_path"] else None
+    psf = _read_psf(sec["psf_path"], sec["psf_pixel_scale"], opts) if sec["psf_path"] else None
     return collector.write(out, config, f"user FITS cutouts: {sec['path']}", [str(f) for f in files],
                            scale0, psf=psf)

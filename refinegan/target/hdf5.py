@@ -18,7 +18,14 @@ import numpy as np
 
 from ..config import RunConfig
 from ..errors import ConfigError, InputDataError
-from .cutouts import CutoutCollector, CutoutOptions, check_pixel_scale, prepare_psf, working_shape
+from .cutouts import (
+    CutoutCollector,
+    CutoutOptions,
+    check_pixel_scale,
+    check_psf_image,
+    prepare_psf,
+    working_shape,
+)
 
 __all__ = ["prepare_hdf5", "read_hdf5_cutouts"]
 
@@ -124,7 +131,12 @@ def prepare_hdf5(config: RunConfig | dict, out: str | os.PathLike, progress: boo
         psf = None
         if sec["psf_dataset"]:
             pds = _dataset(f, path, sec["psf_dataset"], "real.hdf5.psf_dataset")
-            psf = prepare_psf(pds[()], float(pds.attrs.get("pixel_scale", scale)), opts,
-                              f"{path} dataset {sec['psf_dataset']!r}")
+            where_psf = f"{path} dataset {sec['psf_dataset']!r}"
+            check_psf_image(pds[()], where_psf)
+            psf_scale = sec["psf_pixel_scale"] or pds.attrs.get("pixel_scale")
+            if psf_scale is None:
+                raise InputDataError(f"{where_psf}: the PSF has no pixel_scale attribute; set "
+                                     "real.hdf5.psf_pixel_scale (arcsec/pixel)")
+            psf = prepare_psf(pds[()], float(psf_scale), opts, where_psf)
     return collector.write(out, config, f"user HDF5 stamps: {path}:{sec['dataset']}", [str(path)],
                            scale, psf=psf)
