@@ -168,7 +168,10 @@ def test_2d_3d_mismatch(rng, tmp_path):
     fits.writeto(tmp_path / "b.fits", _galaxies(rng, 2), _header())
     _bad(tmp_path, _cfg(tmp_path), r"b.fits HDU 0: 3-D data among 2-D files \(first: .*a.fits")
     fits.writeto(tmp_path / "c.fits", np.zeros((2, 2, SIZE, SIZE), np.float32), _header())
-    _bad(tmp_path, _cfg(tmp_path / "c.fits"), r"c.fits HDU 0: data have shape \(2, 2, 32, 32\); "
+    _bad(tmp_path, _cfg(tmp_path / "c.fits"), r"c.fits HDU 0: data have shape \(2, 2, 32, 32\) "
+         r"\(bands, N, H, W\?\); set real.fits.band")
+    fits.writeto(tmp_path / "d.fits", np.zeros((2, 2, 2, SIZE, SIZE), np.float32), _header())
+    _bad(tmp_path, _cfg(tmp_path / "d.fits"), r"d.fits HDU 0: data have shape \(2, 2, 2, 32, 32\); "
          r"expected a 2-D cutout")
 
 
@@ -254,3 +257,20 @@ def test_a_psf_without_a_pixel_scale_is_refused_unless_configured(rng, tmp_path)
          r"psf.fits HDU 0: the PSF image has no pixel scale in its header .*real.fits.psf_pixel_scale")
     s = _run(_cfg(tmp_path / "c.fits", psf, "real.fits.psf_pixel_scale=0.1"), tmp_path)
     assert s.psf.shape == (21, 21)
+
+
+def test_a_multi_band_cube_is_one_band_not_five_galaxies(rng, tmp_path):
+    cube = np.stack([_galaxies(rng, 1)[0] * (b + 1) for b in range(5)])  # (5 bands, H, W)
+    fits.writeto(tmp_path / "bands.fits", cube, _header())
+    stack = _run(_cfg(tmp_path / "bands.fits"), tmp_path)  # band null: read as 5 cutouts
+    assert len(stack.images) == 5
+    (tmp_path / "real.h5").unlink()
+    one = _run(_cfg(tmp_path / "bands.fits", "real.fits.band=2"), tmp_path)
+    assert len(one.images) == 1
+    (tmp_path / "real.h5").unlink()
+    _bad(tmp_path, _cfg(tmp_path / "bands.fits", "real.fits.band=7"),
+         r"bands.fits HDU 0: real.fits.band = 7 but the file has 5 bands")
+    fits.writeto(tmp_path / "b4.fits", np.stack([cube, cube], axis=1), _header())  # (5, 2, H, W)
+    _bad(tmp_path, _cfg(tmp_path / "b4.fits"), r"set real.fits.band to the band to use")
+    two = _run(_cfg(tmp_path / "b4.fits", "real.fits.band=0"), tmp_path)
+    assert len(two.images) == 2

@@ -134,7 +134,7 @@ def read_fits_cutouts(path: Path, hdu: int | str | None, mask_hdu: int | str | N
     if data.dtype.kind != "f":
         raise InputDataError(f"{where}: pixels are {data.dtype.name} (BITPIX {header.get('BITPIX')}); "
                              "expected floating-point pixels (BITPIX -32 or -64)")
-    if data.ndim not in (2, 3):
+    if data.ndim not in (2, 3, 4):
         raise InputDataError(f"{where}: data have shape {data.shape}; expected {what}")
     if mask is not None and mask.shape != data.shape:
         raise InputDataError(f"{path} HDU {mask_hdu!r}: mask shape {mask.shape} differs from the "
@@ -172,6 +172,23 @@ def _read_psf(path: str, configured_scale: float | None, opts: CutoutOptions) ->
     return prepare_psf(data, scale, opts, where)
 
 
+def _select_band(data: np.ndarray, mask: np.ndarray | None, band: int | None, where: str):
+    """``real.fits.band``: the band's plane of a multi-band file ((bands, H, W) or
+    (bands, N, H, W)); without it a file must be a cutout (H, W) or a stack (N, H, W)."""
+    if band is None:
+        if data.ndim == 4:
+            raise InputDataError(f"{where}: data have shape {data.shape} (bands, N, H, W?); set "
+                                 "real.fits.band to the band to use")
+        return data, mask
+    if data.ndim < 3:
+        raise InputDataError(f"{where}: real.fits.band = {band} but the data are one 2-D cutout "
+                             f"{data.shape}; expected (bands, H, W) or (bands, N, H, W)")
+    if band >= data.shape[0]:
+        raise InputDataError(f"{where}: real.fits.band = {band} but the file has {data.shape[0]} "
+                             f"bands (shape {data.shape})")
+    return data[band], None if mask is None else mask[band]
+
+
 def prepare_fits(config: RunConfig | dict, out: str | os.PathLike, progress: bool = False) -> Path:
     """Write the user's FITS cutouts (``real.fits``) as the target stamp file ``out``.
 
@@ -195,6 +212,7 @@ def prepare_fits(config: RunConfig | dict, out: str | os.PathLike, progress: boo
             break
         data, mask, header, index = read_fits_cutouts(path, sec["hdu"], sec["mask_hdu"])
         where = f"{path} HDU {index}"
+        data, mask = _select_band(data, mask, sec["band"], where)
         if ndim0 is None:
             ndim0, first = data.ndim, where
         elif data.ndim != ndim0:
