@@ -74,7 +74,7 @@ def test_going_to_finer_pixels_keeps_the_flux_and_adds_no_blur():
 def _psf_opts():
     from refinegan.target.cutouts import CutoutOptions
 
-    return CutoutOptions(stamp_size=32, pixel_scale=WORK, resample=True, recenter=False,
+    return CutoutOptions(stamp_size=32, pixel_scale=WORK, resample=True, recenter=True,
                          max_bad_fraction=0.5, subtract_background=True, section="fits")
 
 
@@ -105,3 +105,30 @@ def test_a_psf_image_that_is_not_one_centred_star_is_refused(bad, match):
 
     with pytest.raises(InputDataError, match=rf"psf.fits: .*{match}"):
         prepare_psf(bad, 0.1, _psf_opts(), "psf.fits")
+
+
+def test_recentring_takes_the_source_nearest_the_centre_not_the_brightest():
+    """A faint dwarf at the centre beside a bright neighbour (a Frontier Field dwarf was moved
+    38 px onto its neighbour): the stamp stays on the dwarf."""
+    from refinegan.target.cutouts import center_crop
+
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[:96, :96]
+
+    def blob(cy, cx, amp, sigma):
+        return amp * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * sigma**2))
+
+    img = rng.normal(0, 1.0, (96, 96)) + blob(50, 46, 8.0, 2.5) + blob(60, 70, 400.0, 3.0)
+    _, _, dy, dx = center_crop(img, np.zeros(img.shape, bool), 48, recenter=True)
+    assert (dy, dx) == (2, -2)  # onto the dwarf at (50, 46); the neighbour is at (+12, +22)
+
+
+def test_a_cutout_whose_nearest_source_is_far_off_is_rejected_and_counted():
+    from refinegan.target.cutouts import CutoutCollector
+
+    rng = np.random.default_rng(4)
+    y, x = np.mgrid[:96, :96]
+    img = rng.normal(0, 1.0, (96, 96)) + 300 * np.exp(-((y - 48) ** 2 + (x - 80) ** 2) / 18.0)
+    col = CutoutCollector(_psf_opts(), 10)
+    col.add(img, None, WORK, 0, 0, "far.fits cutout 0")
+    assert not col.images and col.rejected["recenter_far"] == 1

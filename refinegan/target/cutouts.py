@@ -32,7 +32,9 @@ logger = logging.getLogger(__name__)
 
 MIN_SKY_FRACTION = 0.1  # a background estimate needs at least this fraction of sky pixels
 CENTER_SMOOTH_PIX = 1.5  # smoothing (pixels) before locating the peak to centre on
-CENTER_SEARCH_FRACTION = 0.5  # peak searched within this central fraction of the cutout
+CENTER_THRESHOLD_SIGMA = 3.0  # recentring: sources above this many robust sigmas of the smoothed image
+CENTER_MIN_AREA_PIX = 5  # ... in 8-connected regions of at least this many pixels
+RECENTER_MAX_FRACTION = 0.25  # a target further than this fraction of the stamp size from the centre: rejected
 SCALE_RTOL = 1e-3  # pixel scales closer than this are the same scale
 RESAMPLE_INTERPOLANT = 5  # Lanczos order used to resample cutouts
 
@@ -144,22 +146,50 @@ def _overlaps_bad(bad: np.ndarray, shape_out: tuple[int, int], ratio: float) -> 
     return count > 0.5
 
 
+def _target_peak(image: np.ndarray, bad: np.ndarray) -> tuple[int, int] | None:
+    """(y, x) of the brightest smoothed pixel of the source nearest the cutout's centre, or None.
+
+    Sources: smoothed pixels above `CENTER_THRESHOLD_SIGMA` robust sigmas of the smoothed good
+    pixels, 8-connected regions of at least `CENTER_MIN_AREA_PIX` pixels; the one containing the
+    centre pixel, else the one with a pixel nearest to it.
+    """
+    h, w = image.shape
+    good = ~bad
+    filled = np.where(bad, np.median(image[good]), image)
+    smooth = ndimage.gaussian_filter(filled, CENTER_SMOOTH_PIX)
+    sigma = float(robust_sigma(smooth[good]))
+    if not sigma > 0:
+        return None
+    det = (smooth - np.median(smooth[good]) > CENTER_THRESHOLD_SIGMA * sigma) & good
+    lab, n = ndimage.label(det, structure=np.ones((3, 3)))
+    if n == 0:
+        return None
+    area = np.bincount(lab.ravel(), minlength=n + 1)
+    yy, xx = np.mgrid[:h, :w]
+    dist = np.hypot(yy - h // 2, xx - w // 2)
+    ok = (lab > 0) & (area[lab] >= CENTER_MIN_AREA_PIX)
+    if not ok.any():
+        return None
+    nearest = int(lab[ok][np.argmin(dist[ok])])
+    y, x = np.unravel_index(int(np.argmax(np.where(lab == nearest, smooth, -np.inf))), smooth.shape)
+    return int(y), int(x)
+
+
 def center_crop(image: np.ndarray, bad: np.ndarray, size: int, recenter: bool
                 ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Crop (padding with bad pixels where needed) a size x size stamp; return it and the shift.
 
-    With ``recenter`` the brightest smoothed pixel within the central part of the cutout goes to
-    pixel (size // 2, size // 2) (GalSim's centre convention); otherwise the geometric centre.
+    With ``recenter`` the target goes to pixel (size // 2, size // 2) (GalSim's centre
+    convention): the source nearest the cutout's centre (`_target_peak`: not the brightest one,
+    which may be a neighbour), at its brightest smoothed pixel; without a detected source, or
+    without ``recenter``, the geometric centre.
     """
     h, w = image.shape
     cy, cx = h // 2, w // 2
     if recenter and np.any(~bad):
-        filled = np.where(bad, np.median(image[~bad]), image)
-        smooth = ndimage.gaussian_filter(filled, CENTER_SMOOTH_PIX)
-        ry, rx = max(1, int(h * CENTER_SEARCH_FRACTION / 2)), max(1, int(w * CENTER_SEARCH_FRACTION / 2))
-        win = smooth[cy - ry:cy + ry + 1, cx - rx:cx + rx + 1]
-        py, px = np.unravel_index(int(np.argmax(win)), win.shape)
-        cy, cx = cy - ry + int(py), cx - rx + int(px)
+        peak = _target_peak(image, bad)
+        if peak is not None:
+            cy, cx = peak
     y0, x0 = cy - size // 2, cx - size // 2
     stamp = np.zeros((size, size), dtype=np.float64)
     sbad = np.ones((size, size), dtype=bool)
@@ -282,6 +312,10 @@ class CutoutCollector:
         if abs(scale / self.opts.pixel_scale - 1) > SCALE_RTOL:
             image, bad = resample_cutout(image, bad, scale, self.opts.pixel_scale)
         stamp, sbad, dy, dx = center_crop(image, bad, self.opts.stamp_size, self.opts.recenter)
+        if max(abs(dy), abs(dx)) > RECENTER_MAX_FRACTION * self.opts.stamp_size:
+            self._reject("recenter_far", f"{where} (the source nearest the centre is ({dy:+d}, "
+                         f"{dx:+d}) pixels off, more than {RECENTER_MAX_FRACTION:g} of the stamp)")
+            return
         if sbad.mean() > self.opts.max_bad_fraction:
             self._reject("bad_fraction", f"{where} ({sbad.mean():.0%} bad pixels > "
                          f"real.{self.opts.section}.max_bad_fraction)")
@@ -316,7 +350,7 @@ class CutoutCollector:
         attrs = {"files": list(files), "n_input": self.n_seen, "n_rejected": sum(self.rejected.values()),
                  "input_pixel_scale": float(input_scale), "resampled": bool(
                      abs(input_scale / self.opts.pixel_scale - 1) > SCALE_RTOL), "is_mock": False}
-        for reason in ("all_nan", "bad_fraction"):
+        for reason in ("all_nan", "bad_fraction", "recenter_far"):
             attrs[f"n_rejected_{reason}"] = int(self.rejected.get(reason, 0))
         path = write_stamps(out, np.stack(self.images), labels, domain="real",
                             pixel_scale=self.opts.pixel_scale, source=source, config=config,
