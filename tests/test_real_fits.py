@@ -204,10 +204,18 @@ def test_missing_or_non_square_scale(rng, tmp_path):
     _bad(tmp_path, _cfg(tmp_path / "b.fits"), r"b.fits HDU 0: pixels are not square")
 
 
-def test_stamp_smaller_than_working_size(rng, tmp_path):
+def test_stamp_smaller_than_working_size_is_rejected_and_counted(rng, tmp_path):
     fits.writeto(tmp_path / "s.fits", _galaxies(rng, 2, size=20), _header())
-    _bad(tmp_path, _cfg(tmp_path / "s.fits"), r"s.fits HDU 0: cutouts are 20x20 pixels .* smaller "
-         r"than the working stamp size 32")
+    _bad(tmp_path, _cfg(tmp_path / "s.fits"), r"no usable stamps in .*s.fits: 2 too small \(e.g. "
+         r".*s.fits HDU 0 cutout 0 \(20x20 pixels at 0.2\"/pixel.* smaller than stamp.size 32")
+    # one undersized file among good ones no longer aborts the set: it is counted
+    d = tmp_path / "dir"
+    d.mkdir()
+    fits.writeto(d / "a.fits", _galaxies(rng, 3), _header())
+    fits.writeto(d / "b.fits", _galaxies(rng, 2, size=20), _header())
+    fits.writeto(d / "c.fits.fz", _galaxies(rng, 2), _header())  # listed too (read by astropy)
+    s = _run(_cfg(d), tmp_path)
+    assert len(s.images) == 5 and s.attrs["n_rejected_too_small"] == 2 and s.attrs["n_input"] == 7
 
 
 def test_corrupt_fits(rng, tmp_path):

@@ -139,3 +139,24 @@ def test_duplicate_keys_in_the_config_file_fail_when_planning(tmp_path):
            "--directory", str(tmp_path), "--configfile", str(cfg), "--cores", "1", "-n"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and "duplicate key 'seed'" in res.stdout + res.stderr
+
+
+def test_changing_a_users_cutout_file_reruns_prepare_real(tmp_path):
+    """prepare_real declares the files it reads: new cutouts are not left stale."""
+    from astropy.io import fits
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:40, :40] - 19.5
+    cube = (rng.normal(0, 1, (24, 40, 40)) + 50 * np.exp(-(xx**2 + yy**2) / 8)).astype(np.float32)
+    header = fits.Header()
+    header["PIXSCALE"] = 0.2
+    cut = tmp_path / "cutouts.fits"
+    fits.writeto(cut, cube, header)
+    over = ["--config", f"real={{source: fits, fits: {{path: '{cut}'}}}}", "train={psf_match: false}"]
+    res = _snakemake(tmp_path, *over, "--until", "prepare_real")
+    assert res.returncode == 0, res.stderr[-3000:]
+    again = _snakemake(tmp_path, *over, "-n", "--until", "prepare_real")
+    assert "prepare_real" not in _jobs(again.stdout + again.stderr)
+    fits.writeto(cut, cube[:12], header, overwrite=True)  # the user replaced the cutouts
+    res = _snakemake(tmp_path, *over, "-n", "--until", "prepare_real")
+    assert "prepare_real" in _jobs(res.stdout + res.stderr), res.stdout[-2000:]

@@ -295,7 +295,8 @@ class CutoutCollector:
     def full(self) -> bool:
         return len(self.images) >= self.n_max
 
-    def _reject(self, reason: str, where: str) -> None:
+    def reject(self, reason: str, where: str) -> None:
+        """Count a cutout refused for ``reason`` (``where`` names it in the log and messages)."""
         self.rejected[reason] += 1
         self.first_reject.setdefault(reason, where)
         logger.warning("rejected %s: %s", where, reason.replace("_", " "))
@@ -307,17 +308,17 @@ class CutoutCollector:
         image = np.asarray(image, dtype=np.float64)
         bad = ~np.isfinite(image) | (np.zeros(image.shape, bool) if bad is None else bad != 0)
         if bad.all():
-            self._reject("all_nan", f"{where} (all pixels NaN or masked)")
+            self.reject("all_nan", f"{where} (all pixels NaN or masked)")
             return
         if abs(scale / self.opts.pixel_scale - 1) > SCALE_RTOL:
             image, bad = resample_cutout(image, bad, scale, self.opts.pixel_scale)
         stamp, sbad, dy, dx = center_crop(image, bad, self.opts.stamp_size, self.opts.recenter)
         if max(abs(dy), abs(dx)) > RECENTER_MAX_FRACTION * self.opts.stamp_size:
-            self._reject("recenter_far", f"{where} (the source nearest the centre is ({dy:+d}, "
+            self.reject("recenter_far", f"{where} (the source nearest the centre is ({dy:+d}, "
                          f"{dx:+d}) pixels off, more than {RECENTER_MAX_FRACTION:g} of the stamp)")
             return
         if sbad.mean() > self.opts.max_bad_fraction:
-            self._reject("bad_fraction", f"{where} ({sbad.mean():.0%} bad pixels > "
+            self.reject("bad_fraction", f"{where} ({sbad.mean():.0%} bad pixels > "
                          f"real.{self.opts.section}.max_bad_fraction)")
             return
         bkg, sigma = estimate_background_noise(stamp, sbad)
@@ -350,7 +351,7 @@ class CutoutCollector:
         attrs = {"files": list(files), "n_input": self.n_seen, "n_rejected": sum(self.rejected.values()),
                  "input_pixel_scale": float(input_scale), "resampled": bool(
                      abs(input_scale / self.opts.pixel_scale - 1) > SCALE_RTOL), "is_mock": False}
-        for reason in ("all_nan", "bad_fraction", "recenter_far"):
+        for reason in ("all_nan", "bad_fraction", "recenter_far", "too_small"):
             attrs[f"n_rejected_{reason}"] = int(self.rejected.get(reason, 0))
         path = write_stamps(out, np.stack(self.images), labels, domain="real",
                             pixel_scale=self.opts.pixel_scale, source=source, config=config,

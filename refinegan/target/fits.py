@@ -36,7 +36,7 @@ __all__ = ["prepare_fits", "list_fits_files", "read_fits_cutouts", "header_pixel
 
 logger = logging.getLogger(__name__)
 
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
 DEG_TO_ARCSEC = 3600.0
 UNIT_TO_ARCSEC = {"deg": 3600.0, "arcmin": 60.0, "arcsec": 1.0}
 
@@ -228,11 +228,13 @@ def prepare_fits(config: RunConfig | dict, out: str | os.PathLike, progress: boo
         cube = data[None] if data.ndim == 2 else data
         mcube = None if mask is None else (mask[None] if mask.ndim == 2 else mask)
         h_out, w_out = working_shape(cube.shape[1:], scale, opts)
-        if min(h_out, w_out) < opts.stamp_size:
-            raise InputDataError(
-                f"{where}: cutouts are {cube.shape[1]}x{cube.shape[2]} pixels at {scale:.6g}\"/pixel "
-                f"({h_out}x{w_out} at the working scale), smaller than the working stamp size "
-                f"{opts.stamp_size} (stamp.size)")
+        if min(h_out, w_out) < opts.stamp_size:  # rejected and counted, as NaN stamps are
+            for i in range(cube.shape[0]):
+                collector.n_seen += 1
+                collector.reject("too_small", f"{where} cutout {i} ({cube.shape[1]}x{cube.shape[2]} "
+                                 f"pixels at {scale:.6g}\"/pixel, {h_out}x{w_out} at the working "
+                                 f"scale: smaller than stamp.size {opts.stamp_size})")
+            continue
         for i in range(cube.shape[0]):
             if collector.full:
                 break

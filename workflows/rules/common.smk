@@ -43,6 +43,22 @@ def stage_config(stage):
     return f"{RESULTS}/config/{stage}.json"
 
 
+def target_inputs():
+    """The user's files prepare_real reads, so that changing one reruns it (and what follows)."""
+    real = CFG["real"]
+    if real["source"] == "fits":
+        from refinegan.target.fits import list_fits_files
+
+        files = [str(p) for p in list_fits_files(real["fits"]["path"])]
+        return files + ([real["fits"]["psf_path"]] if real["fits"]["psf_path"] else [])
+    if real["source"] == "hdf5":
+        return [real["hdf5"]["path"]] if real["hdf5"]["path"] else []
+    if real["source"] == "cosmos":
+        cat = Path(real["cosmos"]["dir"]) / real["cosmos"]["file_name"]
+        return [str(cat)] if cat.exists() else []
+    return []  # the mock draws everything from the config
+
+
 def sim_shards():
     return expand(f"{RESULTS}/sim/shard-{{i}}.h5", i=range(NSHARDS))
 

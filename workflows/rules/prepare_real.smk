@@ -2,6 +2,7 @@ rule prepare_real:
     """Build the target ("real") stamp file from real.source (refinegan prepare-real)."""
     input:
         cfg=stage_config("prepare_real"),
+        data=target_inputs(),
     output:
         h5=f"{RESULTS}/real.h5",
     log:
