@@ -282,3 +282,13 @@ def test_a_multi_band_cube_is_one_band_not_five_galaxies(rng, tmp_path):
     _bad(tmp_path, _cfg(tmp_path / "b4.fits"), r"set real.fits.band to the band to use")
     two = _run(_cfg(tmp_path / "b4.fits", "real.fits.band=0"), tmp_path)
     assert len(two.images) == 2
+
+
+def test_non_square_pixels_are_refused_from_a_cd_matrix_as_from_cdelt(rng, tmp_path):
+    """A non-square CD matrix used to be taken as its geometric mean, silently."""
+    h = fits.Header()
+    h["CTYPE1"], h["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    h["CD1_1"], h["CD1_2"], h["CD2_1"], h["CD2_2"] = -0.2 / 3600, 0.0, 0.0, 0.3 / 3600
+    fits.writeto(tmp_path / "cd.fits", _galaxies(rng, 2), h)
+    _bad(tmp_path, _cfg(tmp_path / "cd.fits"),
+         r'cd.fits HDU 0: pixels are not square \(0.2" x 0.3" from the WCS\)')

@@ -18,7 +18,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from astropy import units as u
 from astropy.io import fits
+from astropy.wcs import WCS
+from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..config import RunConfig
 from ..errors import ConfigError, InputDataError
@@ -37,8 +40,6 @@ __all__ = ["prepare_fits", "list_fits_files", "read_fits_cutouts", "header_pixel
 logger = logging.getLogger(__name__)
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
-DEG_TO_ARCSEC = 3600.0
-UNIT_TO_ARCSEC = {"deg": 3600.0, "arcmin": 60.0, "arcsec": 1.0}
 
 
 def list_fits_files(path: str | None) -> list[Path]:
@@ -63,24 +64,27 @@ def list_fits_files(path: str | None) -> list[Path]:
 
 
 def header_pixel_scale(header: fits.Header, where: str) -> float | None:
-    """Pixel scale in arcsec/pixel from a FITS header, or None if it says nothing."""
+    """Pixel scale in arcsec/pixel from a FITS header, or None if it says nothing.
+
+    ``PIXSCALE`` / ``PIXSCAL1`` / ``SECPIX`` (arcsec), else the celestial WCS (``CD``, or ``CDELT``
+    with ``PC``, in ``CUNIT``) through astropy's ``proj_plane_pixel_scales``; non-square pixels
+    are refused (the cutouts would be stretched), whichever keywords say so.
+    """
     for key in ("PIXSCALE", "PIXSCAL1", "SECPIX"):
         if key in header:
             return float(header[key])
-    factor = UNIT_TO_ARCSEC.get(str(header.get("CUNIT1", "deg")).strip().lower(), DEG_TO_ARCSEC)
-    if "CD1_1" in header or "CD2_2" in header:
-        det = (header.get("CD1_1", 0.0) * header.get("CD2_2", 0.0)
-               - header.get("CD1_2", 0.0) * header.get("CD2_1", 0.0))
-        return float(np.sqrt(abs(det))) * factor
-    if "CDELT1" in header and "CDELT2" in header:
-        s1, s2 = abs(float(header["CDELT1"])), abs(float(header["CDELT2"]))
-        if abs(s1 / s2 - 1) > SCALE_RTOL:
-            raise InputDataError(f"{where}: pixels are not square (CDELT1={s1}, CDELT2={s2}); "
-                                 "expected equal pixel scales on both axes")
-        pc_det = (header.get("PC1_1", 1.0) * header.get("PC2_2", 1.0)
-                  - header.get("PC1_2", 0.0) * header.get("PC2_1", 0.0))  # WCS rotation matrix
-        return float(np.sqrt(abs(s1 * s2 * pc_det))) * factor
-    return None
+    if not any(k in header for k in ("CD1_1", "CD2_2", "CDELT1", "CDELT2")):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # astropy's notes on a cutout's partial WCS
+        w = WCS(header, naxis=2)
+    units = [u.Unit(c) if str(c) else u.deg for c in w.wcs.cunit]
+    s1, s2 = (float((v * unit).to_value(u.arcsec))
+              for v, unit in zip(proj_plane_pixel_scales(w), units, strict=True))
+    if abs(s1 / s2 - 1) > SCALE_RTOL:
+        raise InputDataError(f"{where}: pixels are not square ({s1:.6g}\" x {s2:.6g}\" from the WCS); "
+                             "expected equal pixel scales on both axes")
+    return float(np.sqrt(s1 * s2))
 
 
 def _describe_hdus(hdul: fits.HDUList) -> str:
