@@ -166,8 +166,7 @@ def _check_consistency(cfg: dict) -> None:
         raise ConfigError(
             f"sim.galaxy.flux_min ({gal['flux_min']}) must not exceed sim.galaxy.flux_max ({gal['flux_max']})"
         )
-    pairs = cfg["sim"]["pairs"]
-    group = (2 if pairs["rot90"] else 1) * (2 if pairs["shear_sign"] else 1)
+    pairs, group = cfg["sim"]["pairs"], _group_size(cfg)
     if cfg["sim"]["n"] % group:
         raise ConfigError(
             f"sim.n = {cfg['sim']['n']} must be a multiple of {group} "
@@ -176,11 +175,16 @@ def _check_consistency(cfg: dict) -> None:
 
 
 
+def _group_size(config: Mapping) -> int:
+    """Stamps per galaxy group of the sims: 1, 2 or 4 (rot90 and +/-g twins)."""
+    pairs = config["sim"]["pairs"]
+    return (2 if pairs["rot90"] else 1) * (2 if pairs["shear_sign"] else 1)
+
+
 def check_shards(config: Mapping) -> None:
     """Refuse ``shards`` above the number of galaxy groups of ``sim.n`` (the workflow would write
     empty shards); checked where the workflow is planned (the Snakefile)."""
-    pairs = config["sim"]["pairs"]
-    group = (2 if pairs["rot90"] else 1) * (2 if pairs["shear_sign"] else 1)
+    group = _group_size(config)
     n_groups = config["sim"]["n"] // group
     if config["shards"] > n_groups:
         raise ConfigError(

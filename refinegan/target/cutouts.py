@@ -118,13 +118,22 @@ def resample_cutout(image: np.ndarray, bad: np.ndarray, scale_in: float, scale_o
     h, w = image.shape
     ny, nx = (int(np.floor(s * scale_in / scale_out + 1e-6)) for s in (h, w))
     fill = float(np.median(image[~bad])) if np.any(~bad) else 0.0
-    src = galsim.ImageD(np.where(bad, fill, image).astype(np.float64), scale=scale_in)
-    interp = galsim.Lanczos(RESAMPLE_INTERPOLANT)
-    ii = galsim.InterpolatedImage(src, x_interpolant=interp, calculate_stepk=False,
-                                  calculate_maxk=False)
-    method = "auto" if scale_out > scale_in else "no_pixel"
-    out = ii.drawImage(nx=nx, ny=ny, scale=scale_out, method=method).array
+    out = _draw_at_scale(np.where(bad, fill, image), scale_in, scale_out, (ny, nx))
     return out, _overlaps_bad(bad, (ny, nx), scale_out / scale_in)
+
+
+def _draw_at_scale(image: np.ndarray, scale_in: float, scale_out: float, shape: tuple[int, int],
+                   shift_pix: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """``image`` at ``scale_in`` arcsec/pixel drawn on a ``shape`` grid at ``scale_out`` (true
+    centres aligned, then shifted by ``shift_pix`` (dy, dx) input pixels): Lanczos-interpolated,
+    integrated over each output pixel going coarser, sampled going finer (`resample_cutout`)."""
+    ii = galsim.InterpolatedImage(galsim.ImageD(np.asarray(image, np.float64), scale=scale_in),
+                                  x_interpolant=galsim.Lanczos(RESAMPLE_INTERPOLANT),
+                                  calculate_stepk=False, calculate_maxk=False)
+    if shift_pix != (0.0, 0.0):
+        ii = ii.shift(shift_pix[1] * scale_in, shift_pix[0] * scale_in)
+    method = "auto" if scale_out > scale_in * (1 + SCALE_RTOL) else "no_pixel"
+    return ii.drawImage(nx=shape[1], ny=shape[0], scale=scale_out, method=method).array
 
 
 def _overlaps_bad(bad: np.ndarray, shape_out: tuple[int, int], ratio: float) -> np.ndarray:
@@ -222,11 +231,7 @@ def prepare_psf(psf: np.ndarray, scale: float, opts: CutoutOptions, where: str) 
     out_scale = opts.pixel_scale
     n_out = [int(np.ceil(s * scale / out_scale - 1e-6)) for s in psf.shape]
     n_out = [n + 1 - n % 2 for n in n_out]  # odd: the centroid on the central pixel
-    ii = galsim.InterpolatedImage(galsim.ImageD(psf, scale=scale), x_interpolant=galsim.Lanczos(
-        RESAMPLE_INTERPOLANT), calculate_stepk=False, calculate_maxk=False)
-    ii = ii.shift(-dx * scale, -dy * scale)  # its centroid onto the image centre
-    method = "auto" if out_scale > scale * (1 + SCALE_RTOL) else "no_pixel"
-    out = ii.drawImage(nx=n_out[1], ny=n_out[0], scale=out_scale, method=method).array
+    out = _draw_at_scale(psf, scale, out_scale, tuple(n_out), (-dy, -dx))  # centroid to centre
     return out / out.sum()
 
 
