@@ -21,6 +21,7 @@ import numpy as np
 from ..config import RunConfig
 from ..errors import ContractError
 from ..io import StampSet, file_sha256, package_versions, read_many, read_stamps
+from ..units import same_units
 from . import distances as dist
 from .calibration import calibrate_sets
 from .classifiers import classifier_tests
@@ -91,6 +92,24 @@ def _check_sets(sets: dict[str, StampSet], sim_paths: Paths, refined_paths: Path
                                 f"{sets['sim'].pixel_scale} arcsec")
 
 
+def _check_units(sets: dict[str, StampSet], paths: dict[str, list]) -> None:
+    """Every set's ``/images`` in the sims' unit (`refinegan.units.same_units`): flux and noise
+    distances across units would measure the units, not the stamps."""
+    ref = sets["sim"].units
+    for dom, s in sets.items():
+        if same_units(s.units, ref):
+            continue
+        cfg = s.attrs.get("config")
+        source = cfg.get("real", {}).get("source") if isinstance(cfg, dict) else None
+        key = (f"real.{source}.flux_scale" if source in ("fits", "hdf5")
+               else "real.fits.flux_scale or real.hdf5.flux_scale")
+        raise ContractError(
+            f"{paths[dom][0]} ({dom}): /images are in {s.units!r}, but the sims "
+            f"({paths['sim'][0]}) are in {ref!r}; compare cannot convert one into the other. "
+            f"Set {key} to the factor that turns {s.units!r} into the sims' counts and run "
+            "prepare-real again")
+
+
 def _with_morphology(sets: dict[str, StampSet], meas: dict[str, Measurement],
                      groups: dict[str, np.ndarray], p: CompareParams, rng: np.random.Generator,
                      progress: bool) -> dict[str, Measurement]:
@@ -159,6 +178,8 @@ def compare(
     control_paths = list(control_paths or [])
     sets = _load_sets(sim_paths, refined_paths, real_path, control_paths, p.max_stamps)
     _check_sets(sets, sim_paths, refined_paths, real_path)
+    _check_units(sets, {"sim": sim_paths, "refined": refined_paths, "real": [real_path],
+                        "control": control_paths})
     logger.info("compare: %s stamps", ", ".join(f"{len(s)} {d}" for d, s in sets.items()))
 
     meas = {d: measure(s, p, progress, desc=d) for d, s in sets.items()}
