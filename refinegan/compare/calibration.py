@@ -30,14 +30,18 @@ import galsim
 import numpy as np
 
 from ..io import StampSet
-from .measure import Measurement
 from .params import CompareParams
 from .reweight import N_BINS, cell_weights, group_covariates
 from .samples import Samples
 
 __all__ = [
     "Calibration",
+    "ShapeSet",
     "calibrate_sets",
+    "set_shapes",
+    "calibration_psf",
+    "target_psf_of",
+    "TARGET_PSF",
     "regauss_shapes",
     "Groups",
     "group_means",
@@ -346,21 +350,62 @@ class Calibration:
     shapes: dict[str, dict[str, np.ndarray]]
 
 
-def _shapes_and_groups(s: StampSet, psf: np.ndarray, m: Measurement) -> tuple[dict, Groups]:
-    """REGAUSS shapes of a set with ``psf`` (its measured noise variance) and their groups."""
-    sh = regauss_shapes(s.images, psf, m.scalars["noise_std"] ** 2, s.mask)
-    return sh, group_means(sh["eps1"], sh["eps2"], sh["status"] == 0, s.labels)
+@dataclass(frozen=True)
+class ShapeSet:
+    """One set's REGAUSS shapes (`regauss_shapes`, (N,) each) and its labels (at least ``g1``,
+    ``g2``; ``pair_id``, ``shear_sign`` when present): all that calibration needs of it."""
+
+    shapes: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
 
 
-def _target_psf_calibration(data: Samples, target_psf: np.ndarray, grs: dict[str, Groups],
-                            tables: dict, p: CompareParams, rng: np.random.Generator,
-                            common: np.ndarray | None = None) -> dict:
-    """Refined stamps calibrated with the target's PSF (its mean image if one per stamp),
-    paired against the sims' groups ``grs["sim"]``; ``tables`` holds the per-set results.
-    With ``common`` (the paired sets' selection) only those groups are used."""
-    if target_psf.ndim == 3:
-        target_psf = target_psf.mean(axis=0)
-    _, gr = _shapes_and_groups(data.sets["refined"], target_psf, data.meas["refined"])
+TARGET_PSF = "refined_target_psf"  # the refined stamps' shapes with the target's PSF
+
+
+def calibration_psf(s: StampSet) -> str | None:
+    """Why set ``s`` cannot be calibrated (no true shear or no PSF), or None if it can."""
+    missing = [f"label {g}" for g in ("g1", "g2") if g not in s.labels]
+    missing += ["/psf"] if s.psf is None else []
+    return f"no {' and no '.join(missing)} in the file" if missing else None
+
+
+def target_psf_of(real_psf: np.ndarray | None) -> np.ndarray | None:
+    """The PSF refined stamps are also calibrated with: the target's (its mean if per stamp)."""
+    if real_psf is None:
+        return None
+    return real_psf.mean(axis=0) if real_psf.ndim == 3 else real_psf
+
+
+def set_shapes(data: Samples, p: CompareParams) -> tuple[dict[str, ShapeSet], dict[str, str]]:
+    """REGAUSS shapes of every calibratable set of ``data`` with its own ``/psf`` and its
+    measured noise variance, plus `TARGET_PSF` (refined with the target's PSF) where
+    ``p.calibrate_with_target_psf``; and the reason each other set is skipped."""
+    out, skipped = {}, {}
+    for d, s in data.sets.items():
+        why = calibration_psf(s)
+        if why:
+            skipped[d] = why
+            continue
+        var = data.meas[d].scalars["noise_std"] ** 2
+        out[d] = ShapeSet(regauss_shapes(s.images, s.psf, var, s.mask), s.labels)
+    tpsf = target_psf_of(data.sets["real"].psf) if "real" in data.sets else None
+    if p.calibrate_with_target_psf and tpsf is not None and {"sim", "refined"} <= set(out):
+        s = data.sets["refined"]
+        var = data.meas["refined"].scalars["noise_std"] ** 2
+        out[TARGET_PSF] = ShapeSet(regauss_shapes(s.images, tpsf, var, s.mask), s.labels)
+    return out, skipped
+
+
+def _groups_of(ss: ShapeSet) -> Groups:
+    sh = ss.shapes
+    return group_means(sh["eps1"], sh["eps2"], sh["status"] == 0, ss.labels)
+
+
+def _target_psf_calibration(gr: Groups, grs: dict[str, Groups], tables: dict, p: CompareParams,
+                            rng: np.random.Generator, common: np.ndarray | None = None) -> dict:
+    """Refined stamps calibrated with the target's PSF (groups ``gr``), paired against the
+    sims' groups ``grs["sim"]``; ``tables`` holds the per-set results. With ``common`` (the
+    paired sets' selection) only those groups are used."""
     if common is not None:
         gr = gr.select(common)
     out = {"refined_target_psf": calibrate(gr, p.n_bootstrap, rng),
@@ -401,19 +446,21 @@ def _common_selection(grs: dict[str, Groups], out: dict, p: CompareParams,
     return common
 
 
-def _reweighted(grs: dict[str, Groups], shapes: dict, data: Samples, p: CompareParams,
+def _reweighted(grs: dict[str, Groups], sets: dict[str, ShapeSet], p: CompareParams,
                 rng: np.random.Generator) -> dict:
     """sim and refined m reweighted to the target's (size, S/N) distribution
     (`refinegan.compare.reweight`)."""
     def cov(d: str) -> np.ndarray:
-        return group_covariates(grs[d].pair_id, data.sets[d].labels, shapes[d])
+        return group_covariates(grs[d].pair_id, sets[d].labels, sets[d].shapes)
 
     x_real = cov("real")
     return {f"{d}_reweighted": calibrate_reweighted(grs[d], cov(d), x_real, p.n_bootstrap, rng)
             for d in ("sim", "refined") if d in grs}
 
 
-def calibrate_sets(data: Samples, p: CompareParams, rng: np.random.Generator) -> Calibration:
+def calibrate_sets(data: Samples, p: CompareParams, rng: np.random.Generator,
+                   shape_sets: tuple[dict[str, ShapeSet], dict[str, str]] | None = None
+                   ) -> Calibration:
     """REGAUSS m, c of every set with true shear; paired refined - sim; calibration transfer.
 
     Parameters
@@ -427,41 +474,47 @@ def calibrate_sets(data: Samples, p: CompareParams, rng: np.random.Generator) ->
         Drawn in this order: each set's bootstrap (set order), the paired sets' bootstrap on
         their common selection (`PAIRED_SETS` order), the reweighted sim and refined, the
         paired difference, then the target-PSF calibration and its paired difference.
+    shape_sets : (dict of ShapeSet, dict of str), optional
+        Shapes measured elsewhere (compare's calibration mode streams every stamp through
+        REGAUSS, `refinegan.compare.stream`) and the skipped sets' reasons [default:
+        `set_shapes` of ``data``].
 
     Returns
     -------
     Calibration
         The ``calibration`` tables and the REGAUSS shapes per calibrated set.
     """
+    sets, skipped = shape_sets if shape_sets is not None else set_shapes(data, p)
     out: dict = {}
     grs: dict[str, Groups] = {}
-    shapes: dict[str, dict[str, np.ndarray]] = {}
-    for d, s in data.sets.items():
-        missing = [f"label {g}" for g in ("g1", "g2") if g not in s.labels]
-        missing += ["/psf"] if s.psf is None else []
-        if missing:
-            out[d] = {"skipped": f"no {' and no '.join(missing)} in the file"}
-            logger.info("calibration of %s skipped: it has no %s (REGAUSS m needs the true shear "
-                        "and the PSF)", d, " and no ".join(missing))
+    for d in [*sets, *skipped]:
+        if d == TARGET_PSF:
             continue
-        shapes[d], grs[d] = _shapes_and_groups(s, s.psf, data.meas[d])
+        if d in skipped:
+            out[d] = {"skipped": skipped[d]}
+            logger.info("calibration of %s skipped: %s (REGAUSS m needs the true shear and the "
+                        "PSF)", d, skipped[d])
+            continue
+        grs[d] = _groups_of(sets[d])
         out[d] = calibrate(grs[d], p.n_bootstrap, rng)
-        out[d]["regauss_status"] = shapes[d]["status"]
-        out[d]["eps1"], out[d]["eps2"] = shapes[d]["eps1"], shapes[d]["eps2"]
+        sh = sets[d].shapes
+        out[d]["regauss_status"] = sh["status"]
+        out[d]["eps1"], out[d]["eps2"] = sh["eps1"], sh["eps2"]
     common = _common_selection(grs, out, p, rng)
     for d, gr in grs.items():
         out[d]["group_failure_fraction"] = gr.failure_fraction
         out[d]["stamp_failure_fraction"] = gr.n_stamps_failed / max(gr.n_stamps, 1)
     if "real" in grs:
-        out.update(_reweighted(grs, shapes, data, p, rng))
+        out.update(_reweighted(grs, sets, p, rng))
     if "sim" in grs and "refined" in grs:
         out["paired"] = paired_difference(grs["sim"], grs["refined"], p.n_bootstrap, rng)
         if "real" in grs:
             out["transfer"] = transfer(out["sim"], out["refined"], out["real"], out["paired"],
                                        p.bar_m, out.get("refined_reweighted"))
-        target_psf = data.sets["real"].psf if "real" in data.sets else None
-        if p.calibrate_with_target_psf and target_psf is not None:
+        if TARGET_PSF in sets:
             # a refiner may learn PSF features the sim PSF lacks: calibrate refined stamps with
             # the target's PSF too
-            out.update(_target_psf_calibration(data, target_psf, grs, out, p, rng, common))
+            out.update(_target_psf_calibration(_groups_of(sets[TARGET_PSF]), grs, out, p, rng,
+                                               common))
+    shapes = {d: ss.shapes for d, ss in sets.items() if d != TARGET_PSF}
     return Calibration(out, shapes)
