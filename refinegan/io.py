@@ -692,16 +692,22 @@ def read_stamps(path: str | os.PathLike, sl: slice = slice(None)) -> StampSet:
         return sf.read(sl)
 
 
-def read_many(paths: Sequence[str | os.PathLike]) -> StampSet:
+def read_many(paths: Sequence[str | os.PathLike], max_stamps: int | None = None) -> StampSet:
     """Read several stamp files (e.g. shards) and concatenate them in the given order.
 
     All files must share domain, pixel scale, stamp shape, label names and /images units. A
     shared 2-D PSF is kept when every file has the same one; otherwise PSFs are expanded per
-    stamp.
+    stamp. With ``max_stamps`` only the first that many stamps are read (later files not at all).
     """
     if not paths:
         raise ContractError("no stamp files given")
-    sets = [read_stamps(p) for p in paths]
+    sets, left = [], max_stamps
+    for p in paths:
+        if left is not None and left <= 0:
+            break
+        sets.append(read_stamps(p, slice(0, left)))
+        left = None if left is None else left - len(sets[-1])
+    paths = list(paths)[:len(sets)]
     first = sets[0]
     for p, s in zip(paths, sets, strict=True):
         for what, a, b in (

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..config import RunConfig
 from ..errors import ContractError
-from ..io import StampSet, file_sha256, package_versions, read_many, read_stamps
+from ..io import StampSet, file_sha256, package_versions, read_many
 from ..units import same_units
 from . import distances as dist
 from .calibration import calibrate_sets
@@ -31,6 +31,7 @@ from .params import DOMAINS, PAIRS, CompareParams
 from .samples import Samples, asinh_scale
 from .stats import FLAG_HSM, FLAG_NOISE, FLAG_NONFINITE
 from .store import summary_lines, write_compare_h5
+from .stream import stream_shape_sets
 from .tables import distance_tables, label_drift, spectra_tables
 
 __all__ = ["compare"]
@@ -67,12 +68,12 @@ def _load_sets(sim_paths: Paths, refined_paths: Paths, real_path, control_paths:
                max_stamps: int | None) -> dict[str, StampSet]:
     """Read every set (shards concatenated), each cut to ``max_stamps`` (whole groups)."""
     sets = {
-        "sim": truncate(read_many(sim_paths), max_stamps),
-        "refined": truncate(read_many(refined_paths), max_stamps),
-        "real": truncate(read_stamps(real_path), max_stamps),
+        "sim": truncate(read_many(sim_paths, max_stamps), max_stamps),
+        "refined": truncate(read_many(refined_paths, max_stamps), max_stamps),
+        "real": truncate(read_many([real_path], max_stamps), max_stamps),
     }
     if control_paths:
-        sets["control"] = truncate(read_many(control_paths), max_stamps)
+        sets["control"] = truncate(read_many(control_paths, max_stamps), max_stamps)
     return sets
 
 
@@ -176,7 +177,7 @@ def compare(
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, p.seed_offset]))
     sim_paths, refined_paths = list(sim_paths), list(refined_paths)
     control_paths = list(control_paths or [])
-    sets = _load_sets(sim_paths, refined_paths, real_path, control_paths, p.max_stamps)
+    sets = _load_sets(sim_paths, refined_paths, real_path, control_paths, p.full_stamps)
     _check_sets(sets, sim_paths, refined_paths, real_path)
     _check_units(sets, {"sim": sim_paths, "refined": refined_paths, "real": [real_path],
                         "control": control_paths})
@@ -193,10 +194,18 @@ def compare(
     result["spectra"], result["acf"], result["histogram"] = spectra_tables(data, p)
     result["distances"] = distance_tables(data, p, rng)
     result["classifier"] = classifier_tests(data, p, rng)
-    calibration = calibrate_sets(data, p, rng)
+    streamed = None
+    if p.mode == "calibration":  # REGAUSS on every stamp of every file, at flat memory
+        files = {"sim": sim_paths, "refined": refined_paths, "real": [real_path]}
+        files.update({"control": control_paths} if control_paths else {})
+        streamed = stream_shape_sets(files, p, progress)
+    calibration = calibrate_sets(data, p, rng, streamed)
     result["calibration"] = calibration.tables
-    result["labels"] = label_drift(meas["sim"], meas["refined"], calibration.shapes.get("sim"),
-                                   calibration.shapes.get("refined"))
+    n_drift = len(sets["sim"])  # the shapes of the stamps measured (all of them in full mode)
+    result["labels"] = label_drift(
+        meas["sim"], meas["refined"],
+        *({k: v[:n_drift] for k, v in calibration.shapes[d].items()} if d in calibration.shapes
+          else None for d in ("sim", "refined")))
 
     inputs = {"control": control_paths, "sim": sim_paths, "refined": refined_paths,
               "real": [real_path]}
