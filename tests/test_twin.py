@@ -225,3 +225,9 @@ def test_compare_with_twin_adds_only_its_datasets(tmp_path):
         np.testing.assert_allclose(b["calibration/transfer_paired/dm"][()],
                                    -b["calibration/twin_sim_paired/dm"][()], atol=1e-12)
         assert b.attrs["n_twin"] == 64 and "twin" in b.attrs["inputs"]
+    from refinegan.compare.store import read_tree, summary_lines
+
+    with h5py.File(tmp_path / "twin.h5c") as f:
+        lines = summary_lines(read_tree(f))
+    assert any(line.startswith("paired refined-twin dm=") for line in lines)
+    assert any(line.startswith("calibration twin") for line in lines)
