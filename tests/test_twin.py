@@ -26,6 +26,7 @@ from refinegan.config import load_config, twin_enabled
 from refinegan.errors import ConfigError, ContractError
 from refinegan.io import StampSet, read_many, read_stamps, write_stamps
 from refinegan.sim.simulate import simulate
+from refinegan.target.prepare_real import prepare_real
 from refinegan.target.twin import COPIED_LABELS, prepare_twin
 
 EFFECTS = ("knots", "bulge", "neighbours", "cosmic_rays", "hot_pixels")
@@ -118,8 +119,7 @@ def test_twin_labels_are_the_sims_all_shards(tmp_path):
     assert load_twin(tmp_path / "twin.h5", sim, None) is not None  # compare accepts it
     # the twin's effects are the mock's on the same group ids (mock_effects streams), its
     # noise its own: not the mock's noise, not the sims'
-    real = read_stamps(__import__("refinegan.target.prepare_real", fromlist=["x"]).prepare_real(
-        cfg, tmp_path / "real.h5"))
+    real = read_stamps(prepare_real(cfg, tmp_path / "real.h5"))
     np.testing.assert_array_equal(twin.labels["knots_frac"][:16], real.labels["knots_frac"])
     np.testing.assert_array_equal(twin.labels["n_cosmic_rays"][:16], real.labels["n_cosmic_rays"])
 
@@ -130,8 +130,6 @@ def test_twin_noise_is_not_the_sims_nor_the_mocks(tmp_path):
     twin = read_stamps(prepare_twin(cfg, tmp_path / "twin.h5"))
     noiseless = read_stamps(prepare_twin(cfg.with_overrides(["real.noise.sigma=0"]),
                                          tmp_path / "clean.h5"))
-    from refinegan.target.prepare_real import prepare_real
-
     mock = read_stamps(prepare_real(cfg, tmp_path / "real.h5"))
     mock_clean = read_stamps(prepare_real(cfg.with_overrides(["real.noise.sigma=0"]),
                                           tmp_path / "real_clean.h5"))
@@ -190,7 +188,6 @@ def test_compare_with_twin_adds_only_its_datasets(tmp_path):
     dataset is the same as without the twin (the twin draws from its own generator)."""
     from refinegan.cli import main
     from refinegan.compare.compare import compare
-    from refinegan.target.prepare_real import prepare_real
 
     fast = ["stamp.size=32", "sim.n=64", "real.n=64", "compare.morphology_n=0",
             "compare.cnn_seeds=0", "compare.n_bootstrap=10", "compare.gb_max_iter=5",
