@@ -67,6 +67,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in", dest="in_path", required=True, help="input stamp file")
     p.add_argument("--out", required=True, help="output stamp file")
     p.add_argument("--chunk", type=int, default=1024, help="stamps per chunk (memory bound)")
+    p.add_argument("--matching-only", action="store_true",
+                   help="write R's input (the sims through the model's PSF / noise matching, no R)")
 
     p = sub.add_parser("compare", help="compare sim, refined and real statistics")
     _add_config_args(p)
@@ -77,6 +79,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", default=None, help="directory for PNG plots (default: beside --out)")
     p.add_argument("--control", nargs="+", default=None,
                    help="noise-only control stamp file(s): the target with only its noise effect")
+    p.add_argument("--psf-matched", nargs="+", default=None,
+                   help="the sims as R received them (refine --matching-only), in the sim "
+                        "shards' order: R's own contribution is refined vs these")
     p = sub.add_parser("summary", help="key numbers of a compare.h5 as an HTML page")
     p.add_argument("--compare", required=True, help="compare.h5 written by refinegan compare")
     p.add_argument("--out", required=True, help="output HTML file")
@@ -90,7 +95,8 @@ def _run(args: argparse.Namespace) -> None:
     if args.stage == "refine":
         from .refiner.refine import refine
 
-        refine(args.model, args.in_path, args.out, chunk_stamps=args.chunk, progress=progress)
+        refine(args.model, args.in_path, args.out, chunk_stamps=args.chunk, progress=progress,
+               matching_only=args.matching_only)
         return
     if args.stage == "summary":
         from .compare.summary import write_summary
@@ -115,7 +121,7 @@ def _run(args: argparse.Namespace) -> None:
         from .compare.compare import compare
 
         compare(config, args.sim, args.refined, args.real, args.out, plots_dir=args.plots,
-                progress=progress, control_paths=args.control)
+                progress=progress, control_paths=args.control, psf_matched_paths=args.psf_matched)
 
 
 EXIT_INPUT = 2  # the input or config was refused (RefineganError), nothing written

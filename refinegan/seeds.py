@@ -35,6 +35,7 @@ STREAMS = {
     "psf_match": 7,  # the PSF matching's whitening noise (per sim noise realisation)
     "latent": 8,  # R's latent codes (per sim noise realisation)
     "noise_match": 9,  # the noise matching's added Gaussian field (per sim noise realisation)
+    "compare_r_only": 10,  # compare's draws for the psf_matched set (R's own contribution)
     "mock": 11,  # target galaxy parameters (per group)
     "mock_noise": 12,  # target noise fields
     "mock_effects": 13,  # target effects: knots, bulges, neighbours, artefacts, COSMOS draws

@@ -44,6 +44,7 @@ __all__ = [
     "calibrate",
     "paired_difference",
     "transfer",
+    "r_only_calibration",
     "BAR_M",
 ]
 
@@ -328,6 +329,8 @@ def calibrate_sets(data: Samples, p: CompareParams, rng: np.random.Generator) ->
     grs: dict[str, Groups] = {}
     shapes: dict[str, dict[str, np.ndarray]] = {}
     for d, s in data.sets.items():
+        if d == "psf_matched":  # its own stream, after everything else (`r_only_calibration`)
+            continue
         missing = [f"label {g}" for g in ("g1", "g2") if g not in s.labels]
         missing += ["/psf"] if s.psf is None else []
         if missing:
@@ -350,3 +353,29 @@ def calibrate_sets(data: Samples, p: CompareParams, rng: np.random.Generator) ->
             # the target's PSF too
             out.update(_target_psf_calibration(data, target_psf, grs, out, p, rng))
     return Calibration(out, shapes)
+
+
+def r_only_calibration(data: Samples, shapes: dict[str, dict[str, np.ndarray]], p: CompareParams,
+                       rng: np.random.Generator) -> dict:
+    """What the matching did to m, and what R did: the ``psf_matched`` set's m, c (REGAUSS with
+    its own /psf, the matched PSF) and two paired differences on the same galaxy groups.
+
+    ``paired_matching``: psf_matched - sim; ``paired_r_only``: refined - psf_matched, R's own
+    change of m (refine's input and output, stamp for stamp). ``shapes`` are
+    `Calibration.shapes` (the sim and refined REGAUSS shapes already measured). ``rng`` is drawn
+    in this order: psf_matched's bootstrap, then the two paired differences. A part whose sets
+    were not calibrated (no true shear or /psf) is left out; ``psf_matched`` then says why.
+    """
+    s = data.sets["psf_matched"]
+    if s.psf is None or any(g not in s.labels for g in ("g1", "g2")):
+        return {"psf_matched": {"skipped": "no g1 / g2 labels or no /psf in the psf_matched file"}}
+    sh, gr = _shapes_and_groups(s, s.psf, data.meas["psf_matched"])
+    out = {"psf_matched": calibrate(gr, p.n_bootstrap, rng)}
+    out["psf_matched"]["regauss_status"] = sh["status"]
+    grs = {d: group_means(v["eps1"], v["eps2"], v["status"] == 0, data.sets[d].labels)
+           for d, v in shapes.items() if d in ("sim", "refined")}
+    if "sim" in grs:
+        out["paired_matching"] = paired_difference(grs["sim"], gr, p.n_bootstrap, rng)
+    if "refined" in grs:
+        out["paired_r_only"] = paired_difference(gr, grs["refined"], p.n_bootstrap, rng)
+    return out

@@ -21,12 +21,14 @@ import numpy as np
 from ..config import RunConfig
 from ..errors import ContractError
 from ..io import StampSet, file_sha256, package_versions, read_many, read_stamps
+from ..seeds import stream_sequence
 from . import distances as dist
 from .calibration import calibrate_sets
 from .classifiers import classifier_tests
 from .measure import Measurement, groups_of, measure, pick_groups, truncate
 from .morphology import morphology
-from .params import DOMAINS, PAIRS, CompareParams
+from .params import PAIRS, CompareParams
+from .r_only import psf_matched_tables
 from .samples import Samples, asinh_scale
 from .stats import FLAG_HSM, FLAG_NOISE, FLAG_NONFINITE
 from .store import summary_lines, write_compare_h5
@@ -63,7 +65,7 @@ def _check_pairing(sim: StampSet, ref: StampSet, sim_paths, ref_paths) -> None:
 
 
 def _load_sets(sim_paths: Paths, refined_paths: Paths, real_path, control_paths: Paths,
-               max_stamps: int | None) -> dict[str, StampSet]:
+               max_stamps: int | None, psf_matched_paths: Paths = ()) -> dict[str, StampSet]:
     """Read every set (shards concatenated), each cut to ``max_stamps`` (whole groups)."""
     sets = {
         "sim": truncate(read_many(sim_paths), max_stamps),
@@ -72,7 +74,24 @@ def _load_sets(sim_paths: Paths, refined_paths: Paths, real_path, control_paths:
     }
     if control_paths:
         sets["control"] = truncate(read_many(control_paths), max_stamps)
+    if psf_matched_paths:
+        sets["psf_matched"] = truncate(read_many(psf_matched_paths), max_stamps)
     return sets
+
+
+def _check_psf_matched(sets: dict[str, StampSet], sim_paths: Paths, pm_paths: Paths) -> None:
+    """The psf_matched set pairs one to one with sim, is R's input (``refine --matching-only``)
+    and was matched by the model that refined the sims."""
+    pm, ref = sets["psf_matched"], sets["refined"]
+    _check_pairing(sets["sim"], pm, sim_paths, pm_paths)
+    if int(pm.attrs.get("matching_only", 0)) != 1:
+        raise ContractError(f"{pm_paths[0]}: not a psf_matched file (attribute matching_only is "
+                            f"{pm.attrs.get('matching_only', 'missing')!r}, expected 1); write it "
+                            f"with refinegan refine --matching-only")
+    if pm.attrs.get("model_sha256") != ref.attrs.get("model_sha256"):
+        raise ContractError(f"{pm_paths[0]}: matched by model sha256 {pm.attrs.get('model_sha256')!r}, "
+                            f"but the refined set was refined by {ref.attrs.get('model_sha256')!r}; "
+                            f"R's own contribution needs R's input of the same model")
 
 
 def _check_sets(sets: dict[str, StampSet], sim_paths: Paths, refined_paths: Paths,
@@ -103,8 +122,10 @@ def _with_morphology(sets: dict[str, StampSet], meas: dict[str, Measurement],
     index = {"sim": pick_groups(groups["sim"], p.morphology_n, rng)}
     index["refined"] = index["sim"]
     index["real"] = pick_groups(groups["real"], p.morphology_n, rng)
+    if "psf_matched" in sets:  # paired with the sims: their galaxies
+        index["psf_matched"] = index["sim"]
     out = dict(meas)
-    for d in DOMAINS:
+    for d in index:
         idx = index[d]
         morph = morphology(sets[d].images[idx], meas[d].scalars["noise_std"][idx],
                            threshold_sigma=p.morph_threshold_sigma, n_pixels=p.morph_n_pixels,
@@ -122,6 +143,7 @@ def compare(
     plots_dir: str | os.PathLike | None = None,
     progress: bool = True,
     control_paths: Paths | None = None,
+    psf_matched_paths: Paths | None = None,
 ) -> dict:
     """Compare sim, refined and real stamp sets; write ``out_path`` (compare.h5) and plots.
 
@@ -143,6 +165,11 @@ def compare(
         A noise-only control (e.g. the mock with only its noise effect on, or the sims with
         real-style noise): its classifier AUCs and W1 distances against real are reported next
         to the refined ones (``classifier/<test>/control_auc``, ``distances/w1_control``).
+    psf_matched_paths : sequence of paths, optional
+        R's input (``refinegan refine --matching-only``), in the sim shards' order: its
+        statistics, distances, AUCs and m beside sim's and refined's, and R's own paired change
+        ``calibration/paired_r_only`` (`refinegan.compare.r_only`). Without it R's own
+        contribution is not measured, and nothing else changes.
 
     Returns
     -------
@@ -157,8 +184,11 @@ def compare(
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, p.seed_offset]))
     sim_paths, refined_paths = list(sim_paths), list(refined_paths)
     control_paths = list(control_paths or [])
-    sets = _load_sets(sim_paths, refined_paths, real_path, control_paths, p.max_stamps)
+    pm_paths = list(psf_matched_paths or [])
+    sets = _load_sets(sim_paths, refined_paths, real_path, control_paths, p.max_stamps, pm_paths)
     _check_sets(sets, sim_paths, refined_paths, real_path)
+    if pm_paths:
+        _check_psf_matched(sets, sim_paths, pm_paths)
     logger.info("compare: %s stamps", ", ".join(f"{len(s)} {d}" for d, s in sets.items()))
 
     meas = {d: measure(s, p, progress, desc=d) for d, s in sets.items()}
@@ -176,9 +206,16 @@ def compare(
     result["calibration"] = calibration.tables
     result["labels"] = label_drift(meas["sim"], meas["refined"], calibration.shapes.get("sim"),
                                    calibration.shapes.get("refined"))
+    if pm_paths:  # its own stream: the numbers above are those of a compare without it
+        rng_pm = np.random.default_rng(stream_sequence(config.seed, "compare_r_only"))
+        for key, tree in psf_matched_tables(data, result, calibration.shapes, p, rng_pm).items():
+            for name, node in tree.items():
+                result[key].setdefault(name, {}).update(node)
 
     inputs = {"control": control_paths, "sim": sim_paths, "refined": refined_paths,
               "real": [real_path]}
+    if pm_paths:
+        inputs["psf_matched"] = pm_paths
     write_compare_h5(out_path, result, _attrs(config, data, inputs))
     for line in summary_lines(result):
         logger.info("%s", line)

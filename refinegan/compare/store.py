@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from ..atomic import atomic_path
+from .r_only import matching_and_r_lines
 
 __all__ = ["write_tree", "write_compare_h5", "read_tree", "summary_lines"]
 
@@ -111,7 +112,7 @@ def summary_lines(result: Mapping) -> list[str]:
     if cells:
         lines.append("label drift refined-sim, median/95th pct of |drift|: " + ", ".join(cells))
     cal = result.get("calibration", {})
-    for dom in ("sim", "refined", "real", "control", "refined_target_psf"):
+    for dom in ("sim", "refined", "real", "control", "refined_target_psf", "psf_matched"):
         if dom in cal and "m" in cal[dom]:
             c = cal[dom]
             lines.append(
@@ -121,9 +122,10 @@ def summary_lines(result: Mapping) -> list[str]:
                 f" c2={_fmt(c['c'][1]).strip()}+-{_fmt(c['c_err'][1]).strip()}"
                 f" ({c['n_groups']} groups, {c['n_stamps_failed']} stamps failed)"
             )
-    if "paired" in cal:
-        p = cal["paired"]
-        lines.append(f"paired refined-sim  dm={p['dm']} +- {p['dm_err']}  dc={p['dc']} +- {p['dc_err']}")
+    for key, label in (("paired", "refined-sim"), ("paired_r_only", "refined-psf_matched")):
+        if key in cal:
+            p = cal[key]
+            lines.append(f"paired {label}  dm={p['dm']} +- {p['dm_err']}  dc={p['dc']} +- {p['dc_err']}")
     for key, label in (("transfer", "sim PSF"), ("transfer_target_psf", "target PSF")):
         if key in cal:
             t = cal[key]
@@ -132,4 +134,4 @@ def summary_lines(result: Mapping) -> list[str]:
                 f"{t['abs_dm_refined_real_err']} vs |m_sim-m_real|={t['abs_dm_sim_real']} +- "
                 f"{t['abs_dm_sim_real_err']}; meets {t['bar']:g}: {t['meets_bar']}"
             )
-    return lines
+    return lines + matching_and_r_lines(result)
