@@ -40,5 +40,6 @@ rule all:
         rules.prepare_real.output.h5,
         rules.train.output.model,
         refined_shards(),
+        psf_matched_shards(),
         rules.compare.output.h5,
         rules.summary.output.html,

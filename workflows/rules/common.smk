@@ -65,3 +65,7 @@ def sim_shards():
 
 def refined_shards():
     return expand(f"{RESULTS}/refined/shard-{{i}}.h5", i=range(NSHARDS))
+
+
+def psf_matched_shards():
+    return expand(f"{RESULTS}/psf_matched/shard-{{i}}.h5", i=range(NSHARDS))
