@@ -41,5 +41,6 @@ rule all:
         twin_file(),
         rules.train.output.model,
         refined_shards(),
+        psf_matched_shards(),
         rules.compare.output.h5,
         rules.summary.output.html,

@@ -72,6 +72,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in", dest="in_path", required=True, help="input stamp file")
     p.add_argument("--out", required=True, help="output stamp file")
     p.add_argument("--chunk", type=int, default=1024, help="stamps per chunk (memory bound)")
+    p.add_argument("--matching-only", action="store_true",
+                   help="write R's input (the sims through the model's PSF / noise matching, no R)")
 
     p = sub.add_parser("compare", help="compare sim, refined and real statistics")
     _add_config_args(p)
@@ -84,6 +86,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="noise-only control stamp file(s): the target with only its noise effect")
     p.add_argument("--twin", default=None,
                    help="paired twin stamp file (refinegan prepare-twin): m_refined - m_twin paired")
+    p.add_argument("--psf-matched", nargs="+", default=None,
+                   help="the sims as R received them (refine --matching-only), in the sim "
+                        "shards' order: R's own contribution is refined vs these")
     p = sub.add_parser("summary", help="key numbers of a compare.h5 as an HTML page")
     p.add_argument("--compare", required=True, help="compare.h5 written by refinegan compare")
     p.add_argument("--out", required=True, help="output HTML file")
@@ -97,7 +102,8 @@ def _run(args: argparse.Namespace) -> None:
     if args.stage == "refine":
         from .refiner.refine import refine
 
-        refine(args.model, args.in_path, args.out, chunk_stamps=args.chunk, progress=progress)
+        refine(args.model, args.in_path, args.out, chunk_stamps=args.chunk, progress=progress,
+               matching_only=args.matching_only)
         return
     if args.stage == "summary":
         from .compare.summary import write_summary
@@ -126,7 +132,8 @@ def _run(args: argparse.Namespace) -> None:
         from .compare.compare import compare
 
         compare(config, args.sim, args.refined, args.real, args.out, plots_dir=args.plots,
-                progress=progress, control_paths=args.control, twin_path=args.twin)
+                progress=progress, control_paths=args.control, twin_path=args.twin,
+                psf_matched_paths=args.psf_matched)
 
 
 EXIT_INPUT = 2  # the input or config was refused (RefineganError), nothing written

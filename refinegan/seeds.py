@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["STREAMS", "MOCK_EFFECT_WORDS", "MOCK_NOISE_WORDS", "COMPARE_WORDS", "stream_sequence",
+__all__ = ["STREAMS", "MOCK_EFFECT_WORDS", "MOCK_NOISE_WORDS", "stream_sequence",
            "galaxy_rng", "realisation_keys", "realisation_normals"]
 
 STREAMS = {
@@ -35,6 +35,7 @@ STREAMS = {
     "psf_match": 7,  # the PSF matching's whitening noise (per sim noise realisation)
     "latent": 8,  # R's latent codes (per sim noise realisation)
     "noise_match": 9,  # the noise matching's added Gaussian field (per sim noise realisation)
+    "compare_r_only": 10,  # compare's draws for the psf_matched set (R's own contribution)
     "mock": 11,  # target galaxy parameters (per group)
     "mock_noise": 12,  # target noise fields
     "mock_effects": 13,  # target effects: knots, bulges, neighbours, artefacts, COSMOS draws
@@ -43,9 +44,6 @@ STREAMS = {
 # Extra words after the galaxy id on the target streams (`galaxy_rng`).
 MOCK_EFFECT_WORDS = {"intrinsic": 1, "cosmic_rays": 2, "hot_pixels": 3, "cosmos_draw": 4}
 MOCK_NOISE_WORDS = {"cosmos": 5}  # the mock's own noise fields use the rotation (0, 1) here
-# compare's own sub-streams: SeedSequence([seed, compare.seed_offset, word]), apart from the
-# stage generator, so an optional step never shifts the draws of the others.
-COMPARE_WORDS = {"twin": 1}
 
 
 def stream_sequence(seed: int, stream: str, *words: int) -> np.random.SeedSequence:

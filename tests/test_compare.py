@@ -253,3 +253,93 @@ def test_label_drift_known_answer():
                     {"eps1": np.full(n, 0.15), "eps2": np.zeros(n)})
     assert d["eps1_regauss"]["mean"] == pytest.approx(0.05, rel=1e-12)
     assert d["eps2_regauss"]["n"] == 0 and d["eps2_regauss"]["n_failed"] == n
+
+
+def _matched(path, images, labels, psf, parent, **attrs):
+    """A psf_matched file (refine --matching-only writes these): domain refined, matching_only 1."""
+    from refinegan.io import write_stamps
+
+    extra = {"parent": str(parent), "model_sha256": "0" * 64, "matching_only": 1} | attrs
+    return write_stamps(path, images, labels, domain="refined", pixel_scale=0.2, source="test",
+                        config={}, seed=1, psf=psf, extra_attrs=extra)
+
+
+def _flat(tree, prefix=""):
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            yield from _flat(v, f"{prefix}{k}/")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def test_psf_matched_set_splits_matching_from_r(tmp_path, files, config, caplog):
+    """Known answers of R's own contribution. psf_matched = refined (R did nothing beyond the
+    matching): paired_r_only dm = dc = 0 exactly, matching's paired dm is the whole refined - sim
+    dm, psf_matched's m and W1 are refined's, R closed no gap. psf_matched = sim (the matching
+    did nothing): paired_matching dm = 0 and R's dm is the whole dm. Every other number of
+    compare is that of a compare without the psf_matched set."""
+    imr = np.asarray(h5py.File(files["refined"])["images"])
+    lab, psf = files["labels"], files["psf"]
+    pm_ref = _matched(tmp_path / "pm_ref.h5", imr, lab, psf, files["sim"])
+    pm_sim = _matched(tmp_path / "pm_sim.h5", files["images"], lab, psf, files["sim"])
+    args = ([files["sim"]], [files["refined"]], files["real"])
+    base = compare(config, *args, tmp_path / "a.h5", progress=False)
+    caplog.set_level("INFO", logger="refinegan.compare.compare")
+    res = compare(config, *args, tmp_path / "b.h5", progress=False, psf_matched_paths=[pm_ref])
+    cal = res["calibration"]
+    assert np.all(cal["paired_r_only"]["dm"] == 0) and np.all(cal["paired_r_only"]["dc"] == 0)
+    assert np.all(cal["paired_r_only"]["dm_err"] == 0)
+    np.testing.assert_array_equal(cal["paired_matching"]["dm"], cal["paired"]["dm"])
+    np.testing.assert_allclose(cal["paired_matching"]["dm"], 0.01, atol=1e-3)
+    np.testing.assert_array_equal(cal["psf_matched"]["m"], cal["refined"]["m"])
+    pm, d = res["distances"]["psf_matched"], res["distances"]
+    rows = [list(d["names"]).index(n) for n in pm["names"]]
+    np.testing.assert_array_equal(pm["w1"], d["w1"][rows, 1])
+    ok = np.isfinite(pm["gap_closed_r_w1"])
+    assert ok.sum() > 10 and np.all(pm["gap_closed_r_w1"][ok] == 0)
+    for test in ("gb_all", "gb_noise", "gb_morph", "cnn_pixels"):
+        c = res["classifier"][test]
+        assert 0 <= c["psf_matched_auc"] <= 1 and np.isfinite(c["psf_matched_err"])
+    assert "psf_matched" in res["stats"] and "psf_matched" in res["spectra"]
+    np.testing.assert_array_equal(res["stats"]["psf_matched"]["morph_index"],
+                                  res["stats"]["sim"]["morph_index"])
+    # nothing else moved outside calibration: every number of the compare without psf_matched,
+    # bit for bit; in calibration psf_matched is a paired set (one selection), and with no
+    # failure of its own the m of every set is the one without it
+    got = dict(_flat(res))
+    for key, value in _flat(base):
+        if not key.startswith("calibration"):
+            np.testing.assert_array_equal(got[key], value, err_msg=key)
+    for d in ("sim", "refined", "real"):
+        np.testing.assert_array_equal(res["calibration"][d]["m"], base["calibration"][d]["m"])
+    with h5py.File(tmp_path / "b.h5") as f:
+        for path in ("calibration/psf_matched/m", "calibration/paired_r_only/dm",
+                     "calibration/paired_r_only/dm_err", "distances/psf_matched/energy_morph",
+                     "classifier/gb_all/psf_matched_auc", "stats/psf_matched/hsm_g1"):
+            assert path in f, path
+        assert "psf_matched" in f.attrs["inputs"]
+    msgs = [r.message for r in caplog.records]
+    assert any(m.startswith("PSF matching did (sim -> psf_matched)") for m in msgs)
+    assert any(m.startswith("R did (psf_matched -> refined") and "dm1 0 +- 0" in m for m in msgs)
+
+    res = compare(config, *args, tmp_path / "c.h5", progress=False, psf_matched_paths=[pm_sim])
+    cal = res["calibration"]
+    assert np.all(cal["paired_matching"]["dm"] == 0)
+    np.testing.assert_array_equal(cal["paired_r_only"]["dm"], cal["paired"]["dm"])
+    assert res["distances"]["psf_matched"]["gap_closed_matching_energy"] == 0
+
+
+def test_psf_matched_must_be_r_input_of_the_same_model(tmp_path, files, config):
+    lab, psf, im = files["labels"], files["psf"], files["images"]
+    cfg = load_config(None, [*FAST, "compare.morphology_n=0", "compare.cnn_seeds=0"])
+    args = ([files["sim"]], [files["refined"]], files["real"], tmp_path / "c.h5")
+    plain = _matched(tmp_path / "plain.h5", im, lab, psf, files["sim"], matching_only=0)
+    with pytest.raises(ContractError, match="plain.h5: not a psf_matched file .*--matching-only"):
+        compare(cfg, *args, progress=False, psf_matched_paths=[plain])
+    other = _matched(tmp_path / "other.h5", im, lab, psf, files["sim"], model_sha256="1" * 64)
+    with pytest.raises(ContractError, match="other.h5: matched by model sha256 '1111"):
+        compare(cfg, *args, progress=False, psf_matched_paths=[other])
+    short = _matched(tmp_path / "short.h5", im[:8], {k: v[:8] for k, v in lab.items()}, psf,
+                     files["sim"])
+    with pytest.raises(ContractError, match="8 refined stamps but 32 sim stamps"):
+        compare(cfg, *args, progress=False, psf_matched_paths=[short])

@@ -344,3 +344,58 @@ def test_refine_refuses_to_overwrite_its_input(tmp_path, model):
     with pytest.raises(ContractError, match="is the input file"):
         refine(model, src, link)
     assert file_sha256(src) == before
+
+
+def test_matching_only_writes_r_input(tmp_path):
+    """refine --matching-only: the sims as R receives them, bytes of the matching's own output
+    (`PsfMatch.apply`), the matched /psf, matching_only 1, labels unchanged; with an identity R
+    (no training step) the refined file is that, up to the float32 normalisation round trip."""
+    from refinegan.refiner.psf_match import PsfMatch
+
+    rng = np.random.default_rng(4)
+    sim, _, _ = write_set(tmp_path / "sim.h5", 8, SIZE, rng, sigma=2.0)
+    real, _, _ = write_set(tmp_path / "real.h5", 8, SIZE, rng, domain="real", sigma=2.0)
+    y, x = np.mgrid[0:SIZE, 0:SIZE] - SIZE // 2
+    wide = np.exp(-0.5 * (x**2 / 2.2**2 + y**2 / 1.9**2))
+    _set_psf(real, wide / wide.sum())
+    res = train(_tiny_config("train.steps=0", "train.psf_match=true"), [sim], real, tmp_path / "out")
+    pm = refine(res.model_path, sim, tmp_path / "pm.h5", matching_only=True, chunk_stamps=3)
+    ref = refine(res.model_path, sim, tmp_path / "ref.h5")
+    a, b, r = read_stamps(sim), read_stamps(pm), read_stamps(ref)
+    match = PsfMatch.from_dict(load_file(res.model_path)["psf_match"])
+    want = match.apply(a.images, a.labels["noise_sigma"], a.labels)
+    assert b.images.tobytes() == want.astype(np.float32).tobytes()
+    assert b.psf.tobytes() == match.apply_psf(a.psf).tobytes() == r.psf.tobytes()
+    assert int(b.attrs["matching_only"]) == 1 and "matching_only" not in r.attrs
+    assert b.attrs["model_sha256"] == r.attrs["model_sha256"] and b.attrs["domain"] == "refined"
+    for name in a.labels:
+        assert a.labels[name].tobytes() == b.labels[name].tobytes()
+    assert_allclose(r.images, b.images, atol=1e-5 * np.abs(b.images).max())
+
+
+def test_matching_to_the_sims_own_psf_is_the_sim(tmp_path):
+    """A target whose PSF is the sims': the psf_matched stamps are the sims up to the white noise
+    put back where the PSF passes (almost) nothing (the Wiener regularisation re-draws those
+    modes, most of them for this 1.5-pixel Gaussian PSF). So seen through the PSF, what the PSF
+    passes, the difference is < 1 % of the noise; the restored noise has the sims' sigma within 2 %."""
+    rng = np.random.default_rng(8)
+    size, sigma = 32, 2.0
+    sim, _, _ = write_set(tmp_path / "sim.h5", 64, size, rng, sigma=sigma)
+    real, _, _ = write_set(tmp_path / "real.h5", 8, size, rng, domain="real", sigma=sigma)
+    cfg = load_config(None, [*PLAIN_REFINER, f"stamp.size={size}", "train.batch_size=4",
+                             "train.refiner_channels=4", "train.refiner_blocks=1",
+                             "train.disc_channels=4", "train.pretrain_r_steps=0",
+                             "train.pretrain_d_steps=0", "train.history_size=4", "train.device=cpu",
+                             "train.sample_every=0", "train.steps=0", "train.psf_match=true"])
+    res = train(cfg, [sim], real, tmp_path / "out")
+    a = read_stamps(sim)
+    b = read_stamps(refine(res.model_path, sim, tmp_path / "pm.h5", matching_only=True))
+    diff = (b.images - a.images).astype(np.float64)
+    p_ft = np.fft.fft2(np.fft.ifftshift(a.psf / a.psf.sum()))  # the PSF's transfer function
+    seen = np.fft.ifft2(np.fft.fft2(diff) * p_ft).real  # the difference through the PSF
+    noise_seen = sigma * np.sqrt(np.mean(np.abs(p_ft) ** 2))  # the sim noise through the PSF
+    assert seen.std() < 0.01 * noise_seen
+    assert diff.std() > 0.5 * sigma  # (not trivially: the unpassed modes are new noise)
+    border = np.concatenate([b.images[:, :4].ravel(), b.images[:, -4:].ravel()])
+    assert border.std() == pytest.approx(sigma, rel=0.02)
+    assert_allclose(b.psf, a.psf / a.psf.sum(), atol=1e-3 * a.psf.max())

@@ -22,7 +22,8 @@ def test_slurm_profile_dry_run(tmp_path):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
     assert counts == {"stage_config": "4", "simulate": "2", "prepare_real": "1",
                       "prepare_control": "1", "prepare_twin": "1", "train": "1", "refine": "2",
-                      "compare": "1", "summary": "1", "all": "1", "total": "15"}, counts
+                      "psf_matched": "2", "compare": "1", "summary": "1", "all": "1",
+                      "total": "17"}, counts
     blocks = dict(re.findall(r"^rule (\w+):\n(?:.*\n)*?\s+resources: (.*)$", out, flags=re.M))
     assert "slurm_partition=gpu" in blocks["train"] and "gpu=1" in blocks["train"]
     assert "runtime=240" in blocks["train"]

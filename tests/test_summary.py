@@ -44,3 +44,43 @@ def test_summary_refuses_other_files(tmp_path):
     with pytest.raises(ContractError, match="no /distances group"):
         write_summary(tmp_path / "x.h5", tmp_path / "s.html")
     assert not (tmp_path / "s.html").exists()
+
+
+def test_summary_shows_what_matching_did_and_what_r_did(tmp_path):
+    """With a psf_matched set: one row per distance, AUC and m with sim | psf_matched | refined
+    and the gap each step closed, read back from compare.h5; the two sentences in the title."""
+    from refinegan.compare.r_only import matching_and_r_lines
+
+    cal = {n: {"m": np.array([m, m]), "m_err": np.array([0.001, 0.001]), "c": np.zeros(2),
+               "c_err": np.zeros(2), "n_groups": 10}
+           for n, m in (("sim", -0.01), ("psf_matched", -0.05), ("refined", -0.04))}
+    cal["paired_matching"] = {"dm": np.array([-0.04, -0.04]), "dm_err": np.array([0.002, 0.002])}
+    cal["paired_r_only"] = {"dm": np.array([0.01, 0.01]), "dm_err": np.array([0.003, 0.003])}
+    tree = {
+        "distances": {"names": np.array(["noise_std"]), "w1": np.array([[2.0, 0.5, 0.1]]),
+                      "gap_closed_w1": np.array([0.75]), "energy": np.array([2.0, 1.0, 0.1]),
+                      "gap_closed_energy": 0.5,
+                      "psf_matched": {"energy": 1.5, "gap_closed_matching_energy": 0.25,
+                                      "gap_closed_r_energy": 1 / 3}},
+        "classifier": {"gb_all": {"auc": np.array([0.9, 0.6, 0.5]), "err": np.array([0.01, 0.02, 0.03]),
+                                  "gap_closed": 0.75, "psf_matched_auc": 0.7, "psf_matched_err": 0.02,
+                                  "gap_closed_matching": 0.5, "gap_closed_r": 0.5}},
+        "calibration": cal,
+    }
+    path = tmp_path / "compare.h5"
+    with h5py.File(path, "w") as f:
+        write_tree(f, tree)
+    text = write_summary(path, tmp_path / "s.html").read_text()
+    assert "<td>energy</td><td>2</td><td>1.5</td><td>1</td><td>0.25</td><td>0.33</td>" in text
+    assert ("<td>gb_all AUC</td><td>0.9 ± 0.01</td><td>0.7 ± 0.02</td><td>0.6 ± 0.02</td>"
+            "<td>0.5</td><td>0.5</td>") in text
+    assert ("<td>m1 (paired dm of each step)</td><td>-0.01 ± 0.001</td><td>-0.05 ± 0.001</td>"
+            "<td>-0.04 ± 0.001</td><td>-0.04 ± 0.002</td><td>0.01 ± 0.003</td>") in text
+    lines = matching_and_r_lines(tree)
+    assert lines[0] == ("PSF matching did (sim -> psf_matched): gap closed (energy 0.25); gb_all AUC "
+                        "0.9 -> 0.7; dm1 -0.04 +- 0.002, dm2 -0.04 +- 0.002")
+    assert lines[1] == ("R did (psf_matched -> refined, same galaxies): gap closed (energy 0.33); "
+                        "gb_all AUC 0.7 -> 0.6; dm1 0.01 +- 0.003, dm2 0.01 +- 0.003")
+    assert "PSF matching did (sim -&gt; psf_matched)" in text
+    del tree["distances"]["psf_matched"]
+    assert matching_and_r_lines(tree) == []

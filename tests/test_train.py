@@ -503,3 +503,51 @@ def test_the_last_log_line_says_how_the_steps_split(tmp_path, files, caplog):
         train(_config("train.steps=3", "train.pretrain_r_steps=1", "train.pretrain_d_steps=1"),
               [sim], real, tmp_path / "o")
     assert "finished at step 5 of 5 (2 pretraining + 3 adversarial)" in caplog.text
+
+
+def _adv_run(weight: float, perturb_d: bool = False, steps: int = 3):
+    """A tiny trainer on fixed stamps after 2 pretrain-D and ``steps`` adversarial steps; D's calls
+    counted."""
+    g = torch.Generator().manual_seed(5)
+    sim = torch.asinh(torch.randn(16, 1, SIZE, SIZE, generator=g))
+    real = torch.asinh(1.3 * torch.randn(16, 1, SIZE, SIZE, generator=g))
+    s = TrainSettings.from_config(_config(f"train.adv_weight={weight}", "train.pretrain_r_steps=0",
+                                          "train.pretrain_d_steps=2", f"train.steps={steps}"))
+    t = Trainer(s, 1, (SIZE, SIZE), torch.device("cpu"))
+    if perturb_d:
+        with torch.no_grad():
+            for p in t.disc.parameters():
+                p.add_(torch.randn(p.shape, generator=g))
+    d_before = [p.detach().clone() for p in t.disc.parameters()]
+    calls = []
+    t.disc.register_forward_hook(lambda *a: calls.append(1))
+    rows = [t.one_step(sim, real) for _ in range(s.total_steps)]
+    return t, d_before, len(calls), torch.stack(rows)
+
+
+def test_adv_weight_zero_never_calls_or_trains_d_and_r_does_not_depend_on_it():
+    """train.adv_weight=0: D is never called nor stepped (its weights stay at their init), so R
+    after training is the same bit for bit whatever D's weights; the adversarial and D columns
+    of the log are zero; the run is deterministic. With D (weight 1) D is called and trained."""
+    a, d0, calls, rows = _adv_run(0.0)
+    assert calls == 0
+    assert all(torch.equal(p, q) for p, q in zip(a.disc.parameters(), d0, strict=True))
+    assert float(rows[:, 0].abs().sum()) == 0.0 and float(rows[:, 3:7].abs().sum()) == 0.0
+    b, _, _, _ = _adv_run(0.0, perturb_d=True)
+    c, _, _, _ = _adv_run(0.0)
+    ra, rb, rc = (x.model_state() for x in (a, b, c))
+    for k in ra:
+        assert ra[k].numpy().tobytes() == rb[k].numpy().tobytes() == rc[k].numpy().tobytes(), k
+    assert any(not torch.equal(ra[k], torch.zeros_like(ra[k])) for k in ra if "tail" in k)  # R moved
+    w, dw, calls_w, rows_w = _adv_run(1.0)
+    assert calls_w > 0 and float(rows_w[:, 0].abs().sum()) > 0
+    assert not all(torch.equal(p, q) for p, q in zip(w.disc.parameters(), dw, strict=True))
+
+
+def test_adv_weight_scales_the_adversarial_term():
+    """The adversarial term R's loss adds is adv_weight x SimGAN's (first adversarial step, same
+    state): 0.25 gives a quarter of the term at 1."""
+    _, _, _, one = _adv_run(1.0, steps=1)
+    _, _, _, quarter = _adv_run(0.25, steps=1)
+    assert float(one[-1, 0]) > 0
+    assert float(quarter[-1, 0]) == pytest.approx(0.25 * float(one[-1, 0]), rel=1e-6)

@@ -19,9 +19,15 @@ import h5py
 import numpy as np
 import pytest
 
-from refinegan.compare.calibration import calibrate, group_means, regauss_shapes
+from refinegan.compare.calibration import (
+    ShapeSet,
+    calibrate,
+    calibrate_sets,
+    group_means,
+    regauss_shapes,
+)
 from refinegan.compare.params import CompareParams
-from refinegan.compare.twin import load_twin, twin_calibration, twin_rng
+from refinegan.compare.twin import load_twin, twin_shape_set
 from refinegan.config import load_config, twin_enabled
 from refinegan.errors import ConfigError, ContractError
 from refinegan.io import StampSet, read_many, read_stamps, write_stamps
@@ -56,8 +62,9 @@ def plain(tmp_path_factory):
     sim_cal = calibrate(groups, p.n_bootstrap, np.random.default_rng(1))
 
     def run(t: StampSet) -> dict:  # the sims as their own (identity) refined set
-        return twin_calibration(t, sim, shapes, sim_cal, sim, shapes, sim_cal, p,
-                                twin_rng(cfg.seed, p))
+        sets = {"sim": ShapeSet(shapes, sim.labels), "refined": ShapeSet(shapes, sim.labels),
+                "twin": twin_shape_set(t, p)}
+        return calibrate_sets(None, p, np.random.default_rng(2), (sets, {})).tables
 
     return {"cfg": cfg, "sim": sim, "twin": twin, "plain": run(twin), "biased": run(biased),
             "sim_cal": sim_cal}
@@ -80,7 +87,7 @@ def test_plain_twin_paired_m_is_zero_and_much_tighter_than_unpaired(plain):
     assert res["n_groups"] >= 250
     assert np.all(np.abs(dm) < 3 * err), (dm, err)
     assert np.all(err * 3 < unpaired), (err, unpaired)
-    np.testing.assert_allclose(unpaired, np.hypot(plain["sim_cal"]["m_err"],
+    np.testing.assert_allclose(unpaired, np.hypot(plain["plain"]["sim"]["m_err"],
                                                   plain["plain"]["twin"]["m_err"]))
 
 
@@ -184,8 +191,9 @@ def test_a_twin_of_other_sims_is_refused(tmp_path):
 
 
 def test_compare_with_twin_adds_only_its_datasets(tmp_path):
-    """compare --twin writes calibration/twin, transfer_paired and twin_sim_paired; every other
-    dataset is the same as without the twin (the twin draws from its own generator)."""
+    """compare --twin writes calibration/twin, transfer_paired and twin_sim_paired; every dataset
+    outside calibration is the same as without the twin; in calibration the twin is one of the
+    paired sets: sim, refined and twin are fitted on the same groups (consistent selection)."""
     from refinegan.cli import main
     from refinegan.compare.compare import compare
 
@@ -215,8 +223,11 @@ def test_compare_with_twin_adds_only_its_datasets(tmp_path):
                 "calibration/transfer_paired/dm_err", "calibration/twin_sim_paired/dm"} <= set(new)
         assert all(n.split("/")[1] in ("twin", "transfer_paired", "twin_sim_paired") for n in new)
         for name in names_a:
-            if isinstance(a[name], h5py.Dataset):
+            if isinstance(a[name], h5py.Dataset) and not name.startswith("calibration/"):
                 assert a[name][()].tobytes() == b[name][()].tobytes(), name
+        n = {d: int(b[f"calibration/{d}/n_groups"][()]) for d in ("sim", "refined", "twin")}
+        assert len(set(n.values())) == 1 and n["sim"] <= a["calibration/sim/n_groups"][()], n
+        assert b["calibration/twin"].attrs["selection"] == "common to sim, refined, twin"
         assert b["calibration/transfer_paired/dm"].shape == (2,)
         # the refined set is the sims: m_refined - m_twin = -(m_twin - m_sim) exactly
         np.testing.assert_allclose(b["calibration/transfer_paired/dm"][()],

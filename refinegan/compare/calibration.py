@@ -458,6 +458,40 @@ def _reweighted(grs: dict[str, Groups], sets: dict[str, ShapeSet], p: ComparePar
             for d in ("sim", "refined") if d in grs}
 
 
+def _paired_extras(grs: dict[str, Groups], out: dict, p: CompareParams,
+                   rng: np.random.Generator) -> dict:
+    """The paired differences of the optional sets drawn on the sims' galaxies (dm = m_b - m_a,
+    same groups and bootstrap draws for both).
+
+    - ``psf_matched`` (R's input, `refinegan.compare.r_only`): ``paired_matching`` =
+      psf_matched - sim (what the matching did), ``paired_r_only`` = refined - psf_matched (what
+      R did);
+    - ``twin`` (the target on the sims' galaxies, `refinegan.compare.twin`):
+      ``transfer_paired`` = refined - twin and ``twin_sim_paired`` = twin - sim, each with
+      ``dm_err_unpaired`` (the two sets' errors in quadrature, for scale), ``meets_bar`` and
+      ``bar``.
+    """
+    res: dict = {}
+    pairs = []
+    if "psf_matched" in grs:
+        pairs += [("paired_matching", "sim", "psf_matched"), ("paired_r_only", "psf_matched",
+                                                                "refined")]
+    if "twin" in grs:
+        pairs += [("transfer_paired", "twin", "refined"), ("twin_sim_paired", "sim", "twin")]
+    for key, a, b in pairs:
+        if a not in grs or b not in grs:
+            continue
+        r = paired_difference(grs[a], grs[b], p.n_bootstrap, rng)
+        if "twin" in (a, b):
+            r["dm_err_unpaired"] = np.hypot(out[a]["m_err"], out[b]["m_err"])
+            r["meets_bar"] = np.abs(r["dm"]) < p.bar_m
+            r["bar"] = p.bar_m
+            logger.info("calibration %s: dm=%s +- %s (unpaired error %s, %d groups)", key,
+                        r["dm"], r["dm_err"], r["dm_err_unpaired"], r["n_groups"])
+        res[key] = r
+    return res
+
+
 def calibrate_sets(data: Samples, p: CompareParams, rng: np.random.Generator,
                    shape_sets: tuple[dict[str, ShapeSet], dict[str, str]] | None = None
                    ) -> Calibration:
@@ -508,6 +542,8 @@ def calibrate_sets(data: Samples, p: CompareParams, rng: np.random.Generator,
         out.update(_reweighted(grs, sets, p, rng))
     if "sim" in grs and "refined" in grs:
         out["paired"] = paired_difference(grs["sim"], grs["refined"], p.n_bootstrap, rng)
+    out.update(_paired_extras(grs, out, p, rng))
+    if "sim" in grs and "refined" in grs:
         if "real" in grs:
             out["transfer"] = transfer(out["sim"], out["refined"], out["real"], out["paired"],
                                        p.bar_m, out.get("refined_reweighted"))

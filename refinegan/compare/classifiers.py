@@ -23,7 +23,7 @@ from .measure import pick_groups
 from .params import MORPH_STATS, NOISE_STATS, SCALAR_STATS, CompareParams
 from .samples import Samples, triples
 
-__all__ = ["CNNParams", "cnn_fit_predict", "classifier_tests"]
+__all__ = ["CNNParams", "cnn_fit_predict", "classifier_tests", "tests_vs_real"]
 
 logger = logging.getLogger(__name__)
 
@@ -215,4 +215,36 @@ def classifier_tests(data: Samples, p: CompareParams, rng: np.random.Generator) 
     if p.cnn_seeds > 0:
         out["cnn_pixels"] = _cnn_test(data, p, rng)
         logger.info("classifier cnn_pixels: AUC %s", np.round(out["cnn_pixels"]["auc"], 3))
+    return out
+
+
+def tests_vs_real(data: Samples, d: str, p: CompareParams, rng: np.random.Generator) -> dict:
+    """The classifier tests of `classifier_tests` for one more set ``d`` (e.g. ``psf_matched``)
+    against the real set only: a column beside sim's and refined's.
+
+    ``rng`` is drawn in this order: gb_all, gb_noise, gb_morph, then the CNN's stamp picks (``d``
+    then real) and splits. Returns per test ``auc``, ``err``, ``seed_aucs`` (seeds,) and ``n`` (2,).
+    """
+    def gb(xtr, ytr, xte, seed):
+        return dist.gb_fit_predict(xtr, ytr, xte, seed, max_iter=p.gb_max_iter, threads=p.threads)
+
+    def one(xa, xb, ga, gb_, fit_predict, seeds):
+        r = dist.classifier_auc(xa, xb, ga, gb_, fit_predict=fit_predict, seeds=seeds,
+                                test_fraction=p.test_fraction, n_boot=p.n_bootstrap, rng=rng)
+        return {"auc": r.auc, "err": r.err, "seed_aucs": r.seed_aucs, "n": np.array([r.n_a, r.n_b])}
+
+    out, g = {}, data.groups
+    for key, names in (("gb_all", SCALAR_STATS), ("gb_noise", NOISE_STATS)):
+        out[key] = one(_features(data, d, names, True), _features(data, "real", names, True),
+                       g[d], g["real"], gb, p.gb_seeds)
+    if data.has_morph:
+        mi = {x: data.meas[x].morph_index for x in (d, "real")}
+        out["gb_morph"] = one(_features(data, d, MORPH_STATS, False),
+                              _features(data, "real", MORPH_STATS, False),
+                              g[d][mi[d]], g["real"][mi["real"]], gb, p.gb_seeds)
+    if p.cnn_seeds > 0:
+        cnn = CNNParams(data.scale, channels=p.cnn_channels, epochs=p.cnn_epochs, threads=p.threads)
+        idx = {x: pick_groups(g[x], p.cnn_max_stamps, rng) for x in (d, "real")}
+        out["cnn_pixels"] = one(*(np.asarray(data.sets[x].images[idx[x]]) for x in (d, "real")),
+                                g[d][idx[d]], g["real"][idx["real"]], cnn.fit_predict, p.cnn_seeds)
     return out

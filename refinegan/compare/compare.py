@@ -21,19 +21,21 @@ import numpy as np
 from ..config import RunConfig
 from ..errors import ContractError
 from ..io import StampSet, file_sha256, package_versions, read_many
+from ..seeds import stream_sequence
 from ..units import same_units
 from . import distances as dist
-from .calibration import calibrate_sets
+from .calibration import calibrate_sets, set_shapes
 from .classifiers import classifier_tests
 from .measure import Measurement, groups_of, measure, pick_groups, truncate
 from .morphology import morphology
-from .params import DOMAINS, PAIRS, CompareParams
+from .params import PAIRS, CompareParams
+from .r_only import psf_matched_tables
 from .samples import Samples, asinh_scale
 from .stats import FLAG_HSM, FLAG_NOISE, FLAG_NONFINITE
 from .store import summary_lines, write_compare_h5
 from .stream import stream_shape_sets
 from .tables import distance_tables, label_drift, spectra_tables
-from .twin import load_twin, twin_calibration, twin_rng
+from .twin import load_twin, twin_shape_set
 
 __all__ = ["compare"]
 
@@ -66,7 +68,7 @@ def _check_pairing(sim: StampSet, ref: StampSet, sim_paths, ref_paths) -> None:
 
 
 def _load_sets(sim_paths: Paths, refined_paths: Paths, real_path, control_paths: Paths,
-               max_stamps: int | None) -> dict[str, StampSet]:
+               max_stamps: int | None, psf_matched_paths: Paths = ()) -> dict[str, StampSet]:
     """Read every set (shards concatenated), each cut to ``max_stamps`` (whole groups)."""
     sets = {
         "sim": truncate(read_many(sim_paths, max_stamps), max_stamps),
@@ -75,7 +77,24 @@ def _load_sets(sim_paths: Paths, refined_paths: Paths, real_path, control_paths:
     }
     if control_paths:
         sets["control"] = truncate(read_many(control_paths, max_stamps), max_stamps)
+    if psf_matched_paths:
+        sets["psf_matched"] = truncate(read_many(psf_matched_paths, max_stamps), max_stamps)
     return sets
+
+
+def _check_psf_matched(sets: dict[str, StampSet], sim_paths: Paths, pm_paths: Paths) -> None:
+    """The psf_matched set pairs one to one with sim, is R's input (``refine --matching-only``)
+    and was matched by the model that refined the sims."""
+    pm, ref = sets["psf_matched"], sets["refined"]
+    _check_pairing(sets["sim"], pm, sim_paths, pm_paths)
+    if int(pm.attrs.get("matching_only", 0)) != 1:
+        raise ContractError(f"{pm_paths[0]}: not a psf_matched file (attribute matching_only is "
+                            f"{pm.attrs.get('matching_only', 'missing')!r}, expected 1); write it "
+                            f"with refinegan refine --matching-only")
+    if pm.attrs.get("model_sha256") != ref.attrs.get("model_sha256"):
+        raise ContractError(f"{pm_paths[0]}: matched by model sha256 {pm.attrs.get('model_sha256')!r}, "
+                            f"but the refined set was refined by {ref.attrs.get('model_sha256')!r}; "
+                            f"R's own contribution needs R's input of the same model")
 
 
 def _check_sets(sets: dict[str, StampSet], sim_paths: Paths, refined_paths: Paths,
@@ -124,8 +143,10 @@ def _with_morphology(sets: dict[str, StampSet], meas: dict[str, Measurement],
     index = {"sim": pick_groups(groups["sim"], p.morphology_n, rng)}
     index["refined"] = index["sim"]
     index["real"] = pick_groups(groups["real"], p.morphology_n, rng)
+    if "psf_matched" in sets:  # paired with the sims: their galaxies
+        index["psf_matched"] = index["sim"]
     out = dict(meas)
-    for d in DOMAINS:
+    for d in index:
         idx = index[d]
         morph = morphology(sets[d].images[idx], meas[d].scalars["noise_std"][idx],
                            threshold_sigma=p.morph_threshold_sigma, n_pixels=p.morph_n_pixels,
@@ -144,6 +165,7 @@ def compare(
     progress: bool = True,
     control_paths: Paths | None = None,
     twin_path: str | os.PathLike | None = None,
+    psf_matched_paths: Paths | None = None,
 ) -> dict:
     """Compare sim, refined and real stamp sets; write ``out_path`` (compare.h5) and plots.
 
@@ -170,6 +192,11 @@ def compare(
         galaxies): its m and the paired m_refined - m_twin, m_twin - m_sim
         (``calibration/twin``, ``calibration/transfer_paired``, ``calibration/twin_sim_paired``;
         `refinegan.compare.twin`) [default: None, no twin].
+    psf_matched_paths : sequence of paths, optional
+        R's input (``refinegan refine --matching-only``), in the sim shards' order: its
+        statistics, distances, AUCs and m beside sim's and refined's, and R's own paired change
+        ``calibration/paired_r_only`` (`refinegan.compare.r_only`). Without it R's own
+        contribution is not measured, and nothing else changes.
 
     Returns
     -------
@@ -184,10 +211,13 @@ def compare(
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, p.seed_offset]))
     sim_paths, refined_paths = list(sim_paths), list(refined_paths)
     control_paths = list(control_paths or [])
-    sets = _load_sets(sim_paths, refined_paths, real_path, control_paths, p.full_stamps)
+    pm_paths = list(psf_matched_paths or [])
+    sets = _load_sets(sim_paths, refined_paths, real_path, control_paths, p.full_stamps, pm_paths)
     _check_sets(sets, sim_paths, refined_paths, real_path)
+    if pm_paths:
+        _check_psf_matched(sets, sim_paths, pm_paths)
     _check_units(sets, {"sim": sim_paths, "refined": refined_paths, "real": [real_path],
-                        "control": control_paths})
+                        "control": control_paths, "psf_matched": pm_paths})
     twin = load_twin(twin_path, sets["sim"], p.full_stamps) if twin_path is not None else None
     logger.info("compare: %s stamps", ", ".join(f"{len(s)} {d}" for d, s in sets.items()))
 
@@ -202,23 +232,33 @@ def compare(
     result["spectra"], result["acf"], result["histogram"] = spectra_tables(data, p)
     result["distances"] = distance_tables(data, p, rng)
     result["classifier"] = classifier_tests(data, p, rng)
-    streamed = None
     if p.mode == "calibration":  # REGAUSS on every stamp of every file, at flat memory
         files = {"sim": sim_paths, "refined": refined_paths, "real": [real_path]}
         files.update({"control": control_paths} if control_paths else {})
-        streamed = stream_shape_sets(files, p, progress)
-    calibration = calibrate_sets(data, p, rng, streamed)
+        files.update({"psf_matched": pm_paths} if pm_paths else {})
+        files.update({"twin": [twin_path]} if twin is not None else {})
+        shape_sets = stream_shape_sets(files, p, progress)
+    else:
+        shape_sets = set_shapes(data, p)
+        if twin is not None:
+            shape_sets[0]["twin"] = twin_shape_set(twin, p)
+    calibration = calibrate_sets(data, p, rng, shape_sets)
     result["calibration"] = calibration.tables
     n_drift = len(sets["sim"])  # the shapes of the stamps measured (all of them in full mode)
     result["labels"] = label_drift(
         meas["sim"], meas["refined"],
         *({k: v[:n_drift] for k, v in calibration.shapes[d].items()} if d in calibration.shapes
           else None for d in ("sim", "refined")))
-    if twin is not None:
-        _add_twin(result["calibration"], calibration.shapes, data, twin, p, config.seed)
+    if pm_paths:  # its own stream: the other sets' distances and AUCs are those without it
+        rng_pm = np.random.default_rng(stream_sequence(config.seed, "compare_r_only"))
+        for key, tree in psf_matched_tables(data, result, p, rng_pm).items():
+            for name, node in tree.items():
+                result[key].setdefault(name, {}).update(node)
 
     inputs = {"control": control_paths, "sim": sim_paths, "refined": refined_paths,
               "real": [real_path]}
+    if pm_paths:
+        inputs["psf_matched"] = pm_paths
     if twin_path is not None:
         inputs["twin"] = [twin_path]
     attrs = _attrs(config, data, inputs)
@@ -230,21 +270,6 @@ def compare(
     plots_dir = Path(plots_dir) if plots_dir is not None else Path(out_path).parent / "plots"
     plots.make_plots(result, sets, plots_dir, scale=data.scale, n_stamps=p.plot_stamps, rng=rng)
     return result
-
-
-def _add_twin(tables: dict, shapes: dict, data: Samples, twin: StampSet, p: CompareParams,
-              seed: int) -> None:
-    """Add the twin's calibration entries to ``tables`` (its own generator: nothing else moves)."""
-    if "sim" not in shapes:
-        logger.info("twin calibration skipped: the sims were not calibrated")
-        return
-    sim = data.sets["sim"]
-    logger.info("compare: %d twin stamps", len(twin))
-    n = len(sim)  # in calibration mode the shapes cover every stamp, the sets the subsample
-    cut = {d: {k: v[:n] for k, v in shapes[d].items()} for d in ("sim", "refined") if d in shapes}
-    tables.update(twin_calibration(twin, sim, cut["sim"], tables["sim"], data.sets["refined"],
-                                   cut.get("refined"), tables.get("refined"), p,
-                                   twin_rng(seed, p)))
 
 
 def _stats_tree(data: Samples) -> dict:

@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from ..atomic import atomic_path
+from .r_only import matching_and_r_lines
 
 __all__ = ["write_tree", "write_compare_h5", "read_tree", "summary_lines"]
 
@@ -111,7 +112,8 @@ def summary_lines(result: Mapping) -> list[str]:
     if cells:
         lines.append("label drift refined-sim, median/95th pct of |drift|: " + ", ".join(cells))
     cal = result.get("calibration", {})
-    for dom in ("sim", "refined", "real", "control", "refined_target_psf", "refined_reweighted"):
+    for dom in ("sim", "refined", "real", "control", "refined_target_psf", "refined_reweighted",
+                "psf_matched", "twin"):
         if dom in cal and "m" in cal[dom]:
             c = cal[dom]
             lines.append(
@@ -123,13 +125,10 @@ def summary_lines(result: Mapping) -> list[str]:
                 + (f", {100 * float(c['group_failure_fraction']):.1f} % of groups left out"
                    if "group_failure_fraction" in c else "") + ")"
             )
-    if "paired" in cal:
-        p = cal["paired"]
-        lines.append(f"paired refined-sim  dm={p['dm']} +- {p['dm_err']}  dc={p['dc']} +- {p['dc_err']}")
-    if "twin" in cal and "m" in cal["twin"]:
-        t = cal["twin"]
-        lines.append(f"calibration twin (the target on the sims' galaxies) m={t['m']} +- {t['m_err']}"
-                     f" ({t['n_groups']} groups)")
+    for key, label in (("paired", "refined-sim"), ("paired_r_only", "refined-psf_matched")):
+        if key in cal:
+            p = cal[key]
+            lines.append(f"paired {label}  dm={p['dm']} +- {p['dm_err']}  dc={p['dc']} +- {p['dc_err']}")
     for key, label in (("transfer_paired", "refined-twin"), ("twin_sim_paired", "twin-sim")):
         if key in cal:
             t = cal[key]
@@ -143,4 +142,4 @@ def summary_lines(result: Mapping) -> list[str]:
                 f"{t['abs_dm_refined_real_err']} vs |m_sim-m_real|={t['abs_dm_sim_real']} +- "
                 f"{t['abs_dm_sim_real_err']}; meets {t['bar']:g}: {t['meets_bar']}"
             )
-    return lines
+    return lines + matching_and_r_lines(result)

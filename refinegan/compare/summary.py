@@ -16,6 +16,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import ContractError
+from .r_only import DISTANCE_KEYS, matching_and_r_lines
 from .store import read_tree
 
 __all__ = ["write_summary", "summary_tables", "headline_rows"]
@@ -135,7 +136,42 @@ def summary_tables(tree: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         tables.append((f"Calibration transfer (bar {float(t['bar']):g})",
                        ["", "|m_sim - m_real|", "|m_refined - m_real|", "refined meets bar",
                         "|dm| paired", "|dm| meets bar"], rows))
+    rows = r_only_rows(tree)
+    if rows:
+        tables.append(("What PSF matching did, and what R did: " + " ".join(matching_and_r_lines(tree)),
+                       ["quantity", "sim", "psf_matched (R's input)", "refined",
+                        "gap closed by matching", "gap closed by R (of what matching left)"], rows))
     return tables
+
+
+def r_only_rows(tree: dict) -> list[list[str]]:
+    """Rows (quantity, sim, psf_matched, refined, matching's gap closed, R's): distances to the
+    real set, classifier AUCs and m; [] without a psf_matched set (`refinegan.compare.r_only`)."""
+    dist, clf, cal = tree["distances"], tree.get("classifier", {}), tree.get("calibration", {})
+    pm = dist.get("psf_matched")
+    if not isinstance(pm, dict):
+        return []
+    rows = []
+    for key in DISTANCE_KEYS:
+        if key in pm and key in dist:
+            d = np.asarray(dist[key])
+            rows.append([key, _fmt(d[0]), _fmt(pm[key]), _fmt(d[1]),
+                         _fmt(pm[f"gap_closed_matching_{key}"], digits=2),
+                         _fmt(pm[f"gap_closed_r_{key}"], digits=2)])
+    for test, c in clf.items():
+        if "psf_matched_auc" in c:
+            auc, err = np.asarray(c["auc"]), np.asarray(c["err"])
+            rows.append([f"{test} AUC", _fmt(auc[0], err[0]),
+                         _fmt(c["psf_matched_auc"], c["psf_matched_err"]), _fmt(auc[1], err[1]),
+                         _fmt(c["gap_closed_matching"], digits=2), _fmt(c["gap_closed_r"], digits=2)])
+    if all(k in cal and "m" in cal[k] for k in ("sim", "psf_matched", "refined")):
+        for k in (0, 1):
+            steps = [_fmt(q["dm"][k], q["dm_err"][k]) if q is not None else "n/a"
+                     for q in (cal.get("paired_matching"), cal.get("paired_r_only"))]
+            rows.append([f"m{k + 1} (paired dm of each step)"]
+                        + [_fmt(cal[n]["m"][k], cal[n]["m_err"][k]) for n in ("sim", "psf_matched", "refined")]
+                        + steps)
+    return rows
 
 
 def write_summary(compare_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:

@@ -21,12 +21,12 @@ from .params import HIST_RANGE, MORPH_STATS, NOISE_STATS, PIXEL_SAMPLE, SCALAR_S
 from .samples import Samples, triples
 from .stats import radial_bins
 
-__all__ = ["spectra_tables", "distance_tables", "label_drift", "W1_BOOTSTRAP"]
+__all__ = ["spectra_tables", "distance_tables", "distances_to_real", "label_drift", "W1_BOOTSTRAP"]
 
 logger = logging.getLogger(__name__)
 
 W1_BOOTSTRAP = 50  # resamples of galaxy groups for the W1 errors (cost ~ 50 W1 evaluations)
-_SPECTRA_DOMAINS = ("sim", "refined", "real", "control")
+_SPECTRA_DOMAINS = ("sim", "refined", "real", "control", "psf_matched")
 _DOMAINS = ("sim", "refined", "real")
 
 
@@ -241,6 +241,54 @@ def distance_tables(data: Samples, p: CompareParams, rng: np.random.Generator) -
     for key in ("energy", "energy_noise", "energy_morph", "power_spectrum", "acf"):
         if key in out:
             out[f"gap_closed_{key}"] = float(dist.gap_closed(out[key][0], out[key][1]))
+    return out
+
+
+def distances_to_real(data: Samples, d: str, p: CompareParams, rng: np.random.Generator) -> dict:
+    """The distances of one more set ``d`` (e.g. ``psf_matched``) to the real set, as
+    `distance_tables` gives them for sim and refined: a column beside theirs.
+
+    ``d``'s statmorph statistics are those of its ``morph_index`` rows (the sims' subsample for a
+    set paired with the sims). ``rng`` is drawn in this order: W1 bootstrap groups (all stamps,
+    then the statmorph subsample), then the energy subsamples. The pixel-value row is left out (in
+    `distance_tables` it pairs refined with the sims' pixels).
+
+    Returns
+    -------
+    dict
+        ``names`` (S,), ``w1``, ``w1_err``, ``ks``, ``ks_p`` (S,); ``energy``, ``energy_noise``,
+        ``energy_morph`` (with statmorph), ``power_spectrum``, ``acf`` (floats).
+    """
+    meas, real = data.meas, data.meas["real"]
+    names = list(SCALAR_STATS) + [m for m in MORPH_STATS if data.has_morph]
+    groups = {"d": data.groups[d], "real": data.groups["real"]}
+    boots = {"full": [_boot_sets(groups[k], W1_BOOTSTRAP, rng) for k in ("d", "real")]}
+    if data.has_morph:
+        boots["morph"] = [_boot_sets(groups[k][meas[x].morph_index], W1_BOOTSTRAP, rng)
+                          for k, x in (("d", d), ("real", "real"))]
+    w1, w1_err, ks, ks_p = [], [], [], []
+    for name in names:
+        a, b = (_finite_or_nan(meas[x].values(name)) for x in (d, "real"))
+        r = dist.w1_ks(a, b)
+        w1.append(r[0])
+        ks.append(r[1])
+        ks_p.append(r[2])
+        w1_err.append(_w1_err(a, b, *boots["full" if name in real.scalars else "morph"]))
+    out = {"names": np.array(names), "w1": np.array(w1), "w1_err": np.array(w1_err),
+           "ks": np.array(ks), "ks_p": np.array(ks_p)}
+    families = {"energy": SCALAR_STATS, "energy_noise": NOISE_STATS}
+    if data.has_morph:
+        families["energy_morph"] = MORPH_STATS
+    for key, fam in families.items():
+        fa, fr = (np.stack([_finite_or_nan(meas[x].values(n)) for n in fam], axis=1)
+                  for x in (d, "real"))
+        out[key] = float(dist.energy(fa, fr, np.nanstd(fr, axis=0), p.energy_n, rng))
+    lag0 = np.zeros(real.acf.shape[1:], bool)
+    lag0[p.acf_max_lag, p.acf_max_lag] = True
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = _mean_power(meas[d].power) / _mean_power(real.power)
+        out["power_spectrum"] = float(np.sqrt(np.mean(np.log10(ratio) ** 2)))
+    out["acf"] = float(np.sqrt(np.mean((_mean_acf(meas[d].acf) - _mean_acf(real.acf))[~lag0] ** 2)))
     return out
 
 

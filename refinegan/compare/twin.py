@@ -13,8 +13,11 @@ the pixel noise and the target's effects are left in the error.
   errors in quadrature for scale, ``meets_bar`` = |dm| < ``compare.bar_m``;
 - ``calibration/twin_sim_paired``: dm = m_twin - m_sim, the same for the sims.
 
-The twin's random draws come from their own generator ``SeedSequence([seed, seed_offset,
-COMPARE_WORDS["twin"]])``, so a compare with a twin draws every other number as one without.
+The twin is one of the paired sets of `refinegan.compare.calibration.calibrate_sets` (with sim,
+refined and psf_matched): they are fitted on the galaxy groups measured in all of them, so a
+group whose twin stamp fails REGAUSS is dropped from the sims' and refined fits too, and m_sim,
+m_refined and m_twin are measured on one selection. In ``compare.mode: calibration`` the twin is
+streamed like the other files (`refinegan.compare.stream`).
 """
 
 from __future__ import annotations
@@ -26,23 +29,16 @@ import numpy as np
 
 from ..errors import ContractError
 from ..io import StampSet, read_stamps
-from ..seeds import COMPARE_WORDS
-from .calibration import Groups, calibrate, group_means, paired_difference, regauss_shapes
+from .calibration import ShapeSet, regauss_shapes
 from .measure import measure, truncate
 from .params import CompareParams
 
-__all__ = ["PAIRED_LABELS", "load_twin", "twin_rng", "twin_calibration"]
+__all__ = ["PAIRED_LABELS", "load_twin", "twin_shape_set"]
 
 logger = logging.getLogger(__name__)
 
 # Labels a twin must share with the sims, stamp by stamp (matched by ``id``).
 PAIRED_LABELS = ("pair_id", "rot90", "shear_sign", "g1", "g2", "e1_int", "e2_int", "flux", "hlr")
-
-
-def twin_rng(seed: int, p: CompareParams) -> np.random.Generator:
-    """The twin's own generator (module docstring)."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed), p.seed_offset,
-                                                         COMPARE_WORDS["twin"]]))
 
 
 def load_twin(path: str | os.PathLike, sim: StampSet, max_stamps: int | None) -> StampSet:
@@ -86,50 +82,8 @@ def load_twin(path: str | os.PathLike, sim: StampSet, max_stamps: int | None) ->
     return twin
 
 
-def _groups(shapes: dict, labels: dict) -> Groups:
-    return group_means(shapes["eps1"], shapes["eps2"], shapes["status"] == 0, labels)
-
-
-def twin_calibration(twin: StampSet, sim: StampSet, sim_shapes: dict, sim_cal: dict,
-                     refined: StampSet | None, refined_shapes: dict | None,
-                     refined_cal: dict | None, p: CompareParams,
-                     rng: np.random.Generator) -> dict:
-    """The twin's entries of compare.h5's ``calibration`` tree (module docstring).
-
-    Parameters
-    ----------
-    twin : StampSet
-        The twin set (`load_twin`).
-    sim, refined : StampSet
-        The sims and their refined versions (``refined`` may be None: no ``transfer_paired``).
-    sim_shapes, refined_shapes : dict
-        Their `regauss_shapes` (``eps1``, ``eps2``, ``status`` (N,)), as compare measured them.
-    sim_cal, refined_cal : dict
-        Their `calibrate` results (``m_err`` for the unpaired error).
-    p : CompareParams
-        ``n_bootstrap``, ``bar_m`` and the noise mask of the twin's measurement.
-    rng : numpy.random.Generator
-        Drawn in this order: the twin's bootstrap, ``transfer_paired``, ``twin_sim_paired``.
-
-    Returns
-    -------
-    dict with ``twin``, ``twin_sim_paired`` and (with refined) ``transfer_paired``.
-    """
+def twin_shape_set(twin: StampSet, p: CompareParams) -> ShapeSet:
+    """The twin's REGAUSS shapes (its own ``/psf``, its measured sky noise variance) for
+    `refinegan.compare.calibration.calibrate_sets`, which pairs it with the sims and refined."""
     noise_std = measure(twin, p).scalars["noise_std"]
-    sh = regauss_shapes(twin.images, twin.psf, noise_std**2, twin.mask)
-    g_twin = _groups(sh, twin.labels)
-    out = {"twin": calibrate(g_twin, p.n_bootstrap, rng)}
-    out["twin"].update(regauss_status=sh["status"], eps1=sh["eps1"], eps2=sh["eps2"])
-    pairs = [("twin_sim_paired", _groups(sim_shapes, sim.labels), g_twin, sim_cal, out["twin"])]
-    if refined is not None and refined_shapes is not None:
-        pairs.insert(0, ("transfer_paired", g_twin, _groups(refined_shapes, refined.labels),
-                         out["twin"], refined_cal))
-    for key, a, b, cal_a, cal_b in pairs:  # dm = m_b - m_a
-        res = paired_difference(a, b, p.n_bootstrap, rng)
-        res["dm_err_unpaired"] = np.hypot(cal_a["m_err"], cal_b["m_err"])
-        res["meets_bar"] = np.abs(res["dm"]) < p.bar_m
-        res["bar"] = p.bar_m
-        out[key] = res
-        logger.info("calibration %s: dm=%s +- %s (unpaired error %s, %d groups)", key, res["dm"],
-                    res["dm_err"], res["dm_err_unpaired"], res["n_groups"])
-    return out
+    return ShapeSet(regauss_shapes(twin.images, twin.psf, noise_std**2, twin.mask), twin.labels)

@@ -9,6 +9,9 @@ The model is refused (`ContractError`) for an input of another pixel scale, or o
 cannot be normalised as in training (missing noise label, other normalisation version, or a
 median noise sigma outside a factor ``sigma_tolerance`` of the training sims'). Any stamp size
 works: R is fully convolutional.
+
+``matching_only`` writes R's input instead (the sims through the model's PSF and noise matching,
+no R): the ``psf_matched`` set compare measures R's own contribution against.
 """
 
 from __future__ import annotations
@@ -150,6 +153,7 @@ def refine(
     device: str = "auto",
     sigma_tolerance: float = SIGMA_TOLERANCE,
     jit: bool = True,
+    matching_only: bool = False,
 ) -> Path:
     """Refine every stamp of ``in_path`` with the model ``model_path`` into ``out_path``.
 
@@ -172,6 +176,11 @@ def refine(
         the check off [default: `SIGMA_TOLERANCE`].
     jit : bool
         CPU only: run R through ``torch.jit.freeze`` (`fast_refiner`) [default: True].
+    matching_only : bool
+        Write R's input instead of its output: the sims through the model's PSF matching (and
+        noise matching), no R, no learned PSF kernel; ``/psf`` is the matched PSF and the file
+        attribute ``matching_only`` is 1. What compare calls the ``psf_matched`` set: refined vs
+        it, on the same stamps, is R's own contribution [default: False].
 
     Raises
     ------
@@ -198,9 +207,11 @@ def refine(
         if match is not None:
             _check_match_psf(match, sf, model_path)
         nmatch = _noise_match_for(model, sf, model_path)
-        psf = _refined_psf(sf, match, module)
-        runner = fast_refiner(module, dev, sf.stamp_shape, jit=jit)
-        extra = _provenance(in_path, model_path, model_sha, match, module)
+        psf = _refined_psf(sf, match, None if matching_only else module)
+        runner = None if matching_only else fast_refiner(module, dev, sf.stamp_shape, jit=jit)
+        extra = _provenance(in_path, model_path, model_sha, match, None if matching_only else module)
+        if matching_only:
+            extra["matching_only"] = 1
         if nmatch is not None:  # the target's noise covariance the sims were re-observed with
             extra["noise_match_covariance"] = nmatch.covariance_near()
         bar = None
@@ -208,7 +219,7 @@ def refine(
             from tqdm.auto import tqdm
 
             bar = tqdm(total=sf.n, desc="refine", unit="stamp")
-        with _writer(out_path, sf, model_path, chunk_stamps, psf, extra) as w:
+        with _writer(out_path, sf, model_path, chunk_stamps, psf, extra, matching_only) as w:
             for i, (sl, images) in enumerate(sf.iter_chunks(chunk_stamps)):
                 labels = sf.labels(sl=sl)  # each label's own dtype, bytes unchanged
                 sigma = _chunk_sigma(images, labels, sl, norm, in_path)
@@ -218,8 +229,12 @@ def refine(
                     images = match.apply(images, sigma, labels, offset=sl.start)
                 if nmatch is not None:
                     images = nmatch.apply(images, sigma, labels, offset=sl.start)
-                latent = latent_codes(labels, images.shape[0], module.latent_dim, seed, sl.start)
-                out = refine_array(runner, norm, images, sigma, dev, channels_last=True, latent=latent)
+                if matching_only:  # R's input, as refine_array would receive it
+                    out = np.asarray(images, dtype=np.float32)
+                else:
+                    latent = latent_codes(labels, images.shape[0], module.latent_dim, seed, sl.start)
+                    out = refine_array(runner, norm, images, sigma, dev, channels_last=True,
+                                       latent=latent)
                 w.write(out, labels, sf.mask[sl] if sf.mask is not None else None)
                 if bar is not None:
                     bar.update(images.shape[0])
@@ -257,17 +272,20 @@ def _refined_psf(sf, match: PsfMatch | None, module) -> np.ndarray | None:
     """The refined file's /psf: with PSF matching and a learned PSF kernel the refined stamps
     are the sims through K_learned * K_match * psf (docs/refiner.md)."""
     psf = sf.psf if (sf.psf is None or match is None) else match.apply_psf(sf.psf)
-    return psf if psf is None else module.refined_psf(psf)
+    return psf if (psf is None or module is None) else module.refined_psf(psf)
 
 
 def _writer(out_path: Path, sf, model_path, chunk_stamps: int, psf: np.ndarray | None,
-            extra: dict) -> StampWriter:
+            extra: dict, matching_only: bool = False) -> StampWriter:
     """The ``refined`` stamp file for the stamps of ``sf`` (same shape, pixel scale, seed, mask,
     pixel units)."""
     config = {"refine": {"model": str(model_path), "chunk_stamps": chunk_stamps},
               "parent_config": sf.attrs.get("config")}
+    what = "the matching (no R) of" if matching_only else "refine of"
+    if matching_only:
+        config["refine"]["matching_only"] = True
     return StampWriter(out_path, sf.n, sf.stamp_shape, domain="refined", pixel_scale=sf.pixel_scale,
-                       source=f"refinegan refine of {sf.path.name} with {Path(model_path).name}",
+                       source=f"refinegan {what} {sf.path.name} with {Path(model_path).name}",
                        config=config, seed=int(sf.attrs["seed"]), psf=psf,
                        with_mask=sf.mask is not None, extra_attrs=extra,
                        image_attrs={"units": sf.units})
@@ -282,13 +300,14 @@ def _noise_match_for(model: RefinerFile, sf, model_path) -> NoiseMatch | None:
     return nmatch
 
 
-def _provenance(in_path: Path, model_path, model_sha: str, match: PsfMatch | None, module) -> dict:
+def _provenance(in_path: Path, model_path, model_sha: str, match: PsfMatch | None,
+                module) -> dict:
     """The refined file's extra attributes: parent and model (paths, sha256) and the kernels."""
     extra = {"parent": str(in_path.resolve()), "parent_sha256": file_sha256(in_path),
              "model": str(Path(model_path).resolve()), "model_sha256": model_sha}
     if match is not None:
         extra["psf_match_kernel"] = match.kernel
-    kern = module.kernel()
+    kern = None if module is None else module.kernel()
     if kern is not None:
         extra["psf_kernel"] = kern.detach().cpu().numpy().astype(np.float64)
     return extra

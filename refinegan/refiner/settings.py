@@ -60,6 +60,7 @@ class TrainSettings:
     disc_global_branch: bool
     disc_spectral_norm: bool
     global_weight: float
+    adv_weight: float
     adv_loss: str
     r1_gamma: float
     reg_lambda: float
@@ -154,6 +155,11 @@ class TrainSettings:
     def noise_weights(self) -> dict[str, float]:
         """Each noise anchor's weight (`NOISE_ANCHORS`, in summation order); 0 = off."""
         return {anchor: getattr(self, name) for anchor, name in NOISE_ANCHORS.items()}
+
+    @property
+    def adversarial(self) -> bool:
+        """Whether D is trained and R's loss has an adversarial term (``adv_weight`` > 0)."""
+        return self.adv_weight > 0
 
     @property
     def needs_noise_target(self) -> bool:

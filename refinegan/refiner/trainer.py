@@ -225,6 +225,8 @@ class Trainer:
             mom = (s.moment_lambda * moment_loss(y, base, self.moments)
                    if s.moment_mode == "loss" else self.zero)
             adv = g_loss(self.d_call(y), s.adv_loss, s.global_weight) if adversarial else self.zero
+            if adversarial and s.adv_weight != 1.0:  # at 1, SimGAN's loss, bit for bit
+                adv = s.adv_weight * adv
             noise = self.noise_loss(y, region)
             loss = adv + reg + mom + noise
         self.opt_r.zero_grad(set_to_none=True)
@@ -279,14 +281,17 @@ class Trainer:
         s, z = self.s, self.zero
         phase = s.phase(self.step)
         adv = reg = mom = ld = acc_r = acc_f = r1 = noise = z
+        # adv_weight 0 (`TrainSettings.adversarial` false): D is never called nor stepped, so R's
+        # gradient cannot depend on D; the pretrain-D steps do nothing (the schedule is kept)
         if phase == 0:
             adv, reg, mom, noise = self.r_step(sim, adversarial=False)
         elif phase == 1:
-            ld, acc_r, acc_f, r1 = self.d_step(sim, real)
+            if s.adversarial:
+                ld, acc_r, acc_f, r1 = self.d_step(sim, real)
         else:
             for _ in range(s.k_g):
-                adv, reg, mom, noise = self.r_step(sim, adversarial=True)
-            for _ in range(s.k_d):
+                adv, reg, mom, noise = self.r_step(sim, adversarial=s.adversarial)
+            for _ in range(s.k_d if s.adversarial else 0):
                 ld, acc_r, acc_f, r1 = self.d_step(sim, real)
         self.step += 1
         return self.world.mean(torch.stack([adv, reg, mom, ld, acc_r, acc_f, r1, noise]).float())

@@ -72,3 +72,7 @@ def refined_shards():
 def twin_file():
     """The paired twin target compare reads, when compare.twin is on (else nothing)."""
     return [f"{RESULTS}/twin.h5"] if TWIN else []
+
+
+def psf_matched_shards():
+    return expand(f"{RESULTS}/psf_matched/shard-{{i}}.h5", i=range(NSHARDS))

@@ -3,6 +3,8 @@ rule compare:
     input:
         sim=sim_shards(),
         refined=refined_shards(),
+        # R's input, so compare measures R's own contribution apart from the matching
+        psf_matched=psf_matched_shards(),
         real=rules.prepare_real.output.h5,
         # the noise-only control exists for the mock target only
         control=(
@@ -34,7 +36,8 @@ rule compare:
         twin=lambda wildcards, input: f"--twin {input.twin}" if input.twin else "",
     shell:
         "refinegan compare --no-progress --config {input.cfg} --sim {input.sim}"
-        " --refined {input.refined} --real {input.real} --out {output.h5}"
+        " --refined {input.refined} --psf-matched {input.psf_matched} --real {input.real}"
+        " --out {output.h5}"
         " {params.control} {params.twin} --plots {output.plots} > {log} 2>&1"
 
 
