@@ -31,6 +31,7 @@ from .samples import Samples, asinh_scale
 from .stats import FLAG_HSM, FLAG_NOISE, FLAG_NONFINITE
 from .store import summary_lines, write_compare_h5
 from .tables import distance_tables, label_drift, spectra_tables
+from .verdicts import apply_minimums, target_attrs
 
 __all__ = ["compare"]
 
@@ -176,6 +177,8 @@ def compare(
     result["calibration"] = calibration.tables
     result["labels"] = label_drift(meas["sim"], meas["refined"], calibration.shapes.get("sim"),
                                    calibration.shapes.get("refined"))
+    # tests below their minimum number of galaxies: NaN with a reason; failed classifiers flagged
+    apply_minimums(result, data)
 
     inputs = {"control": control_paths, "sim": sim_paths, "refined": refined_paths,
               "real": [real_path]}
@@ -228,4 +231,4 @@ def _attrs(config: RunConfig, data: Samples, inputs: dict[str, list]) -> dict:
             "n_real": len(data.sets["real"]),
             "morphology_n": int(len(sim.morph_index)) if sim.has_morph else 0,
             "morphology_n_real": int(len(real.morph_index)) if real.has_morph else 0,
-            "pixel_scale_asinh_counts": data.scale, "pairs": list(PAIRS)}
+            "pixel_scale_asinh_counts": data.scale, "pairs": list(PAIRS), **target_attrs(data)}
