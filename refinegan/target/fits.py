@@ -5,7 +5,8 @@ first HDU with data): 2-D (one cutout) or 3-D (a cube of N cutouts), the same fo
 The pixel scale comes from ``real.fits.pixel_scale`` when set, otherwise from the header
 (``PIXSCALE`` / ``PIXSCAL1`` / ``SECPIX`` in arcsec, the WCS ``CD`` matrix or ``CDELT`` with
 ``PC``, in ``CUNIT`` or degrees)
-and must agree across files. Cutouts then go through refinegan.target.cutouts.CutoutCollector.
+and must agree across files. Cutouts then go through refinegan.target.cutouts.CutoutCollector
+(``real.fits.augment``: 4 or 8 rotated / mirrored copies of each, labelled ``group_id``).
 Each failure names the file (and HDU) and what was expected; nothing is written then.
 """
 

@@ -3,8 +3,11 @@
 The dataset holds floating-point (N, H, W) stamps or one (H, W) stamp. The pixel scale is
 ``real.hdf5.pixel_scale`` when set, otherwise a ``pixel_scale`` attribute (arcsec/pixel) of the
 dataset or of the file (a refinegan stamp file has one). An optional ``mask_dataset`` of the same
-shape marks bad pixels (non-zero). The same checks and processing as the FITS source follow
-(refinegan.target.cutouts.CutoutCollector); failures name the file and dataset.
+shape marks bad pixels (non-zero). An optional ``group_dataset`` (N,) of integers names each
+stamp's galaxy (label ``group_id``: rotated or flipped copies of one galaxy already in the file
+share one, so compare never splits them). The same checks and processing as the FITS source
+follow (refinegan.target.cutouts.CutoutCollector, ``augment`` included); failures name the file
+and dataset.
 """
 
 from __future__ import annotations
@@ -79,6 +82,18 @@ def read_hdf5_cutouts(f: h5py.File, path: Path, dataset: str, mask_dataset: str 
     return ds, mask, scale
 
 
+def _group_labels(f: h5py.File, path: Path, name: str | None, n: int) -> np.ndarray | None:
+    """``real.hdf5.group_dataset``: one integer galaxy label per stamp (N,), or None."""
+    if not name:
+        return None
+    gds = _dataset(f, path, name, "real.hdf5.group_dataset")
+    if gds.dtype.kind not in "iu" or gds.shape != (n,):
+        raise InputDataError(f"{path} dataset {name!r} (real.hdf5.group_dataset): {gds.dtype.name} "
+                             f"of shape {gds.shape}; expected one integer galaxy label per stamp, "
+                             f"shape ({n},)")
+    return np.asarray(gds[()], dtype=np.int64)
+
+
 def prepare_hdf5(config: RunConfig | dict, out: str | os.PathLike, progress: bool = False) -> Path:
     """Write the user's HDF5 stamps (``real.hdf5``) as the target stamp file ``out``.
 
@@ -99,7 +114,7 @@ def prepare_hdf5(config: RunConfig | dict, out: str | os.PathLike, progress: boo
     if not path.exists():
         raise InputDataError(f"{path}: no such file (real.hdf5.path)")
     opts = CutoutOptions.from_config(config, "hdf5")
-    collector = CutoutCollector(opts, config["real"]["n"])
+    collector = CutoutCollector(opts, config["real"]["n"], grouped=bool(sec["group_dataset"]))
     try:
         f = h5py.File(path, "r")
     except OSError as err:
@@ -117,6 +132,7 @@ def prepare_hdf5(config: RunConfig | dict, out: str | os.PathLike, progress: boo
                 f"({h_out}x{w_out} at the working scale), smaller than the working stamp size "
                 f"{opts.stamp_size} (stamp.size)")
         n = 1 if ds.ndim == 2 else ds.shape[0]
+        groups = _group_labels(f, path, sec["group_dataset"], n)
         for start in range(0, n, READ_BLOCK):
             if collector.full:
                 break
@@ -127,7 +143,8 @@ def prepare_hdf5(config: RunConfig | dict, out: str | os.PathLike, progress: boo
                 if collector.full:
                     break
                 collector.add(block[i], None if mblock is None else mblock[i], scale, 0, start + i,
-                              f"{where} stamp {start + i}")
+                              f"{where} stamp {start + i}",
+                              group=None if groups is None else int(groups[start + i]))
         psf = None
         if sec["psf_dataset"]:
             pds = _dataset(f, path, sec["psf_dataset"], "real.hdf5.psf_dataset")
