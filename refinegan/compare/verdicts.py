@@ -166,7 +166,7 @@ def _classifier(test: str, res: dict) -> list[str]:
             seed_aucs[j] = np.nan
         elif failed_classifier(auc[j], err[j]):
             verdict.append(f"failed: held-out AUC {auc[j]:.3f} +- {err[j]:.3f} far below 0.5 "
-                           "(the classifier memorised its training split); not a distance")
+                           "(worse than chance on held-out data: overfit or broken); not a distance")
         else:
             verdict.append(MEASURED)
     res["auc"], res["err"], res["seed_aucs"] = auc, err, seed_aucs
