@@ -2,7 +2,8 @@
 
 A stamp file holds one set of postage stamps (docs/data_contract.md)::
 
-    /images            float32 (N, H, W), counts per pixel, sky-subtracted, chunked along N
+    /images            float32 (N, H, W), per pixel in its ``units`` attribute (counts unless a
+                       user source says otherwise, `refinegan.units`), sky-subtracted, chunked
     /labels/<name>     one 1-D array of length N per label
     /mask              optional uint8 (N, H, W), non-zero = bad pixel
     /psf               float32 (h, w) or (N, h, w), unit sum, at the stamp pixel scale
@@ -149,7 +150,7 @@ class StampSet:
     Attributes
     ----------
     images : ndarray, float32, shape (N, H, W)
-        Counts per pixel, sky-subtracted.
+        Per pixel in ``units``, sky-subtracted.
     labels : dict of str to ndarray
         One 1-D array of length N per label.
     psf : ndarray or None
@@ -158,6 +159,8 @@ class StampSet:
         uint8 (N, H, W), non-zero = bad pixel.
     attrs : dict
         File attributes; ``config`` and ``versions`` decoded from JSON.
+    units : str
+        The ``units`` attribute of ``/images`` [default: "counts"].
     """
 
     images: np.ndarray
@@ -165,6 +168,7 @@ class StampSet:
     psf: np.ndarray | None = None
     mask: np.ndarray | None = None
     attrs: dict = field(default_factory=dict)
+    units: str = "counts"
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -205,6 +209,10 @@ class StampWriter:
     extra_attrs : Mapping, optional
         More file attributes (e.g. ``parent``, ``model_sha256`` for refined sets). Values that
         are dicts or lists are stored as JSON strings.
+    image_attrs : Mapping, optional
+        Attributes of ``/images``: ``units`` [default: "counts"] and any others (a user source's
+        ``input_units``, ``flux_scale``; `refinegan.units.PixelUnits`). Labels in counts
+        (``flux``, ``noise_sigma``, ``background``) take the images' ``units``.
     """
 
     def __init__(
@@ -221,6 +229,7 @@ class StampWriter:
         psf: np.ndarray | None = None,
         with_mask: bool = False,
         extra_attrs: Mapping | None = None,
+        image_attrs: Mapping | None = None,
     ) -> None:
         if domain not in DOMAINS:
             raise ContractError(f"domain must be one of {DOMAINS}, got {domain!r}")
@@ -236,6 +245,8 @@ class StampWriter:
         self.n = int(n)
         self.stamp_shape = (int(stamp_shape[0]), int(stamp_shape[1]))
         self.domain = domain
+        image_attrs = {"units": "counts", **(image_attrs or {})}
+        self.units = str(image_attrs["units"])
         self._pos = 0
         self._labels: dict[str, h5py.Dataset] = {}
         _check_free_space(self.path, self.n, self.stamp_shape, with_mask)
@@ -246,7 +257,8 @@ class StampWriter:
             self._images = self._f.create_dataset(
                 "images", shape=(self.n, *self.stamp_shape), dtype="f4", chunks=chunk
             )
-            self._images.attrs["units"] = "counts"
+            for key, value in image_attrs.items():
+                self._images.attrs[key] = value
             self._mask = None
             if with_mask:
                 self._mask = self._f.create_dataset(
@@ -366,7 +378,8 @@ class StampWriter:
                 )
             if name not in self._labels:
                 ds = self._f["labels"].create_dataset(name, shape=(self.n,), dtype=values.dtype)
-                ds.attrs["units"] = LABEL_UNITS.get(name, "")
+                unit = LABEL_UNITS.get(name, "")
+                ds.attrs["units"] = self.units if unit == "counts" else unit
                 self._labels[name] = ds
             self._labels[name][sl] = values
         self._pos += b
@@ -434,6 +447,7 @@ def write_stamps(
     psf: np.ndarray | None = None,
     mask: np.ndarray | None = None,
     extra_attrs: Mapping | None = None,
+    image_attrs: Mapping | None = None,
 ) -> Path:
     """Write a whole `StampSet`-like block to ``path`` atomically. See `StampWriter`."""
     images = np.asarray(images)
@@ -451,6 +465,7 @@ def write_stamps(
         psf=psf,
         with_mask=mask is not None,
         extra_attrs=extra_attrs,
+        image_attrs=image_attrs,
     ) as w:
         w.write(images, labels, mask)
     return Path(path)
@@ -589,6 +604,12 @@ class StampFile:
         return self._f["images"]
 
     @property
+    def units(self) -> str:
+        """The ``units`` attribute of ``/images`` ("counts" where a file has none)."""
+        value = self._f["images"].attrs.get("units", "counts")
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    @property
     def mask(self) -> h5py.Dataset | None:
         return self._f["mask"] if "mask" in self._f else None
 
@@ -635,7 +656,8 @@ class StampFile:
         if psf is not None and psf.ndim == 3:
             psf = psf[sl]
         mask = self.mask[sl] if self.mask is not None else None
-        return StampSet(self.images[sl], self.labels(sl=sl), psf, mask, dict(self.attrs))
+        return StampSet(self.images[sl], self.labels(sl=sl), psf, mask, dict(self.attrs),
+                        self.units)
 
     def iter_chunks(self, chunk_stamps: int = CHUNK_STAMPS) -> Iterator[tuple[slice, np.ndarray]]:
         """Yield (slice, images) blocks of at most ``chunk_stamps`` stamps."""
@@ -670,15 +692,22 @@ def read_stamps(path: str | os.PathLike, sl: slice = slice(None)) -> StampSet:
         return sf.read(sl)
 
 
-def read_many(paths: Sequence[str | os.PathLike]) -> StampSet:
+def read_many(paths: Sequence[str | os.PathLike], max_stamps: int | None = None) -> StampSet:
     """Read several stamp files (e.g. shards) and concatenate them in the given order.
 
-    All files must share domain, pixel scale, stamp shape and label names. A shared 2-D PSF is
-    kept when every file has the same one; otherwise PSFs are expanded per stamp.
+    All files must share domain, pixel scale, stamp shape, label names and /images units. A
+    shared 2-D PSF is kept when every file has the same one; otherwise PSFs are expanded per
+    stamp. With ``max_stamps`` only the first that many stamps are read (later files not at all).
     """
     if not paths:
         raise ContractError("no stamp files given")
-    sets = [read_stamps(p) for p in paths]
+    sets, left = [], max_stamps
+    for p in paths:
+        if left is not None and left <= 0:
+            break
+        sets.append(read_stamps(p, slice(0, left)))
+        left = None if left is None else left - len(sets[-1])
+    paths = list(paths)[:len(sets)]
     first = sets[0]
     for p, s in zip(paths, sets, strict=True):
         for what, a, b in (
@@ -686,6 +715,7 @@ def read_many(paths: Sequence[str | os.PathLike]) -> StampSet:
             ("pixel_scale", s.pixel_scale, first.pixel_scale),
             ("stamp shape", s.images.shape[1:], first.images.shape[1:]),
             ("label names", sorted(s.labels), sorted(first.labels)),
+            ("/images units", s.units, first.units),
         ):
             if a != b:
                 raise ContractError(f"{p}: {what} {a} differs from {paths[0]}'s {b}")
@@ -706,4 +736,4 @@ def read_many(paths: Sequence[str | os.PathLike]) -> StampSet:
             psf = np.concatenate(
                 [np.broadcast_to(p, (len(s), *p.shape[-2:])) for p, s in zip(psfs, sets, strict=True)]
             )
-    return StampSet(images, labels, psf, mask, dict(first.attrs))
+    return StampSet(images, labels, psf, mask, dict(first.attrs), first.units)

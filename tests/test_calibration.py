@@ -152,3 +152,42 @@ def test_calibrate_sets_returns_its_shapes_and_writes_nothing():
     assert cal.tables["sim"]["eps1"] is cal.shapes["sim"]["eps1"]
     np.testing.assert_array_equal(cal.tables["paired"]["dm"], 0.0)
     assert {d: vars(m) for d, m in data.meas.items()} == before
+
+
+def test_paired_sets_share_one_selection():
+    """Consistent selection (known answer): a group whose refined stamp fails REGAUSS is dropped
+    from sim too, so sim's m is exactly the fit on the groups both measured; refined is the sim
+    elsewhere, so dm = 0 exactly and the sims' selection_shift is m(common) - m(own)."""
+    from refinegan.compare.measure import groups_of, measure
+    from refinegan.compare.params import CompareParams
+    from refinegan.compare.samples import Samples
+    from refinegan.io import StampSet
+
+    images, labels, psf = make_pairs(8, g=G, noise=0.5, profile="exp", method="auto", seed=5)
+    refined = images.copy()
+    pair = labels["pair_id"]
+    broken = np.unique(pair)[[1, 4]]
+    for b in broken:  # one stamp of each of two groups: all-zero, REGAUSS fails
+        refined[np.flatnonzero(pair == b)[0]] = 0.0
+    attrs = {"pixel_scale": 0.2}
+    sets = {"sim": StampSet(images, labels, psf, None, attrs),
+            "refined": StampSet(refined, labels, psf, None, attrs)}
+    p = CompareParams(n_bootstrap=5)
+    meas = {d: measure(s, p) for d, s in sets.items()}
+    data = Samples(sets, meas, {d: groups_of(s) for d, s in sets.items()},
+                   np.zeros(len(images), bool), 1.0)
+    t = calibrate_sets(data, p, np.random.default_rng(1)).tables
+    n_groups = len(np.unique(pair))
+    assert t["sim"]["n_groups"] == t["refined"]["n_groups"] == n_groups - 2
+    assert t["sim"]["n_groups_dropped"] == 2 and t["sim"]["n_stamps_failed"] == 0
+    assert np.isclose(t["sim"]["group_failure_fraction"], 2 / n_groups)
+    sh = regauss_shapes(images, psf, meas["sim"].scalars["noise_std"] ** 2)
+    own = group_means(sh["eps1"], sh["eps2"], sh["status"] == 0, labels)
+    keep = np.flatnonzero(~np.isin(own.pair_id, broken))
+    np.testing.assert_array_equal(t["sim"]["m"], fit_mc(own.take(keep))[0])
+    np.testing.assert_array_equal(t["sim"]["m_own_selection"], fit_mc(own)[0])
+    np.testing.assert_array_equal(t["sim"]["selection_shift"],
+                                  t["sim"]["m"] - t["sim"]["m_own_selection"])
+    np.testing.assert_array_equal(t["paired"]["dm"], 0.0)
+    np.testing.assert_array_equal(t["refined"]["m"], t["sim"]["m"])
+    assert t["sim"]["selection"] == "common to sim, refined"

@@ -24,25 +24,31 @@ difference and the calibration transfer, returned with the REGAUSS shapes it mea
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import galsim
 import numpy as np
 
 from ..io import StampSet
-from .measure import Measurement
 from .params import CompareParams
+from .reweight import N_BINS, cell_weights, group_covariates
 from .samples import Samples
 
 __all__ = [
     "Calibration",
+    "ShapeSet",
     "calibrate_sets",
+    "set_shapes",
+    "calibration_psf",
+    "target_psf_of",
+    "TARGET_PSF",
     "regauss_shapes",
     "Groups",
     "group_means",
     "fit_mc",
     "calibrate",
     "paired_difference",
+    "calibrate_reweighted",
     "transfer",
     "BAR_M",
 ]
@@ -73,12 +79,15 @@ def regauss_shapes(
     Returns
     -------
     dict of (N,) arrays: ``eps1``, ``eps2`` (reduced-shear-type ellipticity), ``resolution``
-    (REGAUSS R2) and ``status`` (0 = success; GalSim's correction_status otherwise, -1 for |e|>=1).
+    (REGAUSS R2), ``sigma`` (adaptive-moment size of the observed image, pixels), ``snr``
+    (adaptive-moment S/N, ``amp / (sqrt(noise_var) sqrt(4 pi) sigma)``: the matched-filter S/N of
+    a Gaussian galaxy; NaN without a noise variance) and ``status`` (0 = success; GalSim's
+    correction_status otherwise, -1 for |e|>=1).
     """
     n = len(images)
     noise_var = np.broadcast_to(np.nan_to_num(np.asarray(noise_var, float)), (n,))
     psf = np.asarray(psf, dtype=np.float64)
-    out = {k: np.full(n, np.nan) for k in ("eps1", "eps2", "resolution")}
+    out = {k: np.full(n, np.nan) for k in ("eps1", "eps2", "resolution", "sigma", "snr")}
     status = np.zeros(n, np.int16)
     psf_img = galsim.Image(np.ascontiguousarray(psf)) if psf.ndim == 2 else None
     for i in range(n):
@@ -103,6 +112,10 @@ def regauss_shapes(
         f = 1.0 / (1.0 + np.sqrt(1.0 - e2sq))  # distortion -> reduced-shear ellipticity
         out["eps1"][i], out["eps2"][i] = e1 * f, e2 * f
         out["resolution"][i] = res.resolution_factor
+        sig = res.moments_sigma
+        out["sigma"][i] = sig
+        if noise_var[i] > 0 and sig > 0:
+            out["snr"][i] = res.moments_amp / (np.sqrt(noise_var[i] * 4 * np.pi) * sig)
     out["status"] = status
     n_fail = int((status != 0).sum())
     if n_fail:
@@ -126,6 +139,8 @@ class Groups:
     n_stamps_failed: int
     n_groups_dropped: int
     has_sign_pairs: bool
+    weight: np.ndarray | None = None  # (G,) per-group weights of a reweighted fit, else None
+    n_stamps: int = 0  # stamps in the set, failed ones included
 
     def __len__(self) -> int:
         return len(self.pair_id)
@@ -133,7 +148,24 @@ class Groups:
     def take(self, idx: np.ndarray) -> Groups:
         return Groups(self.pair_id[idx], self.d_hat[idx], self.d[idx], self.s_hat[idx],
                       self.s[idx], self.n_stamps_failed, self.n_groups_dropped,
-                      self.has_sign_pairs)
+                      self.has_sign_pairs, None if self.weight is None else self.weight[idx],
+                      self.n_stamps)
+
+    def select(self, pair_ids: np.ndarray) -> Groups:
+        """The groups whose ``pair_id`` is in ``pair_ids``; the others count as dropped."""
+        keep = np.isin(self.pair_id, pair_ids)
+        out = self.take(np.flatnonzero(keep))
+        return replace(out, n_groups_dropped=self.n_groups_dropped + int((~keep).sum()))
+
+    def weighted(self, weight: np.ndarray) -> Groups:
+        """A copy whose fits weight group g by ``weight[g]``."""
+        return replace(self, weight=np.asarray(weight, float))
+
+    @property
+    def failure_fraction(self) -> float:
+        """Fraction of the set's galaxy groups left out of the fit (any failure or selection)."""
+        total = len(self) + self.n_groups_dropped
+        return self.n_groups_dropped / total if total else float("nan")
 
 
 def group_means(eps1, eps2, ok, labels: dict) -> Groups:
@@ -170,17 +202,24 @@ def group_means(eps1, eps2, ok, labels: dict) -> Groups:
     else:
         d_hat, d, s_hat, s = np.zeros_like(ep), np.zeros_like(gp), ep, gp
     return Groups(uniq[keep], d_hat[keep], d[keep], s_hat[keep], s[keep],
-                  int(n - np.sum(ok)), int((~keep).sum()), has_sign)
+                  int(n - np.sum(ok)), int((~keep).sum()), has_sign, n_stamps=n)
 
 
 def fit_mc(gr: Groups) -> tuple[np.ndarray, np.ndarray]:
-    """(m, c), each (2,), from a `Groups` (m NaN where the applied shear difference is 0)."""
+    """(m, c), each (2,), from a `Groups` (m NaN where the applied shear difference is 0).
+
+    With ``gr.weight`` each group's sums carry its weight:
+    m = sum_g w (eps_+ - eps_-) / sum_g w (g_+ - g_-) - 1, c from weighted means.
+    """
     if len(gr) == 0:
         return np.full(2, np.nan), np.full(2, np.nan)
-    dsum = gr.d.sum(axis=0)
+    w = np.ones(len(gr)) if gr.weight is None else gr.weight
+    if not w.sum() > 0:
+        return np.full(2, np.nan), np.full(2, np.nan)
+    dsum = w @ gr.d
     with np.errstate(invalid="ignore", divide="ignore"):
-        m = np.where(np.abs(dsum) > 1e-12, gr.d_hat.sum(axis=0) / dsum - 1.0, np.nan)
-    c = gr.s_hat.mean(axis=0) - np.where(np.isfinite(m), 1.0 + m, 1.0) * gr.s.mean(axis=0)
+        m = np.where(np.abs(dsum) > 1e-12, (w @ gr.d_hat) / dsum - 1.0, np.nan)
+    c = (w @ gr.s_hat) / w.sum() - np.where(np.isfinite(m), 1.0 + m, 1.0) * (w @ gr.s) / w.sum()
     return m, c
 
 
@@ -197,6 +236,22 @@ def calibrate(gr: Groups, n_boot: int, rng: np.random.Generator) -> dict:
     return {"m": m, "c": c, "m_err": _std(mb), "c_err": _std(cb), "m_boot": mb, "c_boot": cb,
             "n_groups": len(gr), "n_stamps_failed": gr.n_stamps_failed,
             "n_groups_dropped": gr.n_groups_dropped}
+
+
+def calibrate_reweighted(gr: Groups, x_source: np.ndarray, x_target: np.ndarray, n_boot: int,
+                         rng: np.random.Generator, n_bins: int = N_BINS) -> dict:
+    """`calibrate` of ``gr`` with the weights that give it the target's covariates.
+
+    ``x_source`` (G, k) are the covariates of ``gr``'s groups (`group_covariates` on
+    ``gr.pair_id``), ``x_target`` (T, k) the target's. Adds ``uncovered_fraction``,
+    ``n_bins`` and ``effective_n_groups`` = (sum w)^2 / sum w^2 to the result.
+    """
+    w, uncovered = cell_weights(x_source, x_target, n_bins)
+    out = calibrate(gr.weighted(w), n_boot, rng)
+    out["uncovered_fraction"] = uncovered
+    out["n_bins"] = n_bins
+    out["effective_n_groups"] = float(w.sum() ** 2 / np.sum(w ** 2)) if np.any(w) else 0.0
+    return out
 
 
 def _std(x: np.ndarray) -> np.ndarray:
@@ -243,15 +298,26 @@ def paired_difference(a: Groups, b: Groups, n_boot: int, rng: np.random.Generato
             "response_shift_p95_abs": shift_p95}
 
 
-def transfer(sim: dict, refined: dict, real: dict, paired: dict, bar: float = BAR_M) -> dict:
+def transfer(sim: dict, refined: dict, real: dict, paired: dict, bar: float = BAR_M,
+             refined_reweighted: dict | None = None) -> dict:
     """Calibration transfer: |m_refined - m_real| next to |m_sim - m_real|, per component.
 
     ``sim``, ``refined``, ``real`` are `calibrate` results; sim/refined bootstrap samples were
     drawn independently of real's, so errors add in quadrature. ``meets_bar`` is |diff| < bar;
-    ``resolved`` adds that the error is small enough to tell (|diff| + 2 err < bar).
+    ``resolved`` adds that the error is small enough to tell (|diff| + 2 err < bar). With
+    ``refined_reweighted`` (refined reweighted to the target's size and S/N) its distance too.
+    The sets' group failure fractions stand beside them: sim / refined and real are not paired,
+    so their selections differ (``selection_shift`` of the paired sets says by how much m moves
+    with the selection).
     """
     out = {}
-    for name, cal in (("sim", sim), ("refined", refined)):
+    pairs = [("sim", sim), ("refined", refined)]
+    if refined_reweighted is not None:
+        pairs.append(("refined_reweighted", refined_reweighted))
+    for name, cal in (("sim", sim), ("refined", refined), ("real", real)):
+        if "group_failure_fraction" in cal:
+            out[f"group_failure_fraction_{name}"] = cal["group_failure_fraction"]
+    for name, cal in pairs:
         diff = cal["m"] - real["m"]
         err = np.hypot(cal["m_err"], real["m_err"])
         out[f"abs_dm_{name}_real"] = np.abs(diff)
@@ -284,19 +350,64 @@ class Calibration:
     shapes: dict[str, dict[str, np.ndarray]]
 
 
-def _shapes_and_groups(s: StampSet, psf: np.ndarray, m: Measurement) -> tuple[dict, Groups]:
-    """REGAUSS shapes of a set with ``psf`` (its measured noise variance) and their groups."""
-    sh = regauss_shapes(s.images, psf, m.scalars["noise_std"] ** 2, s.mask)
-    return sh, group_means(sh["eps1"], sh["eps2"], sh["status"] == 0, s.labels)
+@dataclass(frozen=True)
+class ShapeSet:
+    """One set's REGAUSS shapes (`regauss_shapes`, (N,) each) and its labels (at least ``g1``,
+    ``g2``; ``pair_id``, ``shear_sign`` when present): all that calibration needs of it."""
+
+    shapes: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
 
 
-def _target_psf_calibration(data: Samples, target_psf: np.ndarray, grs: dict[str, Groups],
-                            tables: dict, p: CompareParams, rng: np.random.Generator) -> dict:
-    """Refined stamps calibrated with the target's PSF (its mean image if one per stamp),
-    paired against the sims' groups ``grs["sim"]``; ``tables`` holds the per-set results."""
-    if target_psf.ndim == 3:
-        target_psf = target_psf.mean(axis=0)
-    _, gr = _shapes_and_groups(data.sets["refined"], target_psf, data.meas["refined"])
+TARGET_PSF = "refined_target_psf"  # the refined stamps' shapes with the target's PSF
+
+
+def calibration_psf(s: StampSet) -> str | None:
+    """Why set ``s`` cannot be calibrated (no true shear or no PSF), or None if it can."""
+    missing = [f"label {g}" for g in ("g1", "g2") if g not in s.labels]
+    missing += ["/psf"] if s.psf is None else []
+    return f"no {' and no '.join(missing)} in the file" if missing else None
+
+
+def target_psf_of(real_psf: np.ndarray | None) -> np.ndarray | None:
+    """The PSF refined stamps are also calibrated with: the target's (its mean if per stamp)."""
+    if real_psf is None:
+        return None
+    return real_psf.mean(axis=0) if real_psf.ndim == 3 else real_psf
+
+
+def set_shapes(data: Samples, p: CompareParams) -> tuple[dict[str, ShapeSet], dict[str, str]]:
+    """REGAUSS shapes of every calibratable set of ``data`` with its own ``/psf`` and its
+    measured noise variance, plus `TARGET_PSF` (refined with the target's PSF) where
+    ``p.calibrate_with_target_psf``; and the reason each other set is skipped."""
+    out, skipped = {}, {}
+    for d, s in data.sets.items():
+        why = calibration_psf(s)
+        if why:
+            skipped[d] = why
+            continue
+        var = data.meas[d].scalars["noise_std"] ** 2
+        out[d] = ShapeSet(regauss_shapes(s.images, s.psf, var, s.mask), s.labels)
+    tpsf = target_psf_of(data.sets["real"].psf) if "real" in data.sets else None
+    if p.calibrate_with_target_psf and tpsf is not None and {"sim", "refined"} <= set(out):
+        s = data.sets["refined"]
+        var = data.meas["refined"].scalars["noise_std"] ** 2
+        out[TARGET_PSF] = ShapeSet(regauss_shapes(s.images, tpsf, var, s.mask), s.labels)
+    return out, skipped
+
+
+def _groups_of(ss: ShapeSet) -> Groups:
+    sh = ss.shapes
+    return group_means(sh["eps1"], sh["eps2"], sh["status"] == 0, ss.labels)
+
+
+def _target_psf_calibration(gr: Groups, grs: dict[str, Groups], tables: dict, p: CompareParams,
+                            rng: np.random.Generator, common: np.ndarray | None = None) -> dict:
+    """Refined stamps calibrated with the target's PSF (groups ``gr``), paired against the
+    sims' groups ``grs["sim"]``; ``tables`` holds the per-set results. With ``common`` (the
+    paired sets' selection) only those groups are used."""
+    if common is not None:
+        gr = gr.select(common)
     out = {"refined_target_psf": calibrate(gr, p.n_bootstrap, rng),
            "paired_target_psf": paired_difference(grs["sim"], gr, p.n_bootstrap, rng)}
     if "real" in grs:
@@ -305,7 +416,51 @@ def _target_psf_calibration(data: Samples, target_psf: np.ndarray, grs: dict[str
     return out
 
 
-def calibrate_sets(data: Samples, p: CompareParams, rng: np.random.Generator) -> Calibration:
+PAIRED_SETS = ("sim", "refined", "psf_matched", "twin")  # the sims' galaxies: one selection
+
+
+def _common_selection(grs: dict[str, Groups], out: dict, p: CompareParams,
+                      rng: np.random.Generator) -> np.ndarray | None:
+    """Refit the paired sets on the groups measured in all of them (issue: consistent selection).
+
+    A group that fails in any paired set is dropped from every one, so their m differ only by
+    the pixels, never by which galaxies were kept. Each paired set's table gets ``m`` on the
+    common selection, ``m_own_selection`` (its own successes only) and ``selection_shift`` =
+    ``m - m_own_selection``: how much the selection alone moves m.
+    """
+    names = [d for d in PAIRED_SETS if d in grs]
+    if len(names) < 2:
+        return None
+    common = grs[names[0]].pair_id
+    for d in names[1:]:
+        common = np.intersect1d(common, grs[d].pair_id)
+    for d in names:
+        m_own = out[d]["m"]
+        grs[d] = grs[d].select(common)
+        keep = {k: out[d][k] for k in ("regauss_status", "eps1", "eps2")}
+        out[d] = calibrate(grs[d], p.n_bootstrap, rng)
+        out[d].update(keep)
+        out[d]["m_own_selection"] = m_own
+        out[d]["selection_shift"] = out[d]["m"] - m_own
+        out[d]["selection"] = "common to " + ", ".join(names)
+    return common
+
+
+def _reweighted(grs: dict[str, Groups], sets: dict[str, ShapeSet], p: CompareParams,
+                rng: np.random.Generator) -> dict:
+    """sim and refined m reweighted to the target's (size, S/N) distribution
+    (`refinegan.compare.reweight`)."""
+    def cov(d: str) -> np.ndarray:
+        return group_covariates(grs[d].pair_id, sets[d].labels, sets[d].shapes)
+
+    x_real = cov("real")
+    return {f"{d}_reweighted": calibrate_reweighted(grs[d], cov(d), x_real, p.n_bootstrap, rng)
+            for d in ("sim", "refined") if d in grs}
+
+
+def calibrate_sets(data: Samples, p: CompareParams, rng: np.random.Generator,
+                   shape_sets: tuple[dict[str, ShapeSet], dict[str, str]] | None = None
+                   ) -> Calibration:
     """REGAUSS m, c of every set with true shear; paired refined - sim; calibration transfer.
 
     Parameters
@@ -316,37 +471,50 @@ def calibrate_sets(data: Samples, p: CompareParams, rng: np.random.Generator) ->
     p : CompareParams
         ``n_bootstrap``, ``bar_m`` and ``calibrate_with_target_psf``.
     rng : numpy.random.Generator
-        Drawn in this order: each set's bootstrap (set order), the paired difference, then the
-        target-PSF calibration and its paired difference.
+        Drawn in this order: each set's bootstrap (set order), the paired sets' bootstrap on
+        their common selection (`PAIRED_SETS` order), the reweighted sim and refined, the
+        paired difference, then the target-PSF calibration and its paired difference.
+    shape_sets : (dict of ShapeSet, dict of str), optional
+        Shapes measured elsewhere (compare's calibration mode streams every stamp through
+        REGAUSS, `refinegan.compare.stream`) and the skipped sets' reasons [default:
+        `set_shapes` of ``data``].
 
     Returns
     -------
     Calibration
         The ``calibration`` tables and the REGAUSS shapes per calibrated set.
     """
+    sets, skipped = shape_sets if shape_sets is not None else set_shapes(data, p)
     out: dict = {}
     grs: dict[str, Groups] = {}
-    shapes: dict[str, dict[str, np.ndarray]] = {}
-    for d, s in data.sets.items():
-        missing = [f"label {g}" for g in ("g1", "g2") if g not in s.labels]
-        missing += ["/psf"] if s.psf is None else []
-        if missing:
-            out[d] = {"skipped": f"no {' and no '.join(missing)} in the file"}
-            logger.info("calibration of %s skipped: it has no %s (REGAUSS m needs the true shear "
-                        "and the PSF)", d, " and no ".join(missing))
+    for d in [*sets, *skipped]:
+        if d == TARGET_PSF:
             continue
-        shapes[d], grs[d] = _shapes_and_groups(s, s.psf, data.meas[d])
+        if d in skipped:
+            out[d] = {"skipped": skipped[d]}
+            logger.info("calibration of %s skipped: %s (REGAUSS m needs the true shear and the "
+                        "PSF)", d, skipped[d])
+            continue
+        grs[d] = _groups_of(sets[d])
         out[d] = calibrate(grs[d], p.n_bootstrap, rng)
-        out[d]["regauss_status"] = shapes[d]["status"]
-        out[d]["eps1"], out[d]["eps2"] = shapes[d]["eps1"], shapes[d]["eps2"]
+        sh = sets[d].shapes
+        out[d]["regauss_status"] = sh["status"]
+        out[d]["eps1"], out[d]["eps2"] = sh["eps1"], sh["eps2"]
+    common = _common_selection(grs, out, p, rng)
+    for d, gr in grs.items():
+        out[d]["group_failure_fraction"] = gr.failure_fraction
+        out[d]["stamp_failure_fraction"] = gr.n_stamps_failed / max(gr.n_stamps, 1)
+    if "real" in grs:
+        out.update(_reweighted(grs, sets, p, rng))
     if "sim" in grs and "refined" in grs:
         out["paired"] = paired_difference(grs["sim"], grs["refined"], p.n_bootstrap, rng)
         if "real" in grs:
             out["transfer"] = transfer(out["sim"], out["refined"], out["real"], out["paired"],
-                                       p.bar_m)
-        target_psf = data.sets["real"].psf
-        if p.calibrate_with_target_psf and target_psf is not None:
+                                       p.bar_m, out.get("refined_reweighted"))
+        if TARGET_PSF in sets:
             # a refiner may learn PSF features the sim PSF lacks: calibrate refined stamps with
             # the target's PSF too
-            out.update(_target_psf_calibration(data, target_psf, grs, out, p, rng))
+            out.update(_target_psf_calibration(_groups_of(sets[TARGET_PSF]), grs, out, p, rng,
+                                               common))
+    shapes = {d: ss.shapes for d, ss in sets.items() if d != TARGET_PSF}
     return Calibration(out, shapes)

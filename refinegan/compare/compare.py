@@ -20,7 +20,8 @@ import numpy as np
 
 from ..config import RunConfig
 from ..errors import ContractError
-from ..io import StampSet, file_sha256, package_versions, read_many, read_stamps
+from ..io import StampSet, file_sha256, package_versions, read_many
+from ..units import same_units
 from . import distances as dist
 from .calibration import calibrate_sets
 from .classifiers import classifier_tests
@@ -30,6 +31,7 @@ from .params import DOMAINS, PAIRS, CompareParams
 from .samples import Samples, asinh_scale
 from .stats import FLAG_HSM, FLAG_NOISE, FLAG_NONFINITE
 from .store import summary_lines, write_compare_h5
+from .stream import stream_shape_sets
 from .tables import distance_tables, label_drift, spectra_tables
 from .verdicts import apply_minimums, target_attrs
 
@@ -67,12 +69,12 @@ def _load_sets(sim_paths: Paths, refined_paths: Paths, real_path, control_paths:
                max_stamps: int | None) -> dict[str, StampSet]:
     """Read every set (shards concatenated), each cut to ``max_stamps`` (whole groups)."""
     sets = {
-        "sim": truncate(read_many(sim_paths), max_stamps),
-        "refined": truncate(read_many(refined_paths), max_stamps),
-        "real": truncate(read_stamps(real_path), max_stamps),
+        "sim": truncate(read_many(sim_paths, max_stamps), max_stamps),
+        "refined": truncate(read_many(refined_paths, max_stamps), max_stamps),
+        "real": truncate(read_many([real_path], max_stamps), max_stamps),
     }
     if control_paths:
-        sets["control"] = truncate(read_many(control_paths), max_stamps)
+        sets["control"] = truncate(read_many(control_paths, max_stamps), max_stamps)
     return sets
 
 
@@ -90,6 +92,24 @@ def _check_sets(sets: dict[str, StampSet], sim_paths: Paths, refined_paths: Path
         if abs(s.pixel_scale - sets["sim"].pixel_scale) > 1e-9:
             raise ContractError(f"{dom} set: pixel_scale {s.pixel_scale} differs from the sims' "
                                 f"{sets['sim'].pixel_scale} arcsec")
+
+
+def _check_units(sets: dict[str, StampSet], paths: dict[str, list]) -> None:
+    """Every set's ``/images`` in the sims' unit (`refinegan.units.same_units`): flux and noise
+    distances across units would measure the units, not the stamps."""
+    ref = sets["sim"].units
+    for dom, s in sets.items():
+        if same_units(s.units, ref):
+            continue
+        cfg = s.attrs.get("config")
+        source = cfg.get("real", {}).get("source") if isinstance(cfg, dict) else None
+        key = (f"real.{source}.flux_scale" if source in ("fits", "hdf5")
+               else "real.fits.flux_scale or real.hdf5.flux_scale")
+        raise ContractError(
+            f"{paths[dom][0]} ({dom}): /images are in {s.units!r}, but the sims "
+            f"({paths['sim'][0]}) are in {ref!r}; compare cannot convert one into the other. "
+            f"Set {key} to the factor that turns {s.units!r} into the sims' counts and run "
+            "prepare-real again")
 
 
 def _with_morphology(sets: dict[str, StampSet], meas: dict[str, Measurement],
@@ -158,8 +178,10 @@ def compare(
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, p.seed_offset]))
     sim_paths, refined_paths = list(sim_paths), list(refined_paths)
     control_paths = list(control_paths or [])
-    sets = _load_sets(sim_paths, refined_paths, real_path, control_paths, p.max_stamps)
+    sets = _load_sets(sim_paths, refined_paths, real_path, control_paths, p.full_stamps)
     _check_sets(sets, sim_paths, refined_paths, real_path)
+    _check_units(sets, {"sim": sim_paths, "refined": refined_paths, "real": [real_path],
+                        "control": control_paths})
     logger.info("compare: %s stamps", ", ".join(f"{len(s)} {d}" for d, s in sets.items()))
 
     meas = {d: measure(s, p, progress, desc=d) for d, s in sets.items()}
@@ -173,10 +195,18 @@ def compare(
     result["spectra"], result["acf"], result["histogram"] = spectra_tables(data, p)
     result["distances"] = distance_tables(data, p, rng)
     result["classifier"] = classifier_tests(data, p, rng)
-    calibration = calibrate_sets(data, p, rng)
+    streamed = None
+    if p.mode == "calibration":  # REGAUSS on every stamp of every file, at flat memory
+        files = {"sim": sim_paths, "refined": refined_paths, "real": [real_path]}
+        files.update({"control": control_paths} if control_paths else {})
+        streamed = stream_shape_sets(files, p, progress)
+    calibration = calibrate_sets(data, p, rng, streamed)
     result["calibration"] = calibration.tables
-    result["labels"] = label_drift(meas["sim"], meas["refined"], calibration.shapes.get("sim"),
-                                   calibration.shapes.get("refined"))
+    n_drift = len(sets["sim"])  # the shapes of the stamps measured (all of them in full mode)
+    result["labels"] = label_drift(
+        meas["sim"], meas["refined"],
+        *({k: v[:n_drift] for k, v in calibration.shapes[d].items()} if d in calibration.shapes
+          else None for d in ("sim", "refined")))
     # tests below their minimum number of galaxies: NaN with a reason; failed classifiers flagged
     apply_minimums(result, data)
 

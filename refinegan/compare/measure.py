@@ -79,7 +79,8 @@ def truncate(s: StampSet, n_max: int | None) -> StampSet:
             k -= 1
     psf = s.psf[:k] if s.psf is not None and s.psf.ndim == 3 else s.psf
     mask = s.mask[:k] if s.mask is not None else None
-    return StampSet(s.images[:k], {n: v[:k] for n, v in s.labels.items()}, psf, mask, s.attrs)
+    return StampSet(s.images[:k], {n: v[:k] for n, v in s.labels.items()}, psf, mask, s.attrs,
+                    s.units)
 
 
 def measure(s: StampSet, p: CompareParams, progress: bool = False, desc: str = "") -> Measurement:

@@ -20,6 +20,7 @@ SCALAR_STATS = ("flux", "peak_snr", "hsm_flux", "hsm_sigma", "hlr_pix", "hsm_g1"
 NOISE_STATS = ("noise_mean", "noise_std", "noise_skew", "noise_kurt", "acf_10", "acf_01", "acf_11")
 MORPH_STATS = ("morph_r50", "morph_c", "morph_a", "morph_s", "morph_gini", "morph_m20")
 HIST_RANGE = (-4.0, 8.0)  # asinh(pixel / real median noise std)
+MODES = ("full", "calibration")  # compare.mode
 PIXEL_SAMPLE = 200_000  # pixels per set for the pixel-value W1 / KS
 
 
@@ -30,6 +31,8 @@ class CompareParams:
     seed_offset: int = STREAMS["compare"]
     chunk_stamps: int = 1024
     max_stamps: int | None = None
+    mode: str = "full"
+    subsample_stamps: int = 4096
     mask_threshold_sigma: float = 2.5
     mask_smooth_pix: float = 1.0
     mask_dilate_pix: int = 5
@@ -62,7 +65,17 @@ class CompareParams:
         unknown = sorted(set(section) - known)
         if unknown:
             raise ConfigError(f"unknown compare key(s) {unknown}; allowed: {sorted(known)}")
+        if section.get("mode", "full") not in MODES:
+            raise ConfigError(f"compare.mode must be one of {list(MODES)}, got {section['mode']!r}")
         return cls(**section)
+
+    @property
+    def full_stamps(self) -> int | None:
+        """Stamps per set the full comparison reads: ``max_stamps``, and in calibration mode at
+        most ``subsample_stamps`` (None = all)."""
+        if self.mode != "calibration":
+            return self.max_stamps
+        return min(self.subsample_stamps, self.max_stamps or self.subsample_stamps)
 
     @property
     def mask(self) -> MaskParams:

@@ -26,6 +26,7 @@ __all__ = [
     "half_light_radius",
     "pixel_histogram",
     "image_stats",
+    "sky_noise_std",
     "FLAG_HSM",
     "FLAG_NOISE",
 ]
@@ -193,6 +194,28 @@ def pixel_histogram(
     return np.histogram(v, bins=edges)[0]
 
 
+def _noise_block(images: np.ndarray, bad: np.ndarray | None, params: MaskParams):
+    """The stamps with non-finite pixels zeroed, the bad and excluded (source or bad) masks, the
+    noise moments of the sky pixels and which stamps have too few of them."""
+    x = np.asarray(images, dtype=np.float64)
+    finite = np.isfinite(x)
+    if not finite.all():
+        x = np.where(finite, x, 0.0)
+    bad = (~finite) if bad is None else (np.asarray(bad, bool) | ~finite)
+    excl = source_mask(x, params) | bad
+    out = noise_moments(x, excl)
+    return x, bad, excl, out, out["n_noise_pix"] < params.min_noise_pixels
+
+
+def sky_noise_std(images: np.ndarray, bad: np.ndarray | None, params: MaskParams) -> np.ndarray:
+    """(N,) noise std of the source-masked sky pixels, exactly `image_stats`' ``noise_std``
+    (NaN with fewer than ``params.min_noise_pixels`` of them), without the other statistics."""
+    _, _, _, out, low = _noise_block(images, bad, params)
+    std = out["noise_std"]
+    std[low] = np.nan
+    return std
+
+
 def image_stats(
     images: np.ndarray,
     bad: np.ndarray | None = None,
@@ -224,17 +247,9 @@ def image_stats(
     power : (N, ps_bins) noise power spectrum, counts^2
     acf : (N, 2L+1, 2L+1) noise autocorrelation
     """
-    x = np.asarray(images, dtype=np.float64)
+    x, bad, excl, out, low = _noise_block(images, bad, params)
     flags = np.zeros(len(x), np.uint8)
-    finite = np.isfinite(x)
-    if not finite.all():
-        flags[~finite.all(axis=(1, 2))] |= FLAG_NONFINITE
-        x = np.where(finite, x, 0.0)
-    bad = (~finite) if bad is None else (np.asarray(bad, bool) | ~finite)
-    src = source_mask(x, params)
-    excl = src | bad
-    out = noise_moments(x, excl)
-    low = out["n_noise_pix"] < params.min_noise_pixels
+    flags[~np.isfinite(np.asarray(images)).all(axis=(1, 2))] |= FLAG_NONFINITE
     flags[low] |= FLAG_NOISE
     for key in ("noise_std", "noise_skew", "noise_kurt", "noise_mean"):
         out[key][low] = np.nan

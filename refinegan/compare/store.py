@@ -111,7 +111,7 @@ def summary_lines(result: Mapping) -> list[str]:
     if cells:
         lines.append("label drift refined-sim, median/95th pct of |drift|: " + ", ".join(cells))
     cal = result.get("calibration", {})
-    for dom in ("sim", "refined", "real", "control", "refined_target_psf"):
+    for dom in ("sim", "refined", "real", "control", "refined_target_psf", "refined_reweighted"):
         if dom in cal and "m" in cal[dom]:
             c = cal[dom]
             lines.append(
@@ -119,7 +119,9 @@ def summary_lines(result: Mapping) -> list[str]:
                 f" m2={_fmt(c['m'][1]).strip()}+-{_fmt(c['m_err'][1]).strip()}"
                 f" c1={_fmt(c['c'][0]).strip()}+-{_fmt(c['c_err'][0]).strip()}"
                 f" c2={_fmt(c['c'][1]).strip()}+-{_fmt(c['c_err'][1]).strip()}"
-                f" ({c['n_groups']} groups, {c['n_stamps_failed']} stamps failed)"
+                f" ({c['n_groups']} groups, {c['n_stamps_failed']} stamps failed"
+                + (f", {100 * float(c['group_failure_fraction']):.1f} % of groups left out"
+                   if "group_failure_fraction" in c else "") + ")"
             )
     if "paired" in cal:
         p = cal["paired"]

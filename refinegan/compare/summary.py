@@ -34,6 +34,9 @@ from .verdicts import (
 
 __all__ = ["write_summary", "summary_tables", "headline_rows"]
 
+CALIBRATION_ROWS = ("sim", "refined", "real", "control", "refined_target_psf", "sim_reweighted",
+                    "refined_reweighted")
+
 
 def _fmt(x, err=None, digits=3) -> str:
     x = np.asarray(x, dtype=float)
@@ -201,17 +204,24 @@ def summary_tables(tree: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                     "real vs real", "gap closed"], rows))
     cal = tree.get("calibration", {})
     rows = []
-    for domain in ("sim", "refined", "real", "control", "refined_target_psf"):
+    for domain in CALIBRATION_ROWS:
         if domain in cal and "m" in cal[domain]:
             c = cal[domain]
+            frac = c.get("group_failure_fraction")
             rows.append([domain] + [_fmt(c["m"][k], c["m_err"][k]) for k in (0, 1)]
-                        + [_fmt(c["c"][k], c["c_err"][k]) for k in (0, 1)] + [str(c["n_groups"])])
+                        + [_fmt(c["c"][k], c["c_err"][k]) for k in (0, 1)] + [str(c["n_groups"])]
+                        + ["" if frac is None else f"{100 * float(frac):.1f} %",
+                           str(c.get("selection", "own")).replace("common to", "common:")])
     if "paired" in cal:
         p = cal["paired"]
         rows.append(["paired refined - sim (dm, dc)"] + [_fmt(p["dm"][k], p["dm_err"][k]) for k in (0, 1)]
-                    + [_fmt(p["dc"][k], p["dc_err"][k]) for k in (0, 1)] + [str(p["n_groups"])])
-    tables.append(("Shear calibration, HSM REGAUSS with each file's PSF (eps = (1 + m) g + c)",
-                   ["set", "m1", "m2", "c1", "c2", "galaxy groups"], rows))
+                    + [_fmt(p["dc"][k], p["dc_err"][k]) for k in (0, 1)] + [str(p["n_groups"])]
+                    + ["", "common"])
+    tables.append(("Shear calibration, HSM REGAUSS with each file's PSF (eps = (1 + m) g + c); "
+                   "paired sets on the groups measured in all of them, reweighted = to the "
+                   "target's (size, S/N)",
+                   ["set", "m1", "m2", "c1", "c2", "galaxy groups", "groups left out",
+                    "selection"], rows))
     if "transfer" in cal:
         t = cal["transfer"]
         rows = [[f"component {k + 1}",

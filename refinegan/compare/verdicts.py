@@ -9,8 +9,8 @@ it, `apply_minimums` sets the test's numbers in compare.h5 to NaN, stores a ``ve
 never "yes".
 
 A classifier two-sample test whose held-out AUC is far below 0.5 (`failed_classifier`) did not
-measure a distance: a classifier cannot be worse than chance on held-out data unless it
-memorised its training split (too few galaxies, or copies of one galaxy on both sides). Its
+measure a distance: worse than chance on held-out data means it overfit its training split
+(too few galaxies, copies of one galaxy on both sides) or is broken. Its
 verdict reads ``"failed: ..."``; its AUC is kept for diagnosis, but no gap closed and no headline
 verdict is drawn from it.
 """

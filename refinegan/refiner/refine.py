@@ -262,13 +262,15 @@ def _refined_psf(sf, match: PsfMatch | None, module) -> np.ndarray | None:
 
 def _writer(out_path: Path, sf, model_path, chunk_stamps: int, psf: np.ndarray | None,
             extra: dict) -> StampWriter:
-    """The ``refined`` stamp file for the stamps of ``sf`` (same shape, pixel scale, seed, mask)."""
+    """The ``refined`` stamp file for the stamps of ``sf`` (same shape, pixel scale, seed, mask,
+    pixel units)."""
     config = {"refine": {"model": str(model_path), "chunk_stamps": chunk_stamps},
               "parent_config": sf.attrs.get("config")}
     return StampWriter(out_path, sf.n, sf.stamp_shape, domain="refined", pixel_scale=sf.pixel_scale,
                        source=f"refinegan refine of {sf.path.name} with {Path(model_path).name}",
                        config=config, seed=int(sf.attrs["seed"]), psf=psf,
-                       with_mask=sf.mask is not None, extra_attrs=extra)
+                       with_mask=sf.mask is not None, extra_attrs=extra,
+                       image_attrs={"units": sf.units})
 
 
 def _noise_match_for(model: RefinerFile, sf, model_path) -> NoiseMatch | None:

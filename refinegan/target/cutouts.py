@@ -24,6 +24,7 @@ from ..config import RunConfig
 from ..errors import InputDataError
 from ..io import write_stamps
 from ..noise import CUTOUT_MASK, robust_sigma, source_mask
+from ..units import PixelUnits
 
 __all__ = ["check_psf_image", "dihedral_copies", "AUGMENT_COPIES", "CutoutOptions", "CutoutCollector", "estimate_background_noise",
            "resample_cutout", "center_crop", "check_pixel_scale", "working_shape", "prepare_psf"]
@@ -382,8 +383,10 @@ class CutoutCollector:
         self.n_cutouts += 1
 
     def write(self, out: str | os.PathLike, config: RunConfig, source: str, files: list[str],
-              input_scale: float, psf: np.ndarray | None = None) -> Path:
-        """Write the gathered stamps (and ``psf``, see `prepare_psf`); error if none survived."""
+              input_scale: float, psf: np.ndarray | None = None,
+              units: PixelUnits | None = None) -> Path:
+        """Write the gathered stamps (and ``psf``, see `prepare_psf`) in ``units`` (the
+        attributes of ``/images``; counts when None); error if none survived."""
         if not self.images:
             reasons = "; ".join(f"{n} {r.replace('_', ' ')} (e.g. {self.first_reject[r]})"
                                 for r, n in self.rejected.items())
@@ -407,7 +410,8 @@ class CutoutCollector:
         path = write_stamps(out, np.stack(self.images), labels, domain="real",
                             pixel_scale=self.opts.pixel_scale, source=source, config=config,
                             seed=config.seed, psf=psf, mask=np.stack(self.masks),
-                            extra_attrs=attrs)
+                            extra_attrs=attrs,
+                            image_attrs=None if units is None else units.image_attrs())
         logger.info("%d stamps kept of %d (%d rejected) -> %s", n, self.n_seen,
                     attrs["n_rejected"], path)
         return path

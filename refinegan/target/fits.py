@@ -5,7 +5,9 @@ first HDU with data): 2-D (one cutout) or 3-D (a cube of N cutouts), the same fo
 The pixel scale comes from ``real.fits.pixel_scale`` when set, otherwise from the header
 (``PIXSCALE`` / ``PIXSCAL1`` / ``SECPIX`` in arcsec, the WCS ``CD`` matrix or ``CDELT`` with
 ``PC``, in ``CUNIT`` or degrees)
-and must agree across files. Cutouts then go through refinegan.target.cutouts.CutoutCollector
+and must agree across files, as must ``BUNIT``: ``/images`` carries it (`refinegan.units`), or
+``counts`` once ``real.fits.flux_scale`` != 1 has multiplied the pixels into the sims' counts.
+Cutouts then go through refinegan.target.cutouts.CutoutCollector
 (``real.fits.augment``: 4 or 8 rotated / mirrored copies of each, labelled ``group_id``).
 Each failure names the file (and HDU) and what was expected; nothing is written then.
 """
@@ -26,6 +28,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..config import RunConfig
 from ..errors import ConfigError, InputDataError
+from ..units import normalise_unit, pixel_units, same_units, scale_pixels
 from .cutouts import (
     SCALE_RTOL,
     CutoutCollector,
@@ -194,6 +197,18 @@ def _select_band(data: np.ndarray, mask: np.ndarray | None, band: int | None, wh
     return data[band], None if mask is None else mask[band]
 
 
+def _check_unit(header: fits.Header, where: str, first: tuple[str, str] | None) -> tuple[str, str]:
+    """(BUNIT of ``header`` as written, ``where``) of the first file; a later file must declare the
+    same unit (`refinegan.units.same_units`), or none if the first declared none."""
+    raw = str(header.get("BUNIT", "")).strip()
+    if first is None:
+        return raw, where
+    if not same_units(normalise_unit(raw), normalise_unit(first[0])):
+        raise InputDataError(f"{where}: BUNIT {raw!r} differs from {first[0]!r} of {first[1]}; "
+                             "expected all files in one unit")
+    return first
+
+
 def prepare_fits(config: RunConfig | dict, out: str | os.PathLike, progress: bool = False) -> Path:
     """Write the user's FITS cutouts (``real.fits``) as the target stamp file ``out``.
 
@@ -211,13 +226,15 @@ def prepare_fits(config: RunConfig | dict, out: str | os.PathLike, progress: boo
     opts = CutoutOptions.from_config(config, "fits")
     files = list_fits_files(sec["path"])
     collector = CutoutCollector(opts, config["real"]["n"])
-    ndim0 = scale0 = None
+    ndim0 = scale0 = unit0 = None
     for fi, path in enumerate(files):
         if collector.full:
             break
         data, mask, header, index = read_fits_cutouts(path, sec["hdu"], sec["mask_hdu"])
         where = f"{path} HDU {index}"
         data, mask = _select_band(data, mask, sec["band"], where)
+        unit0 = _check_unit(header, where, unit0)
+        data = scale_pixels(data, sec["flux_scale"])
         if ndim0 is None:
             ndim0, first = data.ndim, where
         elif data.ndim != ndim0:
@@ -247,4 +264,6 @@ def prepare_fits(config: RunConfig | dict, out: str | os.PathLike, progress: boo
                           f"{where} cutout {i}")
     psf = _read_psf(sec["psf_path"], sec["psf_pixel_scale"], opts) if sec["psf_path"] else None
     return collector.write(out, config, f"user FITS cutouts: {sec['path']}", [str(f) for f in files],
-                           scale0, psf=psf)
+                           scale0, psf=psf,
+                           units=pixel_units(unit0[0], sec["flux_scale"], unit0[1],
+                                             "real.fits.flux_scale"))

@@ -3,11 +3,13 @@
 The dataset holds floating-point (N, H, W) stamps or one (H, W) stamp. The pixel scale is
 ``real.hdf5.pixel_scale`` when set, otherwise a ``pixel_scale`` attribute (arcsec/pixel) of the
 dataset or of the file (a refinegan stamp file has one). An optional ``mask_dataset`` of the same
-shape marks bad pixels (non-zero). An optional ``group_dataset`` (N,) of integers names each
-stamp's galaxy (label ``group_id``: rotated or flipped copies of one galaxy already in the file
-share one, so compare never splits them). The same checks and processing as the FITS source
-follow (refinegan.target.cutouts.CutoutCollector, ``augment`` included); failures name the file
-and dataset.
+shape marks bad pixels (non-zero). The dataset's ``units`` (or ``unit``, ``BUNIT``) attribute is
+carried to ``/images``, or ``counts`` once ``real.hdf5.flux_scale`` != 1 has multiplied the
+pixels into the sims' counts (`refinegan.units`). The same checks and processing as the FITS source follow
+(refinegan.target.cutouts.CutoutCollector, ``augment`` included); failures name the file and
+dataset. An optional ``group_dataset`` (N,) of integers names each stamp's galaxy (label
+``group_id``: rotated or flipped copies of one galaxy already in the file share one, so compare
+never splits them).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 
 from ..config import RunConfig
 from ..errors import ConfigError, InputDataError
+from ..units import pixel_units, scale_pixels
 from .cutouts import (
     CutoutCollector,
     CutoutOptions,
@@ -35,6 +38,16 @@ __all__ = ["prepare_hdf5", "read_hdf5_cutouts"]
 logger = logging.getLogger(__name__)
 
 READ_BLOCK = 256  # stamps read from the file at a time
+UNIT_ATTRS = ("units", "unit", "BUNIT", "bunit")  # attributes of the dataset naming its pixel unit
+
+
+def _declared_unit(ds: h5py.Dataset) -> str | None:
+    """The first `UNIT_ATTRS` attribute of ``ds`` (a refinegan stamp file's ``units``), or None."""
+    for key in UNIT_ATTRS:
+        if key in ds.attrs:
+            value = ds.attrs[key]
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None
 
 
 def _datasets(f: h5py.File) -> list[str]:
@@ -137,7 +150,7 @@ def prepare_hdf5(config: RunConfig | dict, out: str | os.PathLike, progress: boo
             if collector.full:
                 break
             sl = slice(start, min(start + READ_BLOCK, n))
-            block = ds[()][None] if ds.ndim == 2 else ds[sl]
+            block = scale_pixels(ds[()][None] if ds.ndim == 2 else ds[sl], sec["flux_scale"])
             mblock = None if mask is None else (mask[()][None] if ds.ndim == 2 else mask[sl])
             for i in range(block.shape[0]):
                 if collector.full:
@@ -155,5 +168,6 @@ def prepare_hdf5(config: RunConfig | dict, out: str | os.PathLike, progress: boo
                 raise InputDataError(f"{where_psf}: the PSF has no pixel_scale attribute; set "
                                      "real.hdf5.psf_pixel_scale (arcsec/pixel)")
             psf = prepare_psf(pds[()], float(psf_scale), opts, where_psf)
+        units = pixel_units(_declared_unit(ds), sec["flux_scale"], where, "real.hdf5.flux_scale")
     return collector.write(out, config, f"user HDF5 stamps: {path}:{sec['dataset']}", [str(path)],
-                           scale, psf=psf)
+                           scale, psf=psf, units=units)
