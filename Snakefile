@@ -38,6 +38,7 @@ rule all:
     input:
         sim_shards(),
         rules.prepare_real.output.h5,
+        twin_file(),
         rules.train.output.model,
         refined_shards(),
         rules.compare.output.h5,

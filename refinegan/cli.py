@@ -53,6 +53,11 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--out", required=True, help="output stamp file (.h5)")
 
+    p = sub.add_parser("prepare-twin",
+                       help="build the paired twin target: the mock drawn on the sims' galaxies")
+    _add_config_args(p)
+    p.add_argument("--out", required=True, help="output stamp file (.h5)")
+
     p = sub.add_parser("train", help="train the SimGAN refiner")
     _add_config_args(p)
     p.add_argument("--sim", nargs="+", required=True, help="simulated stamp file(s)")
@@ -77,6 +82,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", default=None, help="directory for PNG plots (default: beside --out)")
     p.add_argument("--control", nargs="+", default=None,
                    help="noise-only control stamp file(s): the target with only its noise effect")
+    p.add_argument("--twin", default=None,
+                   help="paired twin stamp file (refinegan prepare-twin): m_refined - m_twin paired")
     p = sub.add_parser("summary", help="key numbers of a compare.h5 as an HTML page")
     p.add_argument("--compare", required=True, help="compare.h5 written by refinegan compare")
     p.add_argument("--out", required=True, help="output HTML file")
@@ -106,6 +113,10 @@ def _run(args: argparse.Namespace) -> None:
         from .target.prepare_real import prepare_real
 
         prepare_real(config, args.out, progress=progress)
+    elif args.stage == "prepare-twin":
+        from .target.twin import prepare_twin
+
+        prepare_twin(config, args.out, progress=progress)
     elif args.stage == "train":
         from .refiner.train import train
 
@@ -115,7 +126,7 @@ def _run(args: argparse.Namespace) -> None:
         from .compare.compare import compare
 
         compare(config, args.sim, args.refined, args.real, args.out, plots_dir=args.plots,
-                progress=progress, control_paths=args.control)
+                progress=progress, control_paths=args.control, twin_path=args.twin)
 
 
 EXIT_INPUT = 2  # the input or config was refused (RefineganError), nothing written

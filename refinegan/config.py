@@ -30,6 +30,7 @@ from .errors import ConfigError
 
 __all__ = [
     "RunConfig",
+    "twin_enabled",
     "FrozenMapping",
     "to_plain",
     "SCHEMA_PATH",
@@ -179,6 +180,13 @@ def _group_size(config: Mapping) -> int:
     """Stamps per galaxy group of the sims: 1, 2 or 4 (rot90 and +/-g twins)."""
     pairs = config["sim"]["pairs"]
     return (2 if pairs["rot90"] else 1) * (2 if pairs["shear_sign"] else 1)
+
+
+def twin_enabled(config: Mapping) -> bool:
+    """Whether the run makes and compares the paired twin target: ``compare.twin``, or with null
+    (auto) when ``real.source`` is ``mock`` (the twin is the mock drawn on the sims' galaxies)."""
+    twin = config["compare"]["twin"]
+    return config["real"]["source"] == "mock" if twin is None else bool(twin)
 
 
 def check_shards(config: Mapping) -> None:

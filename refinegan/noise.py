@@ -11,12 +11,13 @@
 
 Compare measures noise statistics with `COMPARE_MASK` (the default `MaskParams`), training's
 noise anchors measure on the same sky, and the user cutouts' background estimate
-(`refinegan.target.cutouts`) uses `CUTOUT_MASK`, a tighter recipe of the same implementation.
+(`refinegan.target.sky`) uses `CUTOUT_MASK`, the same recipe with its sigma measured on the sky
+found so far, iterated.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -88,9 +89,10 @@ class MaskParams:
 
 
 COMPARE_MASK = MaskParams()
-# The cutout background estimate's recipe (its values predate the shared implementation).
-CUTOUT_MASK = MaskParams(threshold_sigma=3.0, smooth_pix=1.0, dilate_pix=2, min_area_pix=5,
-                         connectivity=4, sigma_region="good")
+# The user cutouts' sky estimate (refinegan.target.sky): compare's recipe, its detection sigma
+# measured on the sky pixels found so far about their background (the stamp is not
+# background-subtracted yet and its border frame may lie inside the galaxy).
+CUTOUT_MASK = replace(COMPARE_MASK, sigma_region="good")
 
 
 def frame_mask(shape: tuple[int, int], width: int) -> np.ndarray:

@@ -23,8 +23,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["STREAMS", "MOCK_EFFECT_WORDS", "MOCK_NOISE_WORDS", "stream_sequence", "galaxy_rng",
-           "realisation_keys", "realisation_normals"]
+__all__ = ["STREAMS", "MOCK_EFFECT_WORDS", "MOCK_NOISE_WORDS", "COMPARE_WORDS", "stream_sequence",
+           "galaxy_rng", "realisation_keys", "realisation_normals"]
 
 STREAMS = {
     "sim": 1,  # sim galaxy parameters (per galaxy group)
@@ -38,10 +38,14 @@ STREAMS = {
     "mock": 11,  # target galaxy parameters (per group)
     "mock_noise": 12,  # target noise fields
     "mock_effects": 13,  # target effects: knots, bulges, neighbours, artefacts, COSMOS draws
+    "twin_noise": 14,  # the paired twin target's noise fields (per sim group and rotation)
 }
 # Extra words after the galaxy id on the target streams (`galaxy_rng`).
 MOCK_EFFECT_WORDS = {"intrinsic": 1, "cosmic_rays": 2, "hot_pixels": 3, "cosmos_draw": 4}
 MOCK_NOISE_WORDS = {"cosmos": 5}  # the mock's own noise fields use the rotation (0, 1) here
+# compare's own sub-streams: SeedSequence([seed, compare.seed_offset, word]), apart from the
+# stage generator, so an optional step never shifts the draws of the others.
+COMPARE_WORDS = {"twin": 1}
 
 
 def stream_sequence(seed: int, stream: str, *words: int) -> np.random.SeedSequence:

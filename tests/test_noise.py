@@ -96,10 +96,10 @@ def test_sky_mask_falls_back_to_the_frame_when_the_galaxy_fills_the_stamp(rng):
     assert np.array_equal(sky[1:], ~source_mask(img[1:]))
 
 
-def test_the_cutout_recipe_is_the_shared_implementation_with_its_own_values():
+def test_the_cutout_recipe_is_compares_with_its_sigma_on_the_sky():
     assert COMPARE_MASK == MaskParams()
-    assert (CUTOUT_MASK.threshold_sigma, CUTOUT_MASK.dilate_pix, CUTOUT_MASK.min_area_pix,
-            CUTOUT_MASK.connectivity, CUTOUT_MASK.sigma_region) == (3.0, 2, 5, 4, "good")
+    # the cutouts' sky estimate uses compare's recipe, its sigma on the sky found so far
+    assert CUTOUT_MASK == MaskParams(sigma_region="good")
     with pytest.raises(ValueError, match="connectivity must be 4 or 8"):
         MaskParams(connectivity=6)
     with pytest.raises(ValueError, match="sigma_region"):
@@ -110,12 +110,12 @@ def test_every_stage_uses_the_shared_definitions():
     """Training, compare and the cutouts read the noise through refinegan.noise only."""
     from refinegan.compare import stats
     from refinegan.refiner import monitor, normalize, trainer
-    from refinegan.target import cutouts
+    from refinegan.target import cutouts, sky
 
     assert stats.source_mask is noise.source_mask and stats.noise_moments is noise.noise_moments
     assert normalize.border_sigma is noise.border_sigma and monitor.border_sigma is noise.border_sigma
-    assert trainer.source_mask is noise.source_mask and cutouts.source_mask is noise.source_mask
-    for mod in (stats, normalize, cutouts, monitor):
+    assert trainer.source_mask is noise.source_mask and sky.source_mask is noise.source_mask
+    for mod in (stats, normalize, cutouts, sky, monitor):
         assert "MAD_TO_SIGMA" not in vars(mod), mod.__name__
 
 

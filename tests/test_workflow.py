@@ -55,6 +55,12 @@ def test_all_outputs_exist_and_follow_the_contract(finished_run):
         assert len(f) > 0
     with h5py.File(res / "compare.h5") as f:
         assert len(f.keys()) > 0
+        # the mock target's paired twin (compare.twin: null = on for the mock)
+        for name in ("calibration/twin/m", "calibration/transfer_paired/dm",
+                     "calibration/transfer_paired/dm_err", "calibration/twin_sim_paired/dm"):
+            assert name in f, name
+    twin = io.read_stamps(res / "twin.h5")
+    assert twin.attrs["is_twin"] and len(twin) == 48
     assert sorted(p.name for p in (res / "plots").glob("*.png"))
     summary = (res / "summary.html").read_text()
     assert "Calibration transfer" in summary and "Classifier two-sample tests" in summary

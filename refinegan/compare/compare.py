@@ -33,6 +33,7 @@ from .stats import FLAG_HSM, FLAG_NOISE, FLAG_NONFINITE
 from .store import summary_lines, write_compare_h5
 from .stream import stream_shape_sets
 from .tables import distance_tables, label_drift, spectra_tables
+from .twin import load_twin, twin_calibration, twin_rng
 from .verdicts import apply_minimums, target_attrs
 
 __all__ = ["compare"]
@@ -143,6 +144,7 @@ def compare(
     plots_dir: str | os.PathLike | None = None,
     progress: bool = True,
     control_paths: Paths | None = None,
+    twin_path: str | os.PathLike | None = None,
 ) -> dict:
     """Compare sim, refined and real stamp sets; write ``out_path`` (compare.h5) and plots.
 
@@ -164,6 +166,11 @@ def compare(
         A noise-only control (e.g. the mock with only its noise effect on, or the sims with
         real-style noise): its classifier AUCs and W1 distances against real are reported next
         to the refined ones (``classifier/<test>/control_auc``, ``distances/w1_control``).
+    twin_path : path, optional
+        The paired twin target (`refinegan.target.twin`: the target drawn on the sims' own
+        galaxies): its m and the paired m_refined - m_twin, m_twin - m_sim
+        (``calibration/twin``, ``calibration/transfer_paired``, ``calibration/twin_sim_paired``;
+        `refinegan.compare.twin`) [default: None, no twin].
 
     Returns
     -------
@@ -182,6 +189,7 @@ def compare(
     _check_sets(sets, sim_paths, refined_paths, real_path)
     _check_units(sets, {"sim": sim_paths, "refined": refined_paths, "real": [real_path],
                         "control": control_paths})
+    twin = load_twin(twin_path, sets["sim"], p.full_stamps) if twin_path is not None else None
     logger.info("compare: %s stamps", ", ".join(f"{len(s)} {d}" for d, s in sets.items()))
 
     meas = {d: measure(s, p, progress, desc=d) for d, s in sets.items()}
@@ -207,17 +215,39 @@ def compare(
         meas["sim"], meas["refined"],
         *({k: v[:n_drift] for k, v in calibration.shapes[d].items()} if d in calibration.shapes
           else None for d in ("sim", "refined")))
+    if twin is not None:
+        _add_twin(result["calibration"], calibration.shapes, data, twin, p, config.seed)
     # tests below their minimum number of galaxies: NaN with a reason; failed classifiers flagged
     apply_minimums(result, data)
 
     inputs = {"control": control_paths, "sim": sim_paths, "refined": refined_paths,
               "real": [real_path]}
-    write_compare_h5(out_path, result, _attrs(config, data, inputs))
+    if twin_path is not None:
+        inputs["twin"] = [twin_path]
+    attrs = _attrs(config, data, inputs)
+    if twin is not None:
+        attrs["n_twin"] = len(twin)
+    write_compare_h5(out_path, result, attrs)
     for line in summary_lines(result):
         logger.info("%s", line)
     plots_dir = Path(plots_dir) if plots_dir is not None else Path(out_path).parent / "plots"
     plots.make_plots(result, sets, plots_dir, scale=data.scale, n_stamps=p.plot_stamps, rng=rng)
     return result
+
+
+def _add_twin(tables: dict, shapes: dict, data: Samples, twin: StampSet, p: CompareParams,
+              seed: int) -> None:
+    """Add the twin's calibration entries to ``tables`` (its own generator: nothing else moves)."""
+    if "sim" not in shapes:
+        logger.info("twin calibration skipped: the sims were not calibrated")
+        return
+    sim = data.sets["sim"]
+    logger.info("compare: %d twin stamps", len(twin))
+    n = len(sim)  # in calibration mode the shapes cover every stamp, the sets the subsample
+    cut = {d: {k: v[:n] for k, v in shapes[d].items()} for d in ("sim", "refined") if d in shapes}
+    tables.update(twin_calibration(twin, sim, cut["sim"], tables["sim"], data.sets["refined"],
+                                   cut.get("refined"), tables.get("refined"), p,
+                                   twin_rng(seed, p)))
 
 
 def _stats_tree(data: Samples) -> dict:

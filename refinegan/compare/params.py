@@ -56,6 +56,7 @@ class CompareParams:
     plot_stamps: int = 8
     threads: int = 1
     calibrate_with_target_psf: bool = True
+    twin: bool | None = None  # whether the workflow makes and compares the paired twin (None: auto)
     morph_processes: int = 1
 
     @classmethod

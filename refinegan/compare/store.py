@@ -126,6 +126,15 @@ def summary_lines(result: Mapping) -> list[str]:
     if "paired" in cal:
         p = cal["paired"]
         lines.append(f"paired refined-sim  dm={p['dm']} +- {p['dm_err']}  dc={p['dc']} +- {p['dc_err']}")
+    if "twin" in cal and "m" in cal["twin"]:
+        t = cal["twin"]
+        lines.append(f"calibration twin (the target on the sims' galaxies) m={t['m']} +- {t['m_err']}"
+                     f" ({t['n_groups']} groups)")
+    for key, label in (("transfer_paired", "refined-twin"), ("twin_sim_paired", "twin-sim")):
+        if key in cal:
+            t = cal[key]
+            lines.append(f"paired {label} dm={t['dm']} +- {t['dm_err']} (unpaired error "
+                         f"{t['dm_err_unpaired']}); meets {t['bar']:g}: {t['meets_bar']}")
     for key, label in (("transfer", "sim PSF"), ("transfer_target_psf", "target PSF")):
         if key in cal:
             t = cal[key]

@@ -135,8 +135,7 @@ def _minimum_rows(tree: dict) -> list[list[str]]:
             minimum = MIN_GROUPS_CNN if test.startswith("cnn") else MIN_GROUPS_CLASSIFIER
             rows.append([f"classifier {test}", f"{minimum} galaxies per set", *_verdicts(res)])
     cal = tree.get("calibration", {})
-    for domain in ("sim", "refined", "real", "control", "paired", "transfer"):
-        c = cal.get(domain)
+    for domain, c in cal.items():
         if isinstance(c, dict) and "verdict" in c:
             rows.append([f"calibration {domain}", f"{MIN_GROUPS_CALIBRATION} galaxy groups",
                          str(c["verdict"]), "", ""])

@@ -194,9 +194,10 @@ def _classifier(test: str, res: dict) -> list[str]:
     return msgs
 
 
-_CAL_VALUES = ("m", "c", "m_err", "c_err", "m_boot", "c_boot")
-_PAIRED_VALUES = ("dm", "dc", "dm_err", "dc_err", "response_shift_mean", "response_shift_err",
-                  "response_shift_p95_abs")
+# kept below the minimum: counts, the bar, and the per-stamp shapes (measurements, not the test);
+# every other float becomes NaN and every boolean (meets_bar ...) False
+_CAL_KEPT = ("n_groups", "n_stamps_failed", "n_groups_dropped", "bar", "minimum_groups",
+             "regauss_status", "eps1", "eps2")
 
 
 def _nan_like(x) -> np.ndarray:
@@ -215,9 +216,11 @@ def _calibration(cal: dict) -> list[str]:
         c["minimum_groups"] = MIN_GROUPS_CALIBRATION
         if reason is not None:
             low.add(key)
-            for name in (*_CAL_VALUES, *_PAIRED_VALUES):
-                if name in c:
-                    c[name] = _nan_like(c[name])
+            for name, v in list(c.items()):
+                kind = np.asarray(v).dtype.kind
+                if name in _CAL_KEPT or kind not in "fb":
+                    continue
+                c[name] = _nan_like(v) if kind == "f" else np.zeros(np.shape(v), bool)
             msgs.append(f"calibration {key}: {c['verdict']}")
     for key, needs in (("transfer", ("sim", "refined", "real", "paired")),
                        ("transfer_target_psf", ("sim", "refined_target_psf", "real",

@@ -4,8 +4,9 @@ The user's cutouts all pass through `CutoutCollector`: bad pixels (NaN, inf, mas
 go to ``/mask`` with value 1, stamps with too many are rejected and counted (never silently
 dropped: attributes ``n_rejected`` and ``n_rejected_<reason>``), optional resampling to the
 working pixel scale, centring, cropping, and a robust per-stamp background and noise estimate
-from source-masked pixels (labels ``background``, ``noise_sigma``). Nothing is written unless
-the whole run succeeds.
+from source-masked pixels (`refinegan.target.sky`; labels ``background``, ``noise_sigma``,
+``sky_ok``, ``n_sky_pixels``), or the noise from the user's noise plane
+(`refinegan.target.planes`). Nothing is written unless the whole run succeeds.
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ from scipy import ndimage
 from ..config import RunConfig
 from ..errors import InputDataError
 from ..io import write_stamps
-from ..noise import CUTOUT_MASK, robust_sigma, source_mask
+from ..noise import robust_sigma
 from ..units import PixelUnits
+from .sky import MIN_SKY_FRACTION, MIN_SKY_PIXELS, estimate_sky, plane_sigma
 
-__all__ = ["check_psf_image", "dihedral_copies", "AUGMENT_COPIES", "CutoutOptions", "CutoutCollector", "estimate_background_noise",
-           "resample_cutout", "center_crop", "check_pixel_scale", "working_shape", "prepare_psf"]
+__all__ = ["check_psf_image", "dihedral_copies", "AUGMENT_COPIES", "CutoutOptions",
+           "CutoutCollector", "resample_cutout", "center_crop", "crop_at", "check_pixel_scale",
+           "working_shape", "prepare_psf"]
 
 logger = logging.getLogger(__name__)
 
-MIN_SKY_FRACTION = 0.1  # a background estimate needs at least this fraction of sky pixels
 CENTER_SMOOTH_PIX = 1.5  # smoothing (pixels) before locating the peak to centre on
 CENTER_THRESHOLD_SIGMA = 3.0  # recentring: sources above this many robust sigmas of the smoothed image
 CENTER_MIN_AREA_PIX = 5  # ... in 8-connected regions of at least this many pixels
@@ -93,30 +95,6 @@ def working_shape(shape: tuple[int, int], scale: float, opts: CutoutOptions) -> 
     if abs(scale / opts.pixel_scale - 1) <= SCALE_RTOL:
         return int(shape[0]), int(shape[1])
     return tuple(int(np.floor(s * scale / opts.pixel_scale + 1e-6)) for s in shape)
-
-
-def estimate_background_noise(image: np.ndarray, bad: np.ndarray) -> tuple[float, float]:
-    """Robust background level and noise sigma of one stamp from its source-masked pixels.
-
-    Median and robust sigma (`refinegan.noise.robust_sigma`) of the good pixels; then the
-    sources (`refinegan.noise.source_mask` with the `CUTOUT_MASK` recipe, on the stamp minus
-    that background, bad pixels filled with it) are masked and both are measured again, twice.
-    """
-    good = ~bad & np.isfinite(image)
-    vals = image[good]
-    if vals.size == 0:
-        return float("nan"), float("nan")
-    bkg = float(np.median(vals))
-    sigma = float(robust_sigma(vals))
-    for _ in range(2):
-        filled = np.where(good, image, bkg)
-        source = source_mask((filled - bkg)[None], CUTOUT_MASK, good[None])[0]
-        sky = good & ~source
-        if sky.sum() < MIN_SKY_FRACTION * good.sum():  # nearly all source: keep the last estimate
-            break
-        bkg = float(np.median(image[sky]))
-        sigma = float(robust_sigma(image[sky]))
-    return bkg, sigma
 
 
 def resample_cutout(image: np.ndarray, bad: np.ndarray, scale_in: float, scale_out: float
@@ -216,13 +194,22 @@ def center_crop(image: np.ndarray, bad: np.ndarray, size: int, recenter: bool
         peak = _target_peak(image, bad)
         if peak is not None:
             cy, cx = peak
+    stamp, sbad = crop_at(image, bad, cy, cx, size)
+    return stamp, sbad, cy - h // 2, cx - w // 2
+
+
+def crop_at(image: np.ndarray, bad: np.ndarray, cy: int, cx: int, size: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The size x size stamp of ``image`` whose pixel (size // 2, size // 2) is (cy, cx), and its
+    bad pixels; pixels beyond the image are 0 and bad."""
+    h, w = image.shape
     y0, x0 = cy - size // 2, cx - size // 2
     stamp = np.zeros((size, size), dtype=np.float64)
     sbad = np.ones((size, size), dtype=bool)
     ys, xs = slice(max(y0, 0), min(y0 + size, h)), slice(max(x0, 0), min(x0 + size, w))
     ts = (slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
     stamp[ts], sbad[ts] = image[ys, xs], bad[ys, xs]
-    return stamp, sbad, cy - h // 2, cx - w // 2
+    return stamp, sbad
 
 
 PSF_MAX_OFFSET_PIX = 2.0  # a PSF centroid further than this from the image centre is refused
@@ -320,7 +307,8 @@ class CutoutCollector:
         self.masks: list[np.ndarray] = []
         self.labels: dict[str, list] = {k: [] for k in (
             "file_index", "index_in_file", "background", "noise_sigma", "n_bad_pixels",
-            "center_dy", "center_dx")}
+            "center_dy", "center_dx", "sky_ok", "n_sky_pixels")}
+        self.no_sky: list[tuple[int, str, bool]] = []  # (stamp, where, noise from a plane)
         if self.grouped:
             self.labels.update(group_id=[], augment_index=[])
         self.rejected: Counter = Counter()
@@ -339,17 +327,32 @@ class CutoutCollector:
         logger.warning("rejected %s: %s", where, reason.replace("_", " "))
 
     def add(self, image: np.ndarray, bad: np.ndarray | None, scale: float, file_index: int,
-            index: int, where: str, group: int | None = None) -> None:
-        """Process one 2-D cutout at ``scale`` arcsec/pixel (``where`` names it in messages);
-        ``group``: its ``group_id`` when the collector is ``grouped`` [default: its running
-        index among accepted cutouts]."""
+            index: int, where: str, noise: np.ndarray | None = None,
+            group: int | None = None) -> None:
+        """Process one 2-D cutout at ``scale`` arcsec/pixel (``where`` names it in messages).
+
+        ``bad``: non-zero = bad pixel; ``noise``: per-pixel noise sigma of the cutout in counts
+        (`refinegan.target.planes.sigma_from_plane`; NaN = bad pixel), which then sets the
+        ``noise_sigma`` label instead of the sky estimate; ``group``: its ``group_id`` when the
+        collector is ``grouped`` [default: its running index among accepted cutouts]. With
+        ``opts.augment`` the cutout gives 4 or 8 stamps (`dihedral_copies`).
+        """
         self.n_seen += 1
         image = np.asarray(image, dtype=np.float64)
         bad = ~np.isfinite(image) | (np.zeros(image.shape, bool) if bad is None else bad != 0)
+        if noise is not None:
+            noise = np.asarray(noise, dtype=np.float64)
+            bad |= ~np.isfinite(noise)
         if bad.all():
             self.reject("all_nan", f"{where} (all pixels NaN or masked)")
             return
         if abs(scale / self.opts.pixel_scale - 1) > SCALE_RTOL:
+            if noise is not None:
+                raise InputDataError(
+                    f"{where}: a noise plane (real.{self.opts.section}.noise_*) of cutouts that are "
+                    "resampled is not supported (resampling correlates the noise, and the plane is "
+                    "at the input pixel scale); drop the noise plane (the noise is then measured "
+                    "on the resampled sky) or give cutouts at stamp.pixel_scale")
             image, bad = resample_cutout(image, bad, scale, self.opts.pixel_scale)
         stamp, sbad, dy, dx = center_crop(image, bad, self.opts.stamp_size, self.opts.recenter)
         if max(abs(dy), abs(dx)) > RECENTER_MAX_FRACTION * self.opts.stamp_size:
@@ -360,8 +363,13 @@ class CutoutCollector:
             self.reject("bad_fraction", f"{where} ({sbad.mean():.0%} bad pixels > "
                          f"real.{self.opts.section}.max_bad_fraction)")
             return
-        bkg, sigma = estimate_background_noise(stamp, sbad)
-        if self.opts.subtract_background:
+        sky = estimate_sky(stamp, sbad)
+        bkg, sigma = (sky.background if sky.ok else float("nan")), sky.noise_sigma
+        if noise is not None:
+            h, w = image.shape
+            sigma = plane_sigma(crop_at(noise, bad, h // 2 + dy, w // 2 + dx, self.opts.stamp_size)[0],
+                                sky.sky, ~sbad)
+        if sky.ok and self.opts.subtract_background:  # (without enough sky: see no_sky below)
             stamp = stamp - bkg
         stamp[sbad] = 0.0
         n_copies = max(1, self.opts.augment)
@@ -370,12 +378,15 @@ class CutoutCollector:
                                          dihedral_copies(sbad, n_copies), strict=True)):
             if self.full:
                 break
+            if not sky.ok:
+                self.no_sky.append((len(self.images), where, noise is not None))
             self.images.append(st.astype(np.float32))
             self.masks.append(sb.astype(np.uint8))
             for key, value in (("file_index", file_index), ("index_in_file", index),
                                ("background", bkg), ("noise_sigma", sigma),
                                ("n_bad_pixels", int(sbad.sum())), ("center_dy", dy),
-                               ("center_dx", dx)):
+                               ("center_dx", dx), ("sky_ok", int(sky.ok)),
+                               ("n_sky_pixels", sky.n_sky)):
                 self.labels[key].append(value)
             if self.grouped:
                 self.labels["group_id"].append(gid)
@@ -405,6 +416,8 @@ class CutoutCollector:
                      abs(input_scale / self.opts.pixel_scale - 1) > SCALE_RTOL), "is_mock": False}
         for reason in ("all_nan", "bad_fraction", "recenter_far", "too_small"):
             attrs[f"n_rejected_{reason}"] = int(self.rejected.get(reason, 0))
+        attrs["n_sky_too_few"] = len(self.no_sky)
+        self._fill_no_sky_noise(labels["noise_sigma"], labels["sky_ok"])
         if self.grouped:
             attrs.update(augment=int(self.opts.augment), n_cutouts=int(self.n_cutouts))
         path = write_stamps(out, np.stack(self.images), labels, domain="real",
@@ -415,3 +428,25 @@ class CutoutCollector:
         logger.info("%d stamps kept of %d (%d rejected) -> %s", n, self.n_seen,
                     attrs["n_rejected"], path)
         return path
+
+    def _fill_no_sky_noise(self, noise_sigma: np.ndarray, sky_ok: np.ndarray) -> None:
+        """Log the stamps without enough sky (`refinegan.target.sky.MIN_SKY_PIXELS`,
+        `MIN_SKY_FRACTION`); those without a noise plane take the median ``noise_sigma`` of the
+        stamps with enough sky (their own sky estimate when there is none), in place."""
+        if not self.no_sky:
+            return
+        no_plane = [i for i, _, from_plane in self.no_sky if not from_plane]
+        fill = "their noise_sigma from the noise plane"
+        if no_plane and sky_ok.any():
+            typical = float(np.median(noise_sigma[sky_ok == 1]))
+            noise_sigma[no_plane] = typical
+            fill = (f"the {len(no_plane)} without a noise plane take the median noise_sigma of the "
+                    f"others, {typical:.4g}")
+        elif no_plane:
+            fill = ("no stamp has enough sky, so their noise_sigma is measured on what little sky "
+                    "they have: unreliable")
+        logger.warning(
+            "%d of %d stamps have too few sky pixels outside the sources (fewer than %d, or %g of "
+            "their good pixels; e.g. %s): their background is not subtracted (label background "
+            "NaN, sky_ok 0); %s", len(self.no_sky), len(self.images), MIN_SKY_PIXELS,
+            MIN_SKY_FRACTION, self.no_sky[0][1], fill)

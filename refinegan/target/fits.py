@@ -7,6 +7,8 @@ The pixel scale comes from ``real.fits.pixel_scale`` when set, otherwise from th
 ``PC``, in ``CUNIT`` or degrees)
 and must agree across files, as must ``BUNIT``: ``/images`` carries it (`refinegan.units`), or
 ``counts`` once ``real.fits.flux_scale`` != 1 has multiplied the pixels into the sims' counts.
+An optional mask HDU (``real.fits.mask_hdu``, its bad bits ``mask_bits``) and noise plane
+(``noise_hdu``, ``noise_kind``) are read with the pixels (refinegan.target.planes).
 Cutouts then go through refinegan.target.cutouts.CutoutCollector
 (``real.fits.augment``: 4 or 8 rotated / mirrored copies of each, labelled ``group_id``).
 Each failure names the file (and HDU) and what was expected; nothing is written then.
@@ -38,6 +40,7 @@ from .cutouts import (
     prepare_psf,
     working_shape,
 )
+from .planes import bad_from_mask, check_plane_shape, resolve_mask_bits, sigma_from_plane
 
 __all__ = ["prepare_fits", "list_fits_files", "read_fits_cutouts", "header_pixel_scale"]
 
@@ -209,6 +212,43 @@ def _check_unit(header: fits.Header, where: str, first: tuple[str, str] | None) 
     return first
 
 
+def _read_planes(path: Path, mask: np.ndarray | None, shape: tuple, sec: dict
+                 ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``real.fits.mask_bits`` and ``noise_hdu`` / ``noise_kind`` (`refinegan.target.planes`):
+    the bad pixels of ``mask`` (bool, or None without a mask) and the per-pixel noise sigma
+    (the pixels' unit, or None without a noise HDU) of one file whose pixels have ``shape``."""
+    bad = None
+    if mask is not None:
+        where = f"{path} HDU {sec['mask_hdu']!r}"
+        bits = sec["mask_bits"]
+        names = isinstance(bits, list | tuple) and any(isinstance(b, str) for b in bits)
+        cards = _read_hdu(path, sec["mask_hdu"], "real.fits.mask_hdu").header if names else None
+        bitmask = resolve_mask_bits(bits, cards, where, "real.fits.mask_bits")
+        bad = bad_from_mask(mask, bitmask, where, "real.fits.mask_bits")
+    noise = None
+    if sec["noise_hdu"] is not None:
+        plane = _read_hdu(path, sec["noise_hdu"], "real.fits.noise_hdu").data
+        where = f"{path} HDU {sec['noise_hdu']!r}"
+        check_plane_shape(plane.shape, shape, where, "real.fits.noise_hdu")
+        if plane.dtype.kind not in "iuf":
+            raise InputDataError(f"{where} (real.fits.noise_hdu): values are {plane.dtype.name}; "
+                                 f"expected numbers ({sec['noise_kind']})")
+        noise = sigma_from_plane(plane, sec["noise_kind"])
+    return bad, noise
+
+
+def _read_hdu(path: Path, hdu: int | str, key: str) -> fits.ImageHDU:
+    """A copy of one image HDU (data and header) of ``path`` (``key`` names it in errors)."""
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            _, h = _select_hdu(hdul, hdu, path, key)
+            return fits.ImageHDU(np.array(h.data), h.header.copy())
+    except InputDataError:
+        raise
+    except Exception as err:  # astropy raises OSError, ValueError, TypeError... on corrupt files
+        raise InputDataError(f"{path}: not a readable FITS file ({type(err).__name__}: {err})") from None
+
+
 def prepare_fits(config: RunConfig | dict, out: str | os.PathLike, progress: bool = False) -> Path:
     """Write the user's FITS cutouts (``real.fits``) as the target stamp file ``out``.
 
@@ -225,6 +265,9 @@ def prepare_fits(config: RunConfig | dict, out: str | os.PathLike, progress: boo
     sec = config["real"]["fits"]
     opts = CutoutOptions.from_config(config, "fits")
     files = list_fits_files(sec["path"])
+    if sec["mask_bits"] is not None and sec["mask_hdu"] is None:
+        raise ConfigError("real.fits.mask_bits is set but real.fits.mask_hdu is not; give the HDU "
+                          "of the mask plane the bits refer to")
     collector = CutoutCollector(opts, config["real"]["n"])
     ndim0 = scale0 = unit0 = None
     for fi, path in enumerate(files):
@@ -232,9 +275,13 @@ def prepare_fits(config: RunConfig | dict, out: str | os.PathLike, progress: boo
             break
         data, mask, header, index = read_fits_cutouts(path, sec["hdu"], sec["mask_hdu"])
         where = f"{path} HDU {index}"
+        mask, noise = _read_planes(path, mask, data.shape, sec)
+        if noise is not None:
+            noise = _select_band(noise, None, sec["band"], where)[0]
         data, mask = _select_band(data, mask, sec["band"], where)
         unit0 = _check_unit(header, where, unit0)
         data = scale_pixels(data, sec["flux_scale"])
+        noise = None if noise is None else scale_pixels(noise, sec["flux_scale"])  # sigma: linear
         if ndim0 is None:
             ndim0, first = data.ndim, where
         elif data.ndim != ndim0:
@@ -249,6 +296,7 @@ def prepare_fits(config: RunConfig | dict, out: str | os.PathLike, progress: boo
                                  f"{scale0:.6g}\"/pixel of {scale_file}; expected one pixel scale")
         cube = data[None] if data.ndim == 2 else data
         mcube = None if mask is None else (mask[None] if mask.ndim == 2 else mask)
+        ncube = None if noise is None else (noise[None] if noise.ndim == 2 else noise)
         h_out, w_out = working_shape(cube.shape[1:], scale, opts)
         if min(h_out, w_out) < opts.stamp_size:  # rejected and counted, as NaN stamps are
             for i in range(cube.shape[0]):
@@ -261,7 +309,7 @@ def prepare_fits(config: RunConfig | dict, out: str | os.PathLike, progress: boo
             if collector.full:
                 break
             collector.add(cube[i], None if mcube is None else mcube[i], scale, fi, i,
-                          f"{where} cutout {i}")
+                          f"{where} cutout {i}", noise=None if ncube is None else ncube[i])
     psf = _read_psf(sec["psf_path"], sec["psf_pixel_scale"], opts) if sec["psf_path"] else None
     return collector.write(out, config, f"user FITS cutouts: {sec['path']}", [str(f) for f in files],
                            scale0, psf=psf,

@@ -3,9 +3,11 @@
 The dataset holds floating-point (N, H, W) stamps or one (H, W) stamp. The pixel scale is
 ``real.hdf5.pixel_scale`` when set, otherwise a ``pixel_scale`` attribute (arcsec/pixel) of the
 dataset or of the file (a refinegan stamp file has one). An optional ``mask_dataset`` of the same
-shape marks bad pixels (non-zero). The dataset's ``units`` (or ``unit``, ``BUNIT``) attribute is
-carried to ``/images``, or ``counts`` once ``real.hdf5.flux_scale`` != 1 has multiplied the
-pixels into the sims' counts (`refinegan.units`). The same checks and processing as the FITS source follow
+shape marks bad pixels (non-zero, or the bits of ``mask_bits``), an optional ``noise_dataset``
+gives the noise (``noise_kind``; refinegan.target.planes). The dataset's ``units`` (or ``unit``,
+``BUNIT``) attribute is carried to ``/images``, or ``counts`` once ``real.hdf5.flux_scale`` != 1
+has multiplied the pixels (and the noise plane's sigma) into the sims' counts
+(`refinegan.units`). The same checks and processing as the FITS source follow
 (refinegan.target.cutouts.CutoutCollector, ``augment`` included); failures name the file and
 dataset. An optional ``group_dataset`` (N,) of integers names each stamp's galaxy (label
 ``group_id``: rotated or flipped copies of one galaxy already in the file share one, so compare
@@ -32,6 +34,7 @@ from .cutouts import (
     prepare_psf,
     working_shape,
 )
+from .planes import bad_from_mask, check_plane_shape, resolve_mask_bits, sigma_from_plane
 
 __all__ = ["prepare_hdf5", "read_hdf5_cutouts"]
 
@@ -107,6 +110,36 @@ def _group_labels(f: h5py.File, path: Path, name: str | None, n: int) -> np.ndar
     return np.asarray(gds[()], dtype=np.int64)
 
 
+def _plane_reader(f: h5py.File, path: Path, ds: h5py.Dataset, mask: h5py.Dataset | None,
+                  sec: dict):
+    """``real.hdf5.mask_bits`` and ``noise_dataset`` / ``noise_kind`` (`refinegan.target.planes`):
+    a function of a block's slice giving its bad pixels (bool, or None without a mask) and
+    per-pixel noise sigma (the pixels' unit, or None without a noise dataset)."""
+    bitmask = None
+    if mask is not None:
+        cards = {**f.attrs, **mask.attrs}  # MP_<NAME> attributes of the mask dataset or the file
+        bitmask = resolve_mask_bits(sec["mask_bits"], cards, f"{path} dataset "
+                                    f"{sec['mask_dataset']!r}", "real.hdf5.mask_bits")
+    noise = None
+    if sec["noise_dataset"] is not None:
+        noise = _dataset(f, path, sec["noise_dataset"], "real.hdf5.noise_dataset")
+        where = f"{path} dataset {sec['noise_dataset']!r}"
+        check_plane_shape(noise.shape, ds.shape, where, "real.hdf5.noise_dataset")
+        if noise.dtype.kind not in "iuf":
+            raise InputDataError(f"{where} (real.hdf5.noise_dataset): values are "
+                                 f"{noise.dtype.name}; expected numbers ({sec['noise_kind']})")
+
+    def read(sl):
+        bad = None if mask is None else bad_from_mask(
+            mask[()][None] if ds.ndim == 2 else mask[sl],
+            bitmask, f"{path} dataset {sec['mask_dataset']!r}", "real.hdf5.mask_bits")
+        sigma = None if noise is None else sigma_from_plane(
+            noise[()][None] if ds.ndim == 2 else noise[sl], sec["noise_kind"])
+        return bad, sigma
+
+    return read
+
+
 def prepare_hdf5(config: RunConfig | dict, out: str | os.PathLike, progress: bool = False) -> Path:
     """Write the user's HDF5 stamps (``real.hdf5``) as the target stamp file ``out``.
 
@@ -126,6 +159,9 @@ def prepare_hdf5(config: RunConfig | dict, out: str | os.PathLike, progress: boo
     path = Path(sec["path"])
     if not path.exists():
         raise InputDataError(f"{path}: no such file (real.hdf5.path)")
+    if sec["mask_bits"] is not None and sec["mask_dataset"] is None:
+        raise ConfigError("real.hdf5.mask_bits is set but real.hdf5.mask_dataset is not; give the "
+                          "dataset of the mask plane the bits refer to")
     opts = CutoutOptions.from_config(config, "hdf5")
     collector = CutoutCollector(opts, config["real"]["n"], grouped=bool(sec["group_dataset"]))
     try:
@@ -144,6 +180,7 @@ def prepare_hdf5(config: RunConfig | dict, out: str | os.PathLike, progress: boo
                 f"{where}: stamps are {shape[0]}x{shape[1]} pixels at {scale:.6g}\"/pixel "
                 f"({h_out}x{w_out} at the working scale), smaller than the working stamp size "
                 f"{opts.stamp_size} (stamp.size)")
+        planes = _plane_reader(f, path, ds, mask, sec)
         n = 1 if ds.ndim == 2 else ds.shape[0]
         groups = _group_labels(f, path, sec["group_dataset"], n)
         for start in range(0, n, READ_BLOCK):
@@ -151,12 +188,14 @@ def prepare_hdf5(config: RunConfig | dict, out: str | os.PathLike, progress: boo
                 break
             sl = slice(start, min(start + READ_BLOCK, n))
             block = scale_pixels(ds[()][None] if ds.ndim == 2 else ds[sl], sec["flux_scale"])
-            mblock = None if mask is None else (mask[()][None] if ds.ndim == 2 else mask[sl])
+            mblock, nblock = planes(sl)
+            nblock = None if nblock is None else scale_pixels(nblock, sec["flux_scale"])
             for i in range(block.shape[0]):
                 if collector.full:
                     break
                 collector.add(block[i], None if mblock is None else mblock[i], scale, 0, start + i,
                               f"{where} stamp {start + i}",
+                              noise=None if nblock is None else nblock[i],
                               group=None if groups is None else int(groups[start + i]))
         psf = None
         if sec["psf_dataset"]:

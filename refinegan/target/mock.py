@@ -199,11 +199,19 @@ def _intrinsic(p: MockParams, pop: Population, params: dict, j: int, gid: int):
     return central, knots, neighbours, labels
 
 
-def mock_groups(p: MockParams, pop: Population, renderer, group_ids: np.ndarray, psf_fwhm: float
+def mock_groups(p: MockParams, pop: Population, renderer, group_ids: np.ndarray, psf_fwhm: float,
+                params: dict | None = None, noise_stream: str = "mock_noise"
                 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Stamps (n_groups * k, H, W), mask and labels of the given mock galaxy groups."""
+    """Stamps (n_groups * k, H, W), mask and labels of the given mock galaxy groups.
+
+    ``params``: the galaxies' `sample_population` parameters [default: the mock's own, stream
+    ``mock``]; ``noise_stream``: the `refinegan.seeds.STREAMS` entry of the noise fields
+    [default: ``mock_noise``]. The paired twin (`refinegan.target.twin`) passes the sims' galaxies
+    and its own noise stream; the effects' draws stay on ``mock_effects``, keyed by group id.
+    """
     layout, k = p.layout, len(p.layout)
-    params = sample_population(pop, p.seed, group_ids, stream="mock")
+    if params is None:
+        params = sample_population(pop, p.seed, group_ids, stream="mock")
     scenes, extra = [], []
     fast_knots = isinstance(renderer, KSpaceRenderer)
     for j, gid in enumerate(group_ids):
@@ -227,7 +235,7 @@ def mock_groups(p: MockParams, pop: Population, renderer, group_ids: np.ndarray,
     rots = sorted({r for r, _ in layout})
     lag1 = np.zeros(clean.shape[0])
     if sigma > 0:
-        rngs = [galaxy_rng(p.seed, "mock_noise", gid, rot) for gid in group_ids for rot in rots]
+        rngs = [galaxy_rng(p.seed, noise_stream, gid, rot) for gid in group_ids for rot in rots]
         fields, lag = correlated_noise(rngs, (size, size), sigma, p.noise, p.pixel_scale)
     n_cr, n_hot = np.zeros(clean.shape[0], np.int32), np.zeros(clean.shape[0], np.int32)
     unit = sigma if sigma > 0 else 1.0

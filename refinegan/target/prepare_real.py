@@ -18,7 +18,7 @@ from pathlib import Path
 from ..config import RunConfig
 from ..errors import ConfigError
 
-__all__ = ["prepare_real"]
+__all__ = ["prepare_real", "single_thread_blas"]
 
 
 def prepare_real(config: RunConfig | dict, out: str | os.PathLike, progress: bool = False) -> Path:
@@ -49,11 +49,11 @@ def prepare_real(config: RunConfig | dict, out: str | os.PathLike, progress: boo
         from .hdf5 import prepare_hdf5 as run
     else:  # pragma: no cover - the schema's enum refuses it first
         raise ConfigError(f"real.source must be mock, cosmos, fits or hdf5, got {source!r}")
-    with _single_thread_blas():
+    with single_thread_blas():
         return run(config, out, progress=progress)
 
 
-def _single_thread_blas():
+def single_thread_blas():
     """One BLAS thread while the stage runs (restored after).
 
     The per-stamp matrix products (mock knots, 144 x 20 x 73 complex) are far too small for

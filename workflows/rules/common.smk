@@ -4,7 +4,7 @@ import json
 import os
 from pathlib import Path
 
-from refinegan.config import RunConfig, check_shards, read_yaml
+from refinegan.config import RunConfig, check_shards, read_yaml, twin_enabled
 
 # The run config, resolved once here at the edge (file + --config overrides + schema defaults,
 # validated, frozen). Parsing the workflow writes nothing: a dry run, or a run refused by the
@@ -19,6 +19,8 @@ RESULTS = f"results/{RUN}"
 LOGS = f"logs/{RUN}"
 BENCH = f"benchmarks/{RUN}"
 NSHARDS = CFG.shards
+# whether prepare_twin makes the paired twin target: compare.twin, null = on for the mock
+TWIN = twin_enabled(CFG)
 
 # The config sections each stage depends on: its own and those of the stages upstream of it.
 # Rule `stage_config` writes results/<name>/config/<stage>.json, the whole run config as this
@@ -65,3 +67,8 @@ def sim_shards():
 
 def refined_shards():
     return expand(f"{RESULTS}/refined/shard-{{i}}.h5", i=range(NSHARDS))
+
+
+def twin_file():
+    """The paired twin target compare reads, when compare.twin is on (else nothing)."""
+    return [f"{RESULTS}/twin.h5"] if TWIN else []

@@ -10,6 +10,7 @@ rule compare:
             if CFG["real"]["source"] == "mock"
             else []
         ),
+        twin=twin_file(),
         cfg=stage_config("compare"),
     output:
         h5=f"{RESULTS}/compare.h5",
@@ -30,10 +31,11 @@ rule compare:
         control=lambda wildcards, input: (
             f"--control {input.control}" if input.control else ""
         ),
+        twin=lambda wildcards, input: f"--twin {input.twin}" if input.twin else "",
     shell:
         "refinegan compare --no-progress --config {input.cfg} --sim {input.sim}"
         " --refined {input.refined} --real {input.real} --out {output.h5}"
-        " {params.control} --plots {output.plots} > {log} 2>&1"
+        " {params.control} {params.twin} --plots {output.plots} > {log} 2>&1"
 
 
 rule summary:

@@ -46,3 +46,22 @@ rule prepare_control:
     shell:
         "refinegan prepare-real --no-progress --config {input.cfg} {params.sets}"
         " --out {output.h5} > {log} 2>&1"
+
+
+# The paired twin target for compare only (training keeps the independent mock): the mock's
+# effects, target PSF and noise on the sims' own galaxies (docs/compare.md), when compare.twin.
+rule prepare_twin:
+    """The paired twin target: the mock drawn on the sims' galaxies (refinegan prepare-twin)."""
+    input:
+        cfg=stage_config("prepare_real"),
+    output:
+        h5=f"{RESULTS}/twin.h5",
+    log:
+        f"{LOGS}/prepare_real/twin.log",
+    benchmark:
+        f"{BENCH}/prepare_twin.tsv"
+    conda:
+        "../envs/refinegan.yaml"
+    shell:
+        "refinegan prepare-twin --no-progress --config {input.cfg} --out {output.h5}"
+        " > {log} 2>&1"
