@@ -27,14 +27,15 @@ def config():
 
 @pytest.fixture
 def files(tmp_path):
-    """sim (exponentials, Gaussian PSF), refined = the sims drawn with (1 + 0.01) g (same noise),
+    """10 galaxies each (the gradient-boosting classifiers' minimum, compare.verdicts):
+    sim (exponentials, Gaussian PSF), refined = the sims drawn with (1 + 0.01) g (same noise),
     real = Gaussians with more noise (labels and pairs, like the mock)."""
-    im, lab, psf = make_pairs(8, g=G, noise=2.0, profile="exp", method="auto", seed=1, e_int=0.05)
+    im, lab, psf = make_pairs(10, g=G, noise=2.0, profile="exp", method="auto", seed=1, e_int=0.05)
     sim = write_set(tmp_path / "sim.h5", im, lab, psf, "sim")
-    imr, _, _ = make_pairs(8, g=G, noise=2.0, profile="exp", method="auto", seed=1, e_int=0.05,
+    imr, _, _ = make_pairs(10, g=G, noise=2.0, profile="exp", method="auto", seed=1, e_int=0.05,
                            bias=0.01)
     ref = write_set(tmp_path / "refined.h5", imr, lab, psf, "refined", parent=sim)
-    imq, labq, _ = make_pairs(8, g=G, noise=4.0, profile="gauss", method="auto", seed=2)
+    imq, labq, _ = make_pairs(10, g=G, noise=4.0, profile="gauss", method="auto", seed=2)
     real = write_set(tmp_path / "real.h5", imq, labq, psf, "real")
     return {"sim": sim, "refined": ref, "real": real, "labels": lab, "images": im, "psf": psf}
 
@@ -46,7 +47,7 @@ def test_compare_end_to_end(tmp_path, files, config, caplog):
                      progress=False)
     assert out.exists() and not (tmp_path / "res" / "compare.h5.tmp").exists()
     with h5py.File(out) as f:
-        assert f.attrs["n_sim"] == 32 and f.attrs["morphology_n"] == 8
+        assert f.attrs["n_sim"] == 40 and f.attrs["morphology_n"] == 8
         assert "sha256" not in f.attrs["inputs"] and len(f.attrs["inputs"]) > 64
         for path in ("stats/sim/hsm_g1", "stats/real/noise_std", "stats/refined/morph_c",
                      "stats/sim/morph_index", "spectra/k", "spectra/real/mean", "acf/sim",
@@ -128,7 +129,7 @@ def test_refined_labels_must_match_sim(tmp_path, files, config):
 def test_refined_count_must_match_sim(tmp_path, files, config):
     lab = {k: v[:28] for k, v in files["labels"].items()}
     bad = _refined_with(tmp_path, files, labels=lab, images=files["images"][:28])
-    with pytest.raises(ContractError, match="28 refined stamps but 32 sim stamps"):
+    with pytest.raises(ContractError, match="28 refined stamps but 40 sim stamps"):
         compare(config, [files["sim"]], [bad], files["real"], tmp_path / "c.h5", progress=False)
 
 

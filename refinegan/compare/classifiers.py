@@ -128,24 +128,28 @@ def _train_and_score(x_train, y_train, x_test, seed, params, prep) -> np.ndarray
 
 def _auc_triple(xs, gs, half_b_real, fit_predict, seeds, p, rng) -> dict:
     """AUCs of the three PAIRS; with a control set in ``xs``, also control vs real."""
-    res = []
+    res, n_groups = [], []
     for (xa, xb), (ga, gb) in zip(triples(xs["sim"], xs["refined"], xs["real"], half_b_real),
                                   triples(gs["sim"], gs["refined"], gs["real"], half_b_real),
                                   strict=True):
         res.append(dist.classifier_auc(xa, xb, ga, gb, fit_predict=fit_predict, seeds=seeds,
                                        test_fraction=p.test_fraction, n_boot=p.n_bootstrap,
                                        rng=rng))
+        n_groups.append([len(np.unique(ga)), len(np.unique(gb))])
     auc = np.array([r.auc for r in res])
     with np.errstate(invalid="ignore", divide="ignore"):
         gap = float(1.0 - (auc[1] - 0.5) / (auc[0] - 0.5))
     out = {"auc": auc, "err": np.array([r.err for r in res]),
            "seed_aucs": np.stack([r.seed_aucs for r in res]),
-           "n": np.array([[r.n_a, r.n_b] for r in res]), "gap_closed": gap}
+           "n": np.array([[r.n_a, r.n_b] for r in res]), "n_groups": np.array(n_groups),
+           "gap_closed": gap}
     if "control" in xs:
         r = dist.classifier_auc(xs["control"], xs["real"], gs["control"], gs["real"],
                                 fit_predict=fit_predict, seeds=seeds,
                                 test_fraction=p.test_fraction, n_boot=p.n_bootstrap, rng=rng)
         out["control_auc"], out["control_err"] = r.auc, r.err
+        out["control_n_groups"] = np.array([len(np.unique(gs["control"])),
+                                            len(np.unique(gs["real"]))])
     return out
 
 
@@ -192,8 +196,10 @@ def classifier_tests(data: Samples, p: CompareParams, rng: np.random.Generator) 
     -------
     dict
         Per test (``gb_all``, ``gb_noise``, ``gb_morph`` with statmorph, ``cnn_pixels`` with
-        ``p.cnn_seeds > 0``): ``auc``, ``err`` (3,), ``seed_aucs`` (3, seeds), ``n`` (3, 2),
-        ``gap_closed``; ``control_auc``, ``control_err`` with a control set.
+        ``p.cnn_seeds > 0``): ``auc``, ``err`` (3,), ``seed_aucs`` (3, seeds), ``n`` (3, 2)
+        stamps and ``n_groups`` (3, 2) distinct galaxies of the two sets of each pair,
+        ``gap_closed``; ``control_auc``, ``control_err``, ``control_n_groups`` (2,) with a
+        control set. `refinegan.compare.verdicts.apply_minimums` judges them afterwards.
     """
     doms = ("sim", "refined", "real")
 

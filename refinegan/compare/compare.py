@@ -36,6 +36,7 @@ from .store import summary_lines, write_compare_h5
 from .stream import stream_shape_sets
 from .tables import distance_tables, label_drift, spectra_tables
 from .twin import load_twin, twin_shape_set
+from .verdicts import apply_minimums, target_attrs
 
 __all__ = ["compare"]
 
@@ -254,6 +255,8 @@ def compare(
         for key, tree in psf_matched_tables(data, result, p, rng_pm).items():
             for name, node in tree.items():
                 result[key].setdefault(name, {}).update(node)
+    # tests below their minimum number of galaxies: NaN with a reason; failed classifiers flagged
+    apply_minimums(result, data)
 
     inputs = {"control": control_paths, "sim": sim_paths, "refined": refined_paths,
               "real": [real_path]}
@@ -313,4 +316,4 @@ def _attrs(config: RunConfig, data: Samples, inputs: dict[str, list]) -> dict:
             "n_real": len(data.sets["real"]),
             "morphology_n": int(len(sim.morph_index)) if sim.has_morph else 0,
             "morphology_n_real": int(len(real.morph_index)) if real.has_morph else 0,
-            "pixel_scale_asinh_counts": data.scale, "pairs": list(PAIRS)}
+            "pixel_scale_asinh_counts": data.scale, "pairs": list(PAIRS), **target_attrs(data)}

@@ -11,7 +11,13 @@ from ..io import StampSet
 from .params import CompareParams
 from .stats import image_stats
 
-__all__ = ["Measurement", "truncate", "measure", "groups_of", "pick_groups"]
+__all__ = ["Measurement", "truncate", "measure", "groups_of", "group_label", "pick_groups",
+           "GROUP_LABELS"]
+
+# Labels naming a stamp's galaxy group, first found wins: ``group_id`` (copies of one user
+# cutout, real.fits / real.hdf5 ``augment`` or ``group_dataset``), ``pair_id`` (sims and mock:
+# rotated and +/-g twins), ``cat_index`` (cosmos: one catalog galaxy drawn many times).
+GROUP_LABELS = ("group_id", "pair_id", "cat_index")
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,8 @@ def truncate(s: StampSet, n_max: int | None) -> StampSet:
     if n_max is None or n_max >= len(s):
         return s
     k = n_max
-    pair = s.labels.get("pair_id")
+    label = group_label(s)
+    pair = s.labels[label] if label is not None else None
     if pair is not None:
         while 0 < k < len(s) and pair[k - 1] == pair[k]:
             k -= 1
@@ -110,9 +117,18 @@ def measure(s: StampSet, p: CompareParams, progress: bool = False, desc: str = "
     return Measurement(scalars, np.concatenate(powers), np.concatenate(acfs))
 
 
+def group_label(s: StampSet) -> str | None:
+    """The label holding the set's galaxy groups (`GROUP_LABELS`), or None (each stamp its own)."""
+    return next((name for name in GROUP_LABELS if name in s.labels), None)
+
+
 def groups_of(s: StampSet) -> np.ndarray:
-    """Galaxy group of each stamp (N,): ``pair_id``, or the stamp index without one."""
-    return np.asarray(s.labels["pair_id"]) if "pair_id" in s.labels else np.arange(len(s))
+    """Galaxy group of each stamp (N,): its `group_label`, or the stamp index without one.
+
+    Copies of one galaxy share a group, so splits, subsamples and bootstraps keep them together.
+    """
+    label = group_label(s)
+    return np.asarray(s.labels[label]) if label is not None else np.arange(len(s))
 
 
 def pick_groups(groups: np.ndarray, n_max: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,8 +1,11 @@
 """The key numbers of a run on one HTML page, for the Snakemake report (`refinegan summary`).
 
-Reads ``compare.h5`` (docs/compare.md) and writes a self-contained HTML file: the gap closed per
+Reads ``compare.h5`` (docs/compare.md) and writes a self-contained HTML file: at the top the
+target's source and its number of real stamps and distinct galaxies; the gap closed per
 statistic next to its real-vs-real floor, the classifier AUCs (sim, refined, noise-only control,
-floor), and the shear calibration (m per domain, paired dm, calibration transfer vs the bar).
+floor), the shear calibration (m per domain, paired dm, calibration transfer vs the bar), and
+each test's minimum with its verdict (`refinegan.compare.verdicts`): a test below its minimum
+prints "not measured: <reason>", a failed classifier "failed classifier", never a "yes".
 """
 
 from __future__ import annotations
@@ -18,6 +21,17 @@ from ..atomic import atomic_path
 from ..errors import ContractError
 from .r_only import DISTANCE_KEYS, matching_and_r_lines
 from .store import read_tree
+from .verdicts import (
+    AUC_FAILED_BELOW,
+    AUC_FAILED_NSIGMA,
+    AUC_FAILED_SIGNIFICANT,
+    MEASURED,
+    MIN_GROUPS_CALIBRATION,
+    MIN_GROUPS_CLASSIFIER,
+    MIN_GROUPS_CNN,
+    MIN_GROUPS_DISTANCES,
+    is_measured,
+)
 
 __all__ = ["write_summary", "summary_tables", "headline_rows"]
 
@@ -35,45 +49,117 @@ def _fmt(x, err=None, digits=3) -> str:
     return text
 
 
+def _verdicts(node: dict, key: str = "verdict", n: int = 3) -> list[str]:
+    """The stored verdict strings of a test (``n`` columns); "measured" where none is stored."""
+    v = node.get(key)
+    if v is None:
+        return [MEASURED] * n
+    return [str(x) for x in np.atleast_1d(v)]
+
+
+def _first_problem(*verdicts: str) -> str | None:
+    """The first verdict that is not "measured" (it says why), or None."""
+    return next((str(v) for v in verdicts if not is_measured(v)), None)
+
+
+def _met(ok: bool, *verdicts: str) -> str:
+    """"yes" / "no", or the reason it was not measured (never "yes" then)."""
+    problem = _first_problem(*verdicts)
+    if problem is not None:
+        return problem if problem.startswith("not measured") else f"not measured: classifier {problem}"
+    return "yes" if ok else "no"
+
+
 def headline_rows(tree: dict) -> list[list[str]]:
     """(question, value, goal, met) rows: the gap closed per family, the classifier AUCs against
-    sim and the noise-only control, and the calibration transfer."""
+    sim and the noise-only control, and the calibration transfer. A row whose test is below its
+    minimum, or whose classifier failed, says so in "met"."""
     rows = []
     dist, clf, cal = tree["distances"], tree.get("classifier", {}), tree.get("calibration", {})
-
-    def yes(ok):
-        return "yes" if ok else "no"
-
-    for key, label, goal, ok in (("energy_noise", "noise statistics gap closed (energy distance)",
-                                  ">= 0.8", lambda g: g >= 0.8),
-                                 ("energy_morph", "morphology gap closed (energy distance)", "> 0",
-                                  lambda g: g > 0)):
+    v_full, v_morph = _verdicts(dist), _verdicts(dist, "verdict_morph")
+    for key, label, goal, ok, v in (("energy_noise", "noise statistics gap closed (energy distance)",
+                                     ">= 0.8", lambda g: g >= 0.8, v_full),
+                                    ("energy_morph", "morphology gap closed (energy distance)", "> 0",
+                                     lambda g: g > 0, v_morph)):
         g = dist.get(f"gap_closed_{key}")
-        if g is not None and np.isfinite(g):
-            rows.append([label, _fmt(g, digits=2), goal, yes(ok(float(g)))])
+        if g is None:
+            continue
+        g = float(g)
+        if np.isfinite(g) or _first_problem(v[0], v[1]):
+            rows.append([label, _fmt(g, digits=2), goal, _met(np.isfinite(g) and ok(g), v[0], v[1])])
     for test in ("gb_all", "cnn_pixels"):
         if test not in clf:
             continue
-        auc, err = np.asarray(clf[test]["auc"]), np.asarray(clf[test]["err"])
+        res = clf[test]
+        auc, err = np.asarray(res["auc"]), np.asarray(res["err"])
+        v = _verdicts(res)
         rows.append([f"{test} AUC refined vs real < sim vs real", f"{_fmt(auc[1], err[1])} vs "
-                     f"{_fmt(auc[0], err[0])}", "lower", yes(auc[1] < auc[0])])
-        if "control_auc" in clf[test]:
-            c = float(clf[test]["control_auc"])
+                     f"{_fmt(auc[0], err[0])}", "lower", _met(auc[1] < auc[0], v[1], v[0])])
+        if "control_auc" in res:
+            c = float(res["control_auc"])
             rows.append([f"{test} AUC refined vs real < noise-only control vs real",
-                         f"{_fmt(auc[1], err[1])} vs {_fmt(c, clf[test].get('control_err'))}", "lower",
-                         yes(auc[1] < c)])
+                         f"{_fmt(auc[1], err[1])} vs {_fmt(c, res.get('control_err'))}", "lower",
+                         _met(auc[1] < c, v[1], str(res.get("control_verdict", MEASURED)))])
     t = cal.get("transfer")
     if t is not None:
+        tv = str(t.get("verdict", MEASURED))
         for k in (0, 1):
             a, b = float(t["abs_dm_refined_real"][k]), float(t["abs_dm_sim_real"][k])
-            if not (np.isfinite(a) and np.isfinite(b)):
+            if not (np.isfinite(a) and np.isfinite(b)) and is_measured(tv):
                 continue
             rows.append([f"|m{k + 1} refined - m{k + 1} real| < |m{k + 1} sim - m{k + 1} real|",
                          f"{_fmt(a, t['abs_dm_refined_real_err'][k])} vs "
-                         f"{_fmt(b, t['abs_dm_sim_real_err'][k])}", "smaller", yes(a < b)])
+                         f"{_fmt(b, t['abs_dm_sim_real_err'][k])}", "smaller", _met(a < b, tv)])
             rows.append([f"|m{k + 1} refined - m{k + 1} real| within the bar", _fmt(a),
-                         f"<= {float(t['bar']):g}", yes(bool(t["meets_bar"][k]))])
+                         f"<= {float(t['bar']):g}", _met(bool(t["meets_bar"][k]), tv)])
     return rows
+
+
+def _cell(x, err, verdict: str, digits: int = 3) -> str:
+    """A table cell: the value, "not measured", or "failed classifier (AUC ...)"."""
+    if str(verdict).startswith("not measured"):
+        return "not measured"
+    if str(verdict).startswith("failed"):
+        return f"failed classifier (AUC {_fmt(x, err, digits)})"
+    return _fmt(x, err, digits)
+
+
+def _minimum_rows(tree: dict) -> list[list[str]]:
+    """(test, minimum, sim vs real, refined vs real, real vs real) verdict rows."""
+    dist, rows = tree["distances"], []
+    rows.append(["distances", f"{MIN_GROUPS_DISTANCES} galaxies per set", *_verdicts(dist)])
+    if "verdict_morph" in dist:
+        rows.append(["distances (statmorph subsample)", f"{MIN_GROUPS_DISTANCES} galaxies per set",
+                     *_verdicts(dist, "verdict_morph")])
+    for test, res in tree.get("classifier", {}).items():
+        if isinstance(res, dict):
+            minimum = MIN_GROUPS_CNN if test.startswith("cnn") else MIN_GROUPS_CLASSIFIER
+            rows.append([f"classifier {test}", f"{minimum} galaxies per set", *_verdicts(res)])
+    cal = tree.get("calibration", {})
+    for domain, c in cal.items():
+        if isinstance(c, dict) and "verdict" in c:
+            rows.append([f"calibration {domain}", f"{MIN_GROUPS_CALIBRATION} galaxy groups",
+                         str(c["verdict"]), "", ""])
+    return rows
+
+
+def _target_html(tree: dict) -> str:
+    """The target line at the top: its source, real stamps and distinct galaxies."""
+    if "n_real" not in tree:
+        return ""
+    source = html.escape(str(tree.get("real_source", "unknown")))
+    groups = tree.get("n_real_groups")
+    label = html.escape(str(tree.get("real_group_label", "")))
+    text = (f"<p><b>Target:</b> {source}<br><b>Real stamps:</b> {int(tree['n_real'])}"
+            + (f" of <b>{int(groups)}</b> distinct galaxies "
+               + (f"(grouped by label {label})" if label != "none" else
+                  "(no group label: each stamp counted as its own galaxy)")
+               if groups is not None else "") + "</p>")
+    problems = [r for r in _minimum_rows(tree) if any(not is_measured(v) for v in r[2:] if v)]
+    if problems:
+        text += ("<p><b>Warning:</b> " + str(len(problems)) + " test(s) not measured or failed "
+                 "on this target; see the last table.</p>")
+    return text
 
 
 def summary_tables(tree: dict) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -87,22 +173,32 @@ def summary_tables(tree: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     names = [str(n) for n in dist["names"]]
     w1 = np.asarray(dist["w1"])
     gap = np.asarray(dist["gap_closed_w1"])
-    rows = [[n, _fmt(w1[i, 0]), _fmt(w1[i, 1]), _fmt(w1[i, 2]), _fmt(gap[i], digits=2)]
-            for i, n in enumerate(names)]
+    v_full, v_morph = _verdicts(dist), _verdicts(dist, "verdict_morph")
+    rows = []
+    for i, n in enumerate(names):
+        v = v_morph if n.startswith("morph_") else v_full
+        rows.append([n, *(_cell(w1[i, j], None, v[j]) for j in range(3)),
+                     _cell(gap[i], None, _first_problem(v[0], v[1]) or MEASURED, 2)])
     for key in ("energy", "energy_noise", "energy_morph", "power_spectrum", "acf"):
         if key not in dist:
             continue
         d = np.asarray(dist[key])
-        rows.append([key, _fmt(d[0]), _fmt(d[1]), _fmt(d[2]), _fmt(dist[f"gap_closed_{key}"], digits=2)])
+        v = v_morph if key == "energy_morph" else v_full
+        rows.append([key, *(_cell(d[j], None, v[j]) for j in range(3)),
+                     _cell(dist[f"gap_closed_{key}"], None, _first_problem(v[0], v[1]) or MEASURED, 2)])
     tables.append(("Distances to the real set (W1 per statistic; gap closed = 1 - d(refined, real) "
                    "/ d(sim, real))", ["statistic", "sim-real", "refined-real", "floor real-real",
                                        "gap closed"], rows))
     rows = []
     for test, res in tree.get("classifier", {}).items():
         auc, err = np.asarray(res["auc"]), np.asarray(res["err"])
-        control = _fmt(res.get("control_auc", np.nan), res.get("control_err"))
-        rows.append([test, _fmt(auc[0], err[0]), _fmt(auc[1], err[1]), control,
-                     _fmt(auc[2], err[2]), _fmt(res.get("gap_closed", np.nan), digits=2)])
+        v = _verdicts(res)
+        control = _cell(res.get("control_auc", np.nan), res.get("control_err"),
+                        str(res.get("control_verdict", MEASURED)))
+        rows.append([test, _cell(auc[0], err[0], v[0]), _cell(auc[1], err[1], v[1]), control,
+                     _cell(auc[2], err[2], v[2]),
+                     _cell(res.get("gap_closed", np.nan), None,
+                           _first_problem(v[0], v[1]) or MEASURED, 2)])
     tables.append(("Classifier two-sample tests (held-out AUC; 0.5 = indistinguishable)",
                    ["test", "sim vs real", "refined vs real", "noise-only control vs real",
                     "real vs real", "gap closed"], rows))
@@ -141,6 +237,12 @@ def summary_tables(tree: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         tables.append(("What PSF matching did, and what R did: " + " ".join(matching_and_r_lines(tree)),
                        ["quantity", "sim", "psf_matched (R's input)", "refined",
                         "gap closed by matching", "gap closed by R (of what matching left)"], rows))
+    tables.append((f"Test minimums and verdicts (each set entering a test, or each real half for "
+                   f"the floor, must hold the minimum of distinct galaxies; a held-out AUC below "
+                   f"{AUC_FAILED_BELOW:g}, or below {AUC_FAILED_SIGNIFICANT:g} and "
+                   f"{AUC_FAILED_NSIGMA:g} errors below 0.5, is a failed classifier)",
+                   ["test", "minimum", "sim vs real", "refined vs real", "real vs real (floor)"],
+                   _minimum_rows(tree)))
     return tables
 
 
@@ -188,7 +290,8 @@ def write_summary(compare_path: str | os.PathLike, out_path: str | os.PathLike) 
              "<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;"
              "margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
              "td:first-child,th:first-child{text-align:left}</style></head><body>",
-             f"<h2>refinegan: key numbers of {html.escape(compare_path.name)}</h2>"]
+             f"<h2>refinegan: key numbers of {html.escape(compare_path.name)}</h2>",
+             _target_html(tree)]
     for title, header, rows in summary_tables(tree):
         parts.append(f"<h3>{html.escape(title)}</h3><table><tr>"
                      + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")

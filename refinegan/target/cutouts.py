@@ -28,8 +28,9 @@ from ..noise import robust_sigma
 from ..units import PixelUnits
 from .sky import MIN_SKY_FRACTION, MIN_SKY_PIXELS, estimate_sky, plane_sigma
 
-__all__ = ["check_psf_image", "CutoutOptions", "CutoutCollector", "resample_cutout", "center_crop",
-           "crop_at", "check_pixel_scale", "working_shape", "prepare_psf"]
+__all__ = ["check_psf_image", "dihedral_copies", "AUGMENT_COPIES", "CutoutOptions",
+           "CutoutCollector", "resample_cutout", "center_crop", "crop_at", "check_pixel_scale",
+           "working_shape", "prepare_psf"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,20 @@ CENTER_MIN_AREA_PIX = 5  # ... in 8-connected regions of at least this many pixe
 RECENTER_MAX_FRACTION = 0.25  # a target further than this fraction of the stamp size from the centre: rejected
 SCALE_RTOL = 1e-3  # pixel scales closer than this are the same scale
 RESAMPLE_INTERPOLANT = 5  # Lanczos order used to resample cutouts
+AUGMENT_COPIES = (0, 4, 8)  # real.<source>.augment: off, the 4 rotations, the square's 8 symmetries
+
+
+def dihedral_copies(stamp: np.ndarray, n: int) -> list[np.ndarray]:
+    """The first ``n`` (1, 4 or 8) symmetries of the square applied to ``stamp`` (H, W).
+
+    Copy i is ``np.rot90(x, i % 4)`` with ``x = stamp`` for i < 4 and ``x = np.fliplr(stamp)``
+    for i >= 4. They turn about the stamp's geometric centre (GalSim's true centre), so with an
+    even stamp.size the recentred peak pixel (size // 2, size // 2) lands within one pixel of
+    itself.
+    """
+    if n not in (1, 4, 8):
+        raise ValueError(f"augment copies must be 1, 4 or 8, got {n}")
+    return [np.rot90(np.fliplr(stamp) if i >= 4 else stamp, i % 4).copy() for i in range(n)]
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,7 @@ class CutoutOptions:
     max_bad_fraction: float
     subtract_background: bool
     section: str  # "fits" or "hdf5", for messages
+    augment: int = 0  # copies per cutout (`AUGMENT_COPIES`): 0 = off, 4 rotations, 8 with mirrors
 
     @classmethod
     def from_config(cls, config: dict, section: str) -> CutoutOptions:
@@ -59,7 +75,8 @@ class CutoutOptions:
         return cls(stamp_size=config["stamp"]["size"], pixel_scale=config["stamp"]["pixel_scale"],
                    resample=sec["resample"], recenter=sec["recenter"],
                    max_bad_fraction=sec["max_bad_fraction"],
-                   subtract_background=sec["subtract_background"], section=section)
+                   subtract_background=sec["subtract_background"], section=section,
+                   augment=sec["augment"])
 
 
 def check_pixel_scale(scale: float, opts: CutoutOptions, where: str) -> bool:
@@ -269,20 +286,35 @@ class CutoutCollector:
     ----------
     opts : CutoutOptions
     n_max : int
-        Stop accepting after this many stamps (``real.n``).
+        Stop accepting after this many stamps (``real.n``; with ``opts.augment`` the copies
+        count, and the last cutout's copies are cut to fit).
+    grouped : bool
+        Label each stamp's galaxy (``group_id``) even without ``opts.augment``: the caller
+        passes ``group`` to `add` (``real.hdf5.group_dataset``) [default: False].
+
+    With ``opts.augment`` (4 or 8) or ``grouped``, stamps carry ``group_id`` (the accepted
+    cutout's running index, or the ``group`` given to `add`) and ``augment_index`` (the copy,
+    `dihedral_copies`), so compare keeps a galaxy's copies on one side of every split.
     """
 
-    def __init__(self, opts: CutoutOptions, n_max: int) -> None:
+    def __init__(self, opts: CutoutOptions, n_max: int, grouped: bool = False) -> None:
+        if opts.augment not in AUGMENT_COPIES:
+            raise ValueError(f"real.{opts.section}.augment must be one of {AUGMENT_COPIES}, "
+                             f"got {opts.augment!r}")
         self.opts, self.n_max = opts, int(n_max)
+        self.grouped = bool(grouped or opts.augment)
         self.images: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
         self.labels: dict[str, list] = {k: [] for k in (
             "file_index", "index_in_file", "background", "noise_sigma", "n_bad_pixels",
             "center_dy", "center_dx", "sky_ok", "n_sky_pixels")}
         self.no_sky: list[tuple[int, str, bool]] = []  # (stamp, where, noise from a plane)
+        if self.grouped:
+            self.labels.update(group_id=[], augment_index=[])
         self.rejected: Counter = Counter()
         self.first_reject: dict[str, str] = {}
         self.n_seen = 0
+        self.n_cutouts = 0  # cutouts accepted (each gives 1, 4 or 8 stamps)
 
     @property
     def full(self) -> bool:
@@ -295,12 +327,15 @@ class CutoutCollector:
         logger.warning("rejected %s: %s", where, reason.replace("_", " "))
 
     def add(self, image: np.ndarray, bad: np.ndarray | None, scale: float, file_index: int,
-            index: int, where: str, noise: np.ndarray | None = None) -> None:
+            index: int, where: str, noise: np.ndarray | None = None,
+            group: int | None = None) -> None:
         """Process one 2-D cutout at ``scale`` arcsec/pixel (``where`` names it in messages).
 
         ``bad``: non-zero = bad pixel; ``noise``: per-pixel noise sigma of the cutout in counts
         (`refinegan.target.planes.sigma_from_plane`; NaN = bad pixel), which then sets the
-        ``noise_sigma`` label instead of the sky estimate.
+        ``noise_sigma`` label instead of the sky estimate; ``group``: its ``group_id`` when the
+        collector is ``grouped`` [default: its running index among accepted cutouts]. With
+        ``opts.augment`` the cutout gives 4 or 8 stamps (`dihedral_copies`).
         """
         self.n_seen += 1
         image = np.asarray(image, dtype=np.float64)
@@ -334,18 +369,29 @@ class CutoutCollector:
             h, w = image.shape
             sigma = plane_sigma(crop_at(noise, bad, h // 2 + dy, w // 2 + dx, self.opts.stamp_size)[0],
                                 sky.sky, ~sbad)
-        if not sky.ok:
-            self.no_sky.append((len(self.images), where, noise is not None))
-        elif self.opts.subtract_background:
+        if sky.ok and self.opts.subtract_background:  # (without enough sky: see no_sky below)
             stamp = stamp - bkg
         stamp[sbad] = 0.0
-        self.images.append(stamp.astype(np.float32))
-        self.masks.append(sbad.astype(np.uint8))
-        for key, value in (("file_index", file_index), ("index_in_file", index), ("background", bkg),
-                           ("noise_sigma", sigma), ("n_bad_pixels", int(sbad.sum())),
-                           ("center_dy", dy), ("center_dx", dx), ("sky_ok", int(sky.ok)),
-                           ("n_sky_pixels", sky.n_sky)):
-            self.labels[key].append(value)
+        n_copies = max(1, self.opts.augment)
+        gid = self.n_cutouts if group is None else int(group)
+        for k, (st, sb) in enumerate(zip(dihedral_copies(stamp, n_copies),
+                                         dihedral_copies(sbad, n_copies), strict=True)):
+            if self.full:
+                break
+            if not sky.ok:
+                self.no_sky.append((len(self.images), where, noise is not None))
+            self.images.append(st.astype(np.float32))
+            self.masks.append(sb.astype(np.uint8))
+            for key, value in (("file_index", file_index), ("index_in_file", index),
+                               ("background", bkg), ("noise_sigma", sigma),
+                               ("n_bad_pixels", int(sbad.sum())), ("center_dy", dy),
+                               ("center_dx", dx), ("sky_ok", int(sky.ok)),
+                               ("n_sky_pixels", sky.n_sky)):
+                self.labels[key].append(value)
+            if self.grouped:
+                self.labels["group_id"].append(gid)
+                self.labels["augment_index"].append(k)
+        self.n_cutouts += 1
 
     def write(self, out: str | os.PathLike, config: RunConfig, source: str, files: list[str],
               input_scale: float, psf: np.ndarray | None = None,
@@ -372,6 +418,8 @@ class CutoutCollector:
             attrs[f"n_rejected_{reason}"] = int(self.rejected.get(reason, 0))
         attrs["n_sky_too_few"] = len(self.no_sky)
         self._fill_no_sky_noise(labels["noise_sigma"], labels["sky_ok"])
+        if self.grouped:
+            attrs.update(augment=int(self.opts.augment), n_cutouts=int(self.n_cutouts))
         path = write_stamps(out, np.stack(self.images), labels, domain="real",
                             pixel_scale=self.opts.pixel_scale, source=source, config=config,
                             seed=config.seed, psf=psf, mask=np.stack(self.masks),

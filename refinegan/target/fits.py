@@ -9,7 +9,8 @@ and must agree across files, as must ``BUNIT``: ``/images`` carries it (`refineg
 ``counts`` once ``real.fits.flux_scale`` != 1 has multiplied the pixels into the sims' counts.
 An optional mask HDU (``real.fits.mask_hdu``, its bad bits ``mask_bits``) and noise plane
 (``noise_hdu``, ``noise_kind``) are read with the pixels (refinegan.target.planes).
-Cutouts then go through refinegan.target.cutouts.CutoutCollector.
+Cutouts then go through refinegan.target.cutouts.CutoutCollector
+(``real.fits.augment``: 4 or 8 rotated / mirrored copies of each, labelled ``group_id``).
 Each failure names the file (and HDU) and what was expected; nothing is written then.
 """
 

@@ -8,7 +8,10 @@ gives the noise (``noise_kind``; refinegan.target.planes). The dataset's ``units
 ``BUNIT``) attribute is carried to ``/images``, or ``counts`` once ``real.hdf5.flux_scale`` != 1
 has multiplied the pixels (and the noise plane's sigma) into the sims' counts
 (`refinegan.units`). The same checks and processing as the FITS source follow
-(refinegan.target.cutouts.CutoutCollector); failures name the file and dataset.
+(refinegan.target.cutouts.CutoutCollector, ``augment`` included); failures name the file and
+dataset. An optional ``group_dataset`` (N,) of integers names each stamp's galaxy (label
+``group_id``: rotated or flipped copies of one galaxy already in the file share one, so compare
+never splits them).
 """
 
 from __future__ import annotations
@@ -95,6 +98,18 @@ def read_hdf5_cutouts(f: h5py.File, path: Path, dataset: str, mask_dataset: str 
     return ds, mask, scale
 
 
+def _group_labels(f: h5py.File, path: Path, name: str | None, n: int) -> np.ndarray | None:
+    """``real.hdf5.group_dataset``: one integer galaxy label per stamp (N,), or None."""
+    if not name:
+        return None
+    gds = _dataset(f, path, name, "real.hdf5.group_dataset")
+    if gds.dtype.kind not in "iu" or gds.shape != (n,):
+        raise InputDataError(f"{path} dataset {name!r} (real.hdf5.group_dataset): {gds.dtype.name} "
+                             f"of shape {gds.shape}; expected one integer galaxy label per stamp, "
+                             f"shape ({n},)")
+    return np.asarray(gds[()], dtype=np.int64)
+
+
 def _plane_reader(f: h5py.File, path: Path, ds: h5py.Dataset, mask: h5py.Dataset | None,
                   sec: dict):
     """``real.hdf5.mask_bits`` and ``noise_dataset`` / ``noise_kind`` (`refinegan.target.planes`):
@@ -148,7 +163,7 @@ def prepare_hdf5(config: RunConfig | dict, out: str | os.PathLike, progress: boo
         raise ConfigError("real.hdf5.mask_bits is set but real.hdf5.mask_dataset is not; give the "
                           "dataset of the mask plane the bits refer to")
     opts = CutoutOptions.from_config(config, "hdf5")
-    collector = CutoutCollector(opts, config["real"]["n"])
+    collector = CutoutCollector(opts, config["real"]["n"], grouped=bool(sec["group_dataset"]))
     try:
         f = h5py.File(path, "r")
     except OSError as err:
@@ -167,6 +182,7 @@ def prepare_hdf5(config: RunConfig | dict, out: str | os.PathLike, progress: boo
                 f"{opts.stamp_size} (stamp.size)")
         planes = _plane_reader(f, path, ds, mask, sec)
         n = 1 if ds.ndim == 2 else ds.shape[0]
+        groups = _group_labels(f, path, sec["group_dataset"], n)
         for start in range(0, n, READ_BLOCK):
             if collector.full:
                 break
@@ -179,7 +195,8 @@ def prepare_hdf5(config: RunConfig | dict, out: str | os.PathLike, progress: boo
                     break
                 collector.add(block[i], None if mblock is None else mblock[i], scale, 0, start + i,
                               f"{where} stamp {start + i}",
-                              noise=None if nblock is None else nblock[i])
+                              noise=None if nblock is None else nblock[i],
+                              group=None if groups is None else int(groups[start + i]))
         psf = None
         if sec["psf_dataset"]:
             pds = _dataset(f, path, sec["psf_dataset"], "real.hdf5.psf_dataset")
