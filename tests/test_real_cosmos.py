@@ -1,4 +1,9 @@
-"""``real.source: cosmos``: real HST galaxies (data/real_hst) through the target PSF."""
+"""``real.source: cosmos``: real HST galaxies (data/real_hst) through the target PSF.
+
+These tests draw one stamp per galaxy group (``real.cosmos.pairs`` off, groups of 1), the
+drawing-many-times behaviour; the pair layout and the applied shear are tested in
+tests/test_cosmos_target.py on the 100-galaxy catalog.
+"""
 
 from pathlib import Path
 
@@ -15,7 +20,9 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 def _cfg(*overrides):
     return load_config(None, ["stamp.size=32", "real.n=10", "real.source=cosmos",
-                              f"real.cosmos.dir={DATA / 'real_hst' / 'aegis'}", *overrides])
+                              f"real.cosmos.dir={DATA / 'real_hst' / 'aegis'}",
+                              "real.cosmos.pairs.rot90=false", "real.cosmos.pairs.shear_sign=false",
+                              *overrides])
 
 
 def test_aegis_galaxies_drawn_many_times(tmp_path):
@@ -47,12 +54,13 @@ def test_noise_flips_and_determinism(tmp_path):
 
 
 def test_cosmos_test_catalog_row0_and_whiten(tmp_path):
-    cfg = load_config(None, ["stamp.size=32", "real.n=2", "real.source=cosmos",
+    cfg = load_config(None, ["stamp.size=32", "real.n=4", "real.source=cosmos",
                              f"real.cosmos.dir={DATA / 'real_hst' / 'cosmos'}",
                              "real.cosmos.file_name=test_catalog.fits", "real.cosmos.indices=[0]",
                              "real.cosmos.whiten=true", "real.cosmos.flux_scale=100"])
     s = read_stamps(prepare_real(cfg, tmp_path / "c.h5"))
-    assert list(s.labels["ident"]) == [100533, 100533] and np.all(s.labels["hst_noise_var"] == 0)
+    assert list(s.labels["ident"]) == [100533] * 4 and np.all(s.labels["hst_noise_var"] == 0)
+    assert list(s.labels["shear_sign"]) == [1, -1, 1, -1]  # one group of the sims' layout
 
 
 def test_missing_catalog_names_path_and_download(tmp_path):

@@ -138,6 +138,25 @@ def test_more_shards_than_galaxy_groups_fail_when_planning(tmp_path):
     assert "shards = 13 exceeds the 12 galaxy groups of sim.n = 48" in res.stdout + res.stderr
 
 
+def test_the_cosmos_target_config_plans_its_own_run(tmp_path):
+    """`snakemake -n --configfile config/cosmos.yaml` (on top of the Snakefile's default config):
+    the whole pipeline into results/cosmos/, prepare_real reading the shipped catalog, and no
+    noise-only control (it is the mock's)."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cosmos_real").symlink_to(ROOT / "data" / "cosmos_real")
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+           "--directory", str(tmp_path), "--configfile", str(ROOT / "config" / "cosmos.yaml"),
+           "--cores", "2", "-n"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert _jobs(out) == {"stage_config": 4, "simulate": 2, "prepare_real": 1, "train": 1,
+                          "refine": 2, "compare": 1, "summary": 1, "all": 1, "total": 13}
+    assert "results/cosmos/summary.html" in out and "results/default" not in out
+    assert "data/cosmos_real/real_galaxy_catalog_26_extension_example.fits" in out
+    assert not (tmp_path / "results").exists()
+
+
 def test_duplicate_keys_in_the_config_file_fail_when_planning(tmp_path):
     cfg = tmp_path / "dup.yaml"
     cfg.write_text(CONFIG.read_text() + "seed: 8\n")

@@ -29,7 +29,7 @@ from scipy import optimize, special
 from ..errors import ConfigError, InputDataError
 from ..seeds import galaxy_rng
 
-__all__ = ["Population", "sample_population", "build_galaxy"]
+__all__ = ["Population", "sample_population", "build_galaxy", "draw_shear"]
 
 DEV_N = 4.0  # de Vaucouleurs bulge index
 EXP_N = 1.0  # exponential disk index
@@ -104,6 +104,15 @@ def _draw_shape(rng: np.random.Generator, sigma: float, e_max: float) -> tuple[f
     raise ConfigError(f"sim.galaxy.shape_max={e_max} rejects nearly all shapes of sigma {sigma}")
 
 
+def draw_shear(pop: Population, rng: np.random.Generator) -> tuple[float, float]:
+    """The applied shear (g1, g2) of one galaxy (``sim.shear``): the constant (g1, g2), drawing
+    nothing, or each component uniform in [-max, max] (two draws from ``rng``)."""
+    if pop.shear_distribution == "uniform":
+        g1, g2 = rng.uniform(-pop.shear_max, pop.shear_max, size=2)
+        return float(g1), float(g2)
+    return float(pop.g1), float(pop.g2)
+
+
 def _sersic_b(n: float) -> float:
     """b_n with gamma(2n, b_n) = Gamma(2n) / 2 (half light inside the effective radius)."""
     return float(special.gammaincinv(2 * n, 0.5))
@@ -163,11 +172,7 @@ def sample_population(pop: Population, seed: int, galaxy_ids: np.ndarray, stream
         # Draw order is fixed: adding a parameter at the end never changes earlier ones.
         u_n, u_flux, z_hlr, u_bf = rng.random(), rng.random(), rng.normal(), rng.random()
         e1, e2 = _draw_shape(rng, pop.shape_sigma, pop.shape_max)
-        if pop.shear_distribution == "uniform":
-            g1, g2 = rng.uniform(-pop.shear_max, pop.shear_max, size=2)
-        else:
-            g1, g2 = pop.g1, pop.g2
-        out["g1"][j], out["g2"][j] = g1, g2
+        out["g1"][j], out["g2"][j] = draw_shear(pop, rng)
         if cat is not None:
             idx = int(rng.integers(cat.nobjects))
             theta = float(rng.uniform(0, np.pi))
