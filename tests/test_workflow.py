@@ -151,7 +151,8 @@ def test_the_cosmos_target_config_plans_its_own_run(tmp_path):
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
     assert _jobs(out) == {"stage_config": 4, "simulate": 2, "prepare_real": 1, "train": 1,
-                          "refine": 2, "compare": 1, "summary": 1, "all": 1, "total": 13}
+                          "refine": 2, "psf_matched": 2, "compare": 1, "summary": 1, "all": 1,
+                          "total": 15}
     assert "results/cosmos/summary.html" in out and "results/default" not in out
     assert "data/cosmos_real/real_galaxy_catalog_26_extension_example.fits" in out
     assert not (tmp_path / "results").exists()

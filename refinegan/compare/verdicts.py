@@ -141,12 +141,34 @@ def _distances(d: dict, data: Samples) -> list[str]:
     if "morph" in verdicts:
         d["verdict_morph"] = verdicts["morph"]
     d["minimum_groups"] = MIN_GROUPS_DISTANCES
+    if isinstance(d.get("psf_matched"), dict):
+        _psf_matched_distances(d["psf_matched"], verdicts)
     msgs = [f"distances {c}: {v}" for c, v in zip(_COLUMNS, full, strict=True) if v != MEASURED]
     if "morph" in verdicts:
         msgs += [f"distances (statmorph) {c}: {v}" for c, v in
                  zip(_COLUMNS, verdicts["morph"], strict=True) if v != MEASURED]
     return msgs + ([f"distances control_real: {d['control_verdict']}"]
                    if d.get("control_verdict", MEASURED) != MEASURED else [])
+
+
+def _psf_matched_distances(pm: dict, verdicts: dict) -> None:
+    """The psf_matched column has the sims' galaxies, as refined: its distances (and the gaps
+    split from them) are NaN where refined's are not measured; ``verdict``, ``verdict_morph``."""
+    full = verdicts["full"][1]
+    morph = verdicts["morph"][1] if "morph" in verdicts else full
+    for i, name in enumerate(str(n) for n in pm["names"]):
+        if not is_measured(morph if name in MORPH_STATS else full):
+            for key in ("w1", "w1_err", "ks", "ks_p", "gap_closed_matching_w1", "gap_closed_r_w1"):
+                if key in pm:
+                    pm[key] = np.asarray(pm[key], float)
+                    pm[key][i] = np.nan
+    for key in ("energy", "energy_noise", "energy_morph", "power_spectrum", "acf"):
+        v = morph if key == "energy_morph" else full
+        if key in pm and not is_measured(v):
+            for k in (key, f"gap_closed_matching_{key}", f"gap_closed_r_{key}"):
+                if k in pm:
+                    pm[k] = np.nan
+    pm["verdict"], pm["verdict_morph"] = str(full), str(morph)
 
 
 def _classifier(test: str, res: dict) -> list[str]:
@@ -171,6 +193,10 @@ def _classifier(test: str, res: dict) -> list[str]:
             verdict.append(MEASURED)
     res["auc"], res["err"], res["seed_aucs"] = auc, err, seed_aucs
     res["verdict"] = np.array(verdict)
+    if "psf_matched_auc" in res and verdict[1] != MEASURED:  # the sims' galaxies, as refined
+        for key in ("psf_matched_auc", "psf_matched_err", "gap_closed_matching", "gap_closed_r"):
+            res[key] = np.nan
+        res["psf_matched_seed_aucs"] = np.full(np.shape(res["psf_matched_seed_aucs"]), np.nan)
     res["minimum_groups"] = minimum
     ok = [v == MEASURED for v in verdict]
     with np.errstate(invalid="ignore", divide="ignore"):
