@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from refinegan.compare.store import write_tree
-from refinegan.compare.summary import write_summary
+from refinegan.compare.summary import bar_verdict, headline_rows, write_summary
 from refinegan.errors import ContractError
 
 
@@ -34,7 +34,9 @@ def test_summary_reports_the_numbers_it_reads(tmp_path):
     assert "<td>noise statistics gap closed (energy distance)</td><td>0.9</td><td>&gt;= 0.8</td><td>yes</td>" in text
     assert "<td>gb_all AUC refined vs real &lt; sim vs real</td><td>0.6 ± 0.02 vs 0.9 ± 0.01</td><td>lower</td><td>yes</td>" in text
     assert "noise-only control vs real</td><td>0.6 ± 0.02 vs 0.55 ± 0.01</td><td>lower</td><td>no</td>" in text
-    assert "<td>|m1 refined - m1 real| within the bar</td><td>0.001</td><td>&lt;= 0.002</td><td>yes</td>" in text
+    # 0.001 +- 0.004 against a bar of 0.002: the error is above the bar, so never "yes"
+    assert ("<td>|m1 refined - m1 real| within the bar (unpaired)</td><td>0.001 ± 0.004</td>"
+            "<td>&lt;= 0.002</td><td>not resolved (error 0.004 &gt; bar 0.002)</td>") in text
     assert "m2 refined" not in text  # NaN component: no row
 
 
@@ -84,3 +86,29 @@ def test_summary_shows_what_matching_did_and_what_r_did(tmp_path):
     assert "PSF matching did (sim -&gt; psf_matched)" in text
     del tree["distances"]["psf_matched"]
     assert matching_and_r_lines(tree) == []
+
+
+def test_bar_verdict_never_claims_what_the_error_cannot_tell():
+    """Known answers: within the bar only when |x| + 2 err < bar; outside when |x| - 2 err > bar;
+    an error above the bar is "not resolved" whatever the value (0 included)."""
+    assert bar_verdict(0.0005, 0.0002, 0.002) == "yes"
+    assert bar_verdict(-0.0005, 0.0002, 0.002) == "yes"
+    assert bar_verdict(0.01, 0.001, 0.002) == "no"
+    assert bar_verdict(0.0015, 0.0004, 0.002).startswith("not resolved (|dm|")
+    assert bar_verdict(0.0, 0.012, 0.002) == "not resolved (error 0.012 > bar 0.002)"
+    assert bar_verdict(np.nan, 0.001, 0.002) == "not measured"
+
+
+def test_headline_leads_with_the_paired_transfer_and_reports_r_own_dm():
+    """The twin's paired transfer comes first, judged by its own (paired) error; the paired
+    refined - sim dm is reported with its error."""
+    tree = {"distances": {}, "calibration": {
+        "transfer_paired": {"dm": np.array([0.0003, -0.004]), "dm_err": np.array([0.0004, 0.003]),
+                            "bar": 0.002},
+        "paired": {"dm": np.array([0.0008, np.nan]), "dm_err": np.array([0.0002, np.nan])}}}
+    rows = headline_rows(tree)
+    assert rows[0][0].startswith("|m1 refined - m1 twin| (paired")
+    assert rows[0][1:] == ["3.00e-04 ± 0.0004", "<= 0.002", "yes"]
+    assert rows[1][3] == "not resolved (error 0.003 > bar 0.002)"
+    assert rows[2][0].startswith("m1 refined - m1 sim (paired") and rows[2][1] == "8.00e-04 ± 0.0002"
+    assert len(rows) == 3  # no row for the NaN component
