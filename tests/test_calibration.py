@@ -191,3 +191,29 @@ def test_paired_sets_share_one_selection():
     np.testing.assert_array_equal(t["paired"]["dm"], 0.0)
     np.testing.assert_array_equal(t["refined"]["m"], t["sim"]["m"])
     assert t["sim"]["selection"] == "common to sim, refined"
+
+
+def test_groups_of_one_catalog_galaxy_bootstrap_as_one():
+    """Known answer (cluster bootstrap): 10 galaxies, each drawn in 10 groups with the same
+    response (all the scatter is between galaxies). Resampling groups treats the 100 as
+    independent and understates m's error by ~sqrt(10); with ``cat_index`` the bootstrap
+    resamples galaxies and the error is that of 10 responses: std(m_gal) / sqrt(10)."""
+    rng = np.random.default_rng(3)
+    m_gal = rng.normal(0.0, 0.05, 10)
+    n = 100
+    gal = np.repeat(np.arange(10), 10)
+    g1 = np.full(n, 0.02)
+    # two stamps a group: +g and -g, eps = (1 + m_gal) g
+    eps = np.stack([(1 + m_gal[gal]) * 0.02, -(1 + m_gal[gal]) * 0.02], axis=1).ravel()
+    labels = {"g1": np.stack([g1, -g1], axis=1).ravel(), "g2": np.zeros(2 * n),
+              "pair_id": np.repeat(np.arange(n), 2), "shear_sign": np.tile([1, -1], n)}
+    plain = group_means(eps, np.zeros(2 * n), np.ones(2 * n, bool), labels)
+    clustered = group_means(eps, np.zeros(2 * n), np.ones(2 * n, bool),
+                            {**labels, "cat_index": np.repeat(gal, 2)})
+    np.testing.assert_array_equal(clustered.cluster, gal)
+    e_plain = calibrate(plain, 2000, np.random.default_rng(1))["m_err"][0]
+    e_clus = calibrate(clustered, 2000, np.random.default_rng(1))["m_err"][0]
+    expect = m_gal.std(ddof=0) / np.sqrt(10)
+    assert abs(e_clus / expect - 1) < 0.1, (e_clus, expect)
+    assert 2.5 < e_clus / e_plain < 4.0, (e_clus, e_plain)  # ~sqrt(10) = 3.16
+    np.testing.assert_allclose(fit_mc(clustered)[0][0], m_gal.mean(), atol=1e-12)

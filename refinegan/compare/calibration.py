@@ -55,6 +55,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+CLUSTER_LABEL = "cat_index"  # the catalog galaxy a target's group was drawn from (cosmos)
 BAR_M = 2e-3  # weak-lensing requirement on |m| (e.g. LSST DESC SRD, Stage IV surveys)
 
 
@@ -141,6 +142,7 @@ class Groups:
     has_sign_pairs: bool
     weight: np.ndarray | None = None  # (G,) per-group weights of a reweighted fit, else None
     n_stamps: int = 0  # stamps in the set, failed ones included
+    cluster: np.ndarray | None = None  # (G,) the galaxy behind each group, when groups repeat one
 
     def __len__(self) -> int:
         return len(self.pair_id)
@@ -149,7 +151,7 @@ class Groups:
         return Groups(self.pair_id[idx], self.d_hat[idx], self.d[idx], self.s_hat[idx],
                       self.s[idx], self.n_stamps_failed, self.n_groups_dropped,
                       self.has_sign_pairs, None if self.weight is None else self.weight[idx],
-                      self.n_stamps)
+                      self.n_stamps, None if self.cluster is None else self.cluster[idx])
 
     def select(self, pair_ids: np.ndarray) -> Groups:
         """The groups whose ``pair_id`` is in ``pair_ids``; the others count as dropped."""
@@ -172,7 +174,9 @@ def group_means(eps1, eps2, ok, labels: dict) -> Groups:
     """Collapse stamps into galaxy groups (see module docstring).
 
     ``labels`` needs ``g1``, ``g2``; ``pair_id`` (default: each stamp its own group) and
-    ``shear_sign`` (default: all +1) are used when present.
+    ``shear_sign`` (default: all +1) are used when present. With ``cat_index`` (a target that
+    draws each catalog galaxy in many groups, e.g. ``real.source: cosmos``) the groups of one
+    galaxy form a cluster, and the bootstrap resamples galaxies, not groups (`CLUSTER_LABEL`).
     """
     n = len(eps1)
     pair = np.asarray(labels["pair_id"]) if "pair_id" in labels else np.arange(n)
@@ -201,8 +205,13 @@ def group_means(eps1, eps2, ok, labels: dict) -> Groups:
         d_hat, d, s_hat, s = ep - em, gp - gm, (ep + em) / 2, (gp + gm) / 2
     else:
         d_hat, d, s_hat, s = np.zeros_like(ep), np.zeros_like(gp), ep, gp
+    cluster = None
+    if CLUSTER_LABEL in labels:
+        first = np.zeros(g, np.int64)
+        first[inv[::-1]] = np.arange(n)[::-1]  # each group's first stamp
+        cluster = np.asarray(labels[CLUSTER_LABEL])[first][keep]
     return Groups(uniq[keep], d_hat[keep], d[keep], s_hat[keep], s[keep],
-                  int(n - np.sum(ok)), int((~keep).sum()), has_sign, n_stamps=n)
+                  int(n - np.sum(ok)), int((~keep).sum()), has_sign, n_stamps=n, cluster=cluster)
 
 
 def fit_mc(gr: Groups) -> tuple[np.ndarray, np.ndarray]:
@@ -223,14 +232,23 @@ def fit_mc(gr: Groups) -> tuple[np.ndarray, np.ndarray]:
     return m, c
 
 
-def _boot_indices(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    return rng.integers(0, n, size=(n_boot, n))
+def _boot_indices(gr: Groups, n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Bootstrap draws of group indices: groups with replacement, or, when the groups carry
+    clusters (one catalog galaxy in many groups), whole clusters with replacement (a cluster
+    bootstrap: repeated draws of a galaxy are not independent samples of the population)."""
+    n = len(gr)
+    if gr.cluster is None:
+        return list(rng.integers(0, n, size=(n_boot, n)))
+    uniq, inv = np.unique(gr.cluster, return_inverse=True)
+    members = [np.flatnonzero(inv == k) for k in range(len(uniq))]
+    draws = rng.integers(0, len(uniq), size=(n_boot, len(uniq)))
+    return [np.concatenate([members[k] for k in row]) for row in draws]
 
 
 def calibrate(gr: Groups, n_boot: int, rng: np.random.Generator) -> dict:
     """m, c (2,) with bootstrap errors over groups, and the bootstrap samples (n_boot, 2)."""
     m, c = fit_mc(gr)
-    boots = [fit_mc(gr.take(idx)) for idx in _boot_indices(len(gr), n_boot, rng)]
+    boots = [fit_mc(gr.take(idx)) for idx in _boot_indices(gr, n_boot, rng)]
     mb = np.array([b[0] for b in boots]).reshape(-1, 2)
     cb = np.array([b[1] for b in boots]).reshape(-1, 2)
     return {"m": m, "c": c, "m_err": _std(mb), "c_err": _std(cb), "m_boot": mb, "c_boot": cb,
@@ -275,7 +293,7 @@ def paired_difference(a: Groups, b: Groups, n_boot: int, rng: np.random.Generato
     ma, ca = fit_mc(a)
     mb, cb = fit_mc(b)
     dms, dcs = [], []
-    for idx in _boot_indices(len(common), n_boot, rng):
+    for idx in _boot_indices(a, n_boot, rng):
         m1, c1 = fit_mc(a.take(idx))
         m2, c2 = fit_mc(b.take(idx))
         dms.append(m2 - m1)
