@@ -4,7 +4,7 @@ The sims, the mock, cosmos and refined sets are in ``counts``, the sims' counts 
 source (``real.fits`` / ``real.hdf5``) keeps the unit its input declares (FITS ``BUNIT``, an HDF5
 ``units`` attribute), normalised by astropy.units where it parses (``electron/s`` ->
 ``electron / s``; ``count``, ``counts``, ``ct`` -> ``counts``) and kept as written otherwise
-(``normalised``). Its ``flux_scale`` (default 1 = no change) multiplies the pixels into the sims'
+(``normalised``). Its ``flux_scale`` (default null = no change; a number, 1 included) multiplies the pixels into the sims'
 counts: with any other value the stamps are in ``counts``. An input that declares no unit is
 taken to be in counts (docs/real_data.md says why); the ``/images`` attributes ``input_units``
 (empty then) and ``flux_scale`` record what was done. `same_units` is the test compare applies
@@ -84,7 +84,7 @@ class PixelUnits:
     Attributes
     ----------
     units : str
-        The unit of ``/images`` (`normalise_unit`; ``counts`` after a ``flux_scale`` != 1).
+        The unit of ``/images`` (`normalise_unit`; ``counts`` once a ``flux_scale`` is set).
     input_units : str
         The unit the input declared, as written; empty when it declared none.
     flux_scale : float
@@ -101,18 +101,21 @@ class PixelUnits:
                 "flux_scale": float(self.flux_scale)}
 
 
-def scale_pixels(data: np.ndarray, flux_scale: float) -> np.ndarray:
-    """``data`` times ``flux_scale`` in float64 (``data`` itself when the scale is 1)."""
-    if flux_scale == 1:
+def scale_pixels(data: np.ndarray, flux_scale: float | None) -> np.ndarray:
+    """``data`` times ``flux_scale`` in float64 (``data`` itself when the scale is None or 1)."""
+    if flux_scale is None or flux_scale == 1:
         return data
     return np.asarray(data, dtype=np.float64) * float(flux_scale)
 
 
-def pixel_units(declared: str | None, flux_scale: float, where: str, key: str) -> PixelUnits:
+def pixel_units(declared: str | None, flux_scale: float | None, where: str,
+                key: str) -> PixelUnits:
     """The `PixelUnits` of stamps whose input declared ``declared`` (None or empty: nothing) and
-    were multiplied by ``flux_scale`` (the config ``key``); ``where`` names the input in the log."""
+    were multiplied by ``flux_scale`` (the config ``key``): a number (1 included) says the
+    result is in the sims' counts, None that the pixels are as the input declares them.
+    ``where`` names the input in the log."""
     raw = "" if declared is None else str(declared).strip()
-    if flux_scale != 1:
+    if flux_scale is not None:
         units = COUNTS
         logger.info("%s: pixels in %r x %s = %g -> the sims' counts", where, raw or "(no unit)",
                     key, flux_scale)
@@ -122,4 +125,4 @@ def pixel_units(declared: str | None, flux_scale: float, where: str, key: str) -
         units = COUNTS
         logger.warning("%s declares no pixel unit: taken to be the sims' counts (set %s to "
                        "convert)", where, key)
-    return PixelUnits(units, raw, float(flux_scale))
+    return PixelUnits(units, raw, 1.0 if flux_scale is None else float(flux_scale))

@@ -135,6 +135,24 @@ def test_flux_scale_converts_exactly_into_counts(rng, tmp_path, sim_pair, monkey
 
 
 @pytest.mark.parametrize("source", ["fits", "hdf5"])
+def test_flux_scale_one_says_already_in_the_sims_counts(rng, tmp_path, sim_pair, monkeypatch,
+                                                        source):
+    """flux_scale = 1 (not the default null): data declared in electron/s that the user knows
+    to be in the sims' units: pixels unchanged bit for bit, /images counts, compare accepts."""
+    cube = _pixels(rng)
+    write = _fits_real if source == "fits" else _hdf5_real
+    plain = read_stamps(write(tmp_path, cube, "electron/s", name="plain.h5"))
+    real = write(tmp_path, cube, "electron/s", f"real.{source}.flux_scale=1", name="one.h5")
+    one = read_stamps(real)
+    np.testing.assert_array_equal(one.images, plain.images)
+    attrs = _image_attrs(real)
+    assert one.units == "counts" and plain.units == "electron / s"
+    assert attrs["input_units"] == "electron/s" and attrs["flux_scale"] == 1.0
+    with pytest.raises(_Measured):  # past the unit check
+        _compare(tmp_path, sim_pair, real, monkeypatch)
+
+
+@pytest.mark.parametrize("source", ["fits", "hdf5"])
 @pytest.mark.parametrize("declared", [None, "COUNTS", "ct"])
 def test_counts_or_no_unit_is_counts_and_accepted(rng, tmp_path, sim_pair, monkeypatch, source,
                                                   declared, caplog):

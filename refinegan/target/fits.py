@@ -6,7 +6,7 @@ The pixel scale comes from ``real.fits.pixel_scale`` when set, otherwise from th
 (``PIXSCALE`` / ``PIXSCAL1`` / ``SECPIX`` in arcsec, the WCS ``CD`` matrix or ``CDELT`` with
 ``PC``, in ``CUNIT`` or degrees)
 and must agree across files, as must ``BUNIT``: ``/images`` carries it (`refinegan.units`), or
-``counts`` once ``real.fits.flux_scale`` != 1 has multiplied the pixels into the sims' counts.
+``counts`` once ``real.fits.flux_scale`` (a number, 1 included) has multiplied the pixels into the sims' counts.
 An optional mask HDU (``real.fits.mask_hdu``, its bad bits ``mask_bits``) and noise plane
 (``noise_hdu``, ``noise_kind``) are read with the pixels (refinegan.target.planes).
 Cutouts then go through refinegan.target.cutouts.CutoutCollector

@@ -5,7 +5,7 @@ The dataset holds floating-point (N, H, W) stamps or one (H, W) stamp. The pixel
 dataset or of the file (a refinegan stamp file has one). An optional ``mask_dataset`` of the same
 shape marks bad pixels (non-zero, or the bits of ``mask_bits``), an optional ``noise_dataset``
 gives the noise (``noise_kind``; refinegan.target.planes). The dataset's ``units`` (or ``unit``,
-``BUNIT``) attribute is carried to ``/images``, or ``counts`` once ``real.hdf5.flux_scale`` != 1
+``BUNIT``) attribute is carried to ``/images``, or ``counts`` once ``real.hdf5.flux_scale`` is set (a number, 1 included)
 has multiplied the pixels (and the noise plane's sigma) into the sims' counts
 (`refinegan.units`). The same checks and processing as the FITS source follow
 (refinegan.target.cutouts.CutoutCollector, ``augment`` included); failures name the file and
