@@ -267,6 +267,16 @@ def test_a_psf_without_a_pixel_scale_is_refused_unless_configured(rng, tmp_path)
     assert s.psf.shape == (21, 21)
 
 
+def test_psf_pixel_scale_wins_over_a_header_that_disagrees_with_a_warning(rng, tmp_path, caplog):
+    fits.writeto(tmp_path / "c.fits", _galaxies(rng, 2), _header())
+    y, x = np.mgrid[:41, :41] - 20
+    fits.writeto(tmp_path / "psf.fits", np.exp(-(x**2 + y**2) / (2 * 3.0**2)), _header(scale=0.2))
+    s = _run(_cfg(tmp_path / "c.fits", f"real.fits.psf_path={tmp_path / 'psf.fits'}",
+                  "real.fits.psf_pixel_scale=0.1"), tmp_path)
+    assert s.psf.shape == (21, 21)  # 41 pixels at 0.1", not at the header's 0.2"
+    assert any("overridden by real.fits.psf_pixel_scale" in r.message for r in caplog.records)
+
+
 def test_a_multi_band_cube_is_one_band_not_five_galaxies(rng, tmp_path):
     cube = np.stack([_galaxies(rng, 1)[0] * (b + 1) for b in range(5)])  # (5 bands, H, W)
     fits.writeto(tmp_path / "bands.fits", cube, _header())
