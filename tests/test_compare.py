@@ -13,6 +13,7 @@ from refinegan.compare.store import read_tree
 from refinegan.compare.tables import label_drift
 from refinegan.config import load_config
 from refinegan.errors import ConfigError, ContractError
+from refinegan.io import write_stamps
 
 FAST = ["compare.morphology_n=8", "compare.cnn_seeds=1", "compare.cnn_epochs=1",
         "compare.cnn_channels=2", "compare.n_bootstrap=10", "compare.gb_max_iter=5",
@@ -348,3 +349,36 @@ def test_psf_matched_must_be_r_input_of_the_same_model(tmp_path, files, config):
                      files["sim"])
     with pytest.raises(ContractError, match="8 refined stamps but 40 sim stamps"):
         compare(cfg, *args, progress=False, psf_matched_paths=[short])
+
+
+def test_the_psf_matching_residual_goes_from_the_refined_file_to_compare_h5_and_the_summary(
+        tmp_path, files):
+    """A refined file whose attributes record the matching residual 0.0123 (bound 0.02): compare.h5
+    holds both under /psf_match and summary.html shows them near the top; a refined file without
+    the record (here: no PSF matching) gives NaN, says why, and the summary says not recorded."""
+    from refinegan.compare.summary import write_summary
+
+    cfg = load_config(None, [*FAST, "compare.morphology_n=0", "compare.cnn_seeds=0"])
+    with h5py.File(files["refined"]) as f:
+        im, lab = f["images"][()], {k: v[()] for k, v in f["labels"].items()}
+    ref = write_stamps(tmp_path / "rec.h5", im, lab, domain="refined", pixel_scale=0.2,
+                       source="test refined", config={}, seed=1, psf=files["psf"],
+                       extra_attrs={"parent": str(files["sim"]), "model_sha256": "0" * 64,
+                                    "psf_match_kernel": np.ones((3, 3)) / 9,
+                                    "psf_match_residual": 0.0123, "psf_match_residual_max": 0.02})
+    for refined, out in ((ref, tmp_path / "a" / "compare.h5"),
+                         (files["refined"], tmp_path / "b" / "compare.h5")):
+        compare(cfg, [files["sim"]], [refined], files["real"], out, progress=False)
+    with h5py.File(tmp_path / "a" / "compare.h5") as f:
+        assert f["psf_match/residual"][()] == 0.0123 and f["psf_match/bound"][()] == 0.02
+        assert f["psf_match"].attrs["status"] == "recorded"
+        assert f["psf_match/residual"].attrs["units"] == "fraction of the target PSF's peak"
+    text = write_summary(tmp_path / "a" / "compare.h5", tmp_path / "a.html").read_text()
+    line = "<p>PSF matching residual: 0.0123 of the target PSF&#x27;s peak (bound 0.02)</p>"
+    assert line in text and text.index(line) < text.index("<h3>")  # near the top
+    with h5py.File(tmp_path / "b" / "compare.h5") as f:
+        assert np.isnan(f["psf_match/residual"][()]) and np.isnan(f["psf_match/bound"][()])
+        assert f["psf_match"].attrs["status"].startswith("not recorded: the refined set was not")
+    text = write_summary(tmp_path / "b" / "compare.h5", tmp_path / "b.html").read_text()
+    assert ("<p>PSF matching residual: not recorded (the refined set was not PSF-matched "
+            "(train.psf_match off))</p>") in text

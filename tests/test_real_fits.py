@@ -247,9 +247,9 @@ def test_psf_file_written_to_psf(rng, tmp_path):
     sigma_pix = np.sqrt((s.psf.sum(axis=1) * yy**2).sum())
     np.testing.assert_allclose(sigma_pix * SCALE, 0.3, rtol=0.05)
     (tmp_path / "real.h5").unlink()
-    fits.writeto(tmp_path / "bad.fits", np.ones((2, 5, 5), np.float32))
+    fits.writeto(tmp_path / "bad.fits", np.ones((2, 2, 5, 5), np.float32))
     _bad(tmp_path, _cfg(tmp_path / "c.fits", f"real.fits.psf_path={tmp_path / 'bad.fits'}"),
-         r"bad.fits HDU 0: PSF must be a 2-D floating-point image, got float32 of shape \(2, 5, 5\)")
+         r"bad.fits HDU 0: PSF must be a 2-D floating-point image, got float32 of shape \(2, 2, 5, 5\)")
     _bad(tmp_path, _cfg(tmp_path / "c.fits", f"real.fits.psf_path={tmp_path / 'no.fits'}"),
          r"no.fits: no such PSF file \(real.fits.psf_path\)")
 
@@ -265,6 +265,16 @@ def test_a_psf_without_a_pixel_scale_is_refused_unless_configured(rng, tmp_path)
          r"psf.fits HDU 0: the PSF image has no pixel scale in its header .*real.fits.psf_pixel_scale")
     s = _run(_cfg(tmp_path / "c.fits", psf, "real.fits.psf_pixel_scale=0.1"), tmp_path)
     assert s.psf.shape == (21, 21)
+
+
+def test_psf_pixel_scale_wins_over_a_header_that_disagrees_with_a_warning(rng, tmp_path, caplog):
+    fits.writeto(tmp_path / "c.fits", _galaxies(rng, 2), _header())
+    y, x = np.mgrid[:41, :41] - 20
+    fits.writeto(tmp_path / "psf.fits", np.exp(-(x**2 + y**2) / (2 * 3.0**2)), _header(scale=0.2))
+    s = _run(_cfg(tmp_path / "c.fits", f"real.fits.psf_path={tmp_path / 'psf.fits'}",
+                  "real.fits.psf_pixel_scale=0.1"), tmp_path)
+    assert s.psf.shape == (21, 21)  # 41 pixels at 0.1", not at the header's 0.2"
+    assert any("overridden by real.fits.psf_pixel_scale" in r.message for r in caplog.records)
 
 
 def test_a_multi_band_cube_is_one_band_not_five_galaxies(rng, tmp_path):
@@ -292,3 +302,111 @@ def test_non_square_pixels_are_refused_from_a_cd_matrix_as_from_cdelt(rng, tmp_p
     fits.writeto(tmp_path / "cd.fits", _galaxies(rng, 2), h)
     _bad(tmp_path, _cfg(tmp_path / "cd.fits"),
          r'cd.fits HDU 0: pixels are not square \(0.2" x 0.3" from the WCS\)')
+
+
+def _gauss_psf(sigma, size=25, q=1.0, beta_deg=0.0):
+    """A unit-sum elliptical Gaussian (axis ratio q, major axis at beta_deg from +x) sampled at
+    pixel centres, centred on the central pixel."""
+    y, x = np.mgrid[:size, :size] - size // 2
+    b = np.radians(beta_deg)
+    u, v = x * np.cos(b) + y * np.sin(b), -x * np.sin(b) + y * np.cos(b)
+    p = np.exp(-0.5 * (u**2 / sigma**2 + v**2 / (q * sigma) ** 2))
+    return p / p.sum()
+
+
+def _hsm(img):
+    import galsim
+
+    r = galsim.hsm.FindAdaptiveMom(galsim.Image(np.ascontiguousarray(img, dtype=np.float64)))
+    return r.moments_sigma, r.observed_shape.e1, r.observed_shape.e2
+
+
+def test_a_psf_cube_gives_each_kept_cutout_its_own_psf(rng, tmp_path):
+    """One PSF per input cutout across the files in sorted order (2 in a.fits, 1 in b.fits);
+    the middle cutout (all NaN) is rejected and its PSF dropped: /psf holds PSFs 1 and 3, each
+    with its input's HSM size (equal pixel scales: only the centring step touches it)."""
+    gals = _galaxies(rng, 3)
+    gals[1] = np.nan
+    fits.writeto(tmp_path / "a.fits", gals[:2], _header())
+    fits.writeto(tmp_path / "b.fits", gals[2:], _header())
+    sigmas = (1.5, 2.0, 2.5)
+    cube = np.stack([_gauss_psf(s) * 7.0 for s in sigmas]).astype(np.float32)  # not unit sum
+    (tmp_path / "psf").mkdir()
+    fits.writeto(tmp_path / "psf" / "cube.fits", cube, _header())
+    psf = f"real.fits.psf_path={tmp_path / 'psf' / 'cube.fits'}"
+    s = _run(_cfg(tmp_path, psf), tmp_path)
+    assert len(s) == 2 and s.attrs["n_rejected_all_nan"] == 1
+    assert list(s.labels["file_index"]) == [0, 1]
+    assert s.psf.shape == (2, 25, 25)
+    np.testing.assert_allclose(s.psf.sum(axis=(1, 2)), 1.0, rtol=1e-5)
+    for got, k in zip(s.psf, (0, 2), strict=True):
+        want = _hsm(cube[k] / cube[k].sum())[0]
+        np.testing.assert_allclose(_hsm(got)[0], want, rtol=1e-3)
+        np.testing.assert_allclose(want, sigmas[k], rtol=0.01)  # the input is what it says
+    # a cube of the wrong length is refused, naming the file, the key and both numbers
+    (tmp_path / "real.h5").unlink()
+    fits.writeto(tmp_path / "psf" / "two.fits", cube[:2], _header())
+    _bad(tmp_path, _cfg(tmp_path, f"real.fits.psf_path={tmp_path / 'psf' / 'two.fits'}"),
+         r"two.fits HDU 0 \(real.fits.psf_path\): a cube of 2 PSFs for 3 input cutouts \(those of "
+         r"the 2 file\(s\) of real.fits.path, in sorted order\); expected one PSF per cutout, in "
+         r"their order: shape \(3, 25, 25\)")
+    # real.n stops early, yet the count is of all input cutouts
+    fits.writeto(tmp_path / "psf" / "four.fits", np.concatenate([cube, cube[:1]]), _header())
+    _bad(tmp_path, _cfg(tmp_path, "real.n=1", f"real.fits.psf_path={tmp_path / 'psf' / 'four.fits'}"),
+         r"a cube of 4 PSFs for 3 input cutouts")
+    bad = cube.copy()
+    bad[2] = np.roll(bad[2], (4, 4), axis=(0, 1))  # a kept cutout's PSF off-centre: refused, named
+    fits.writeto(tmp_path / "psf" / "bad.fits", bad, _header())
+    _bad(tmp_path, _cfg(tmp_path, f"real.fits.psf_path={tmp_path / 'psf' / 'bad.fits'}"),
+         r"bad.fits HDU 0 PSF 2: the PSF's centroid is \(\+4.00, \+4.00\) pixels")
+    bad[2], bad[1] = cube[2], np.nan  # the rejected cutout's PSF is not looked at
+    fits.writeto(tmp_path / "psf" / "nan1.fits", bad, _header())
+    assert _run(_cfg(tmp_path, f"real.fits.psf_path={tmp_path / 'psf' / 'nan1.fits'}"),
+                tmp_path).psf.shape == (2, 25, 25)
+
+
+@pytest.mark.parametrize("augment", [4, 8])
+def test_augmented_copies_carry_their_psf_turned_as_the_stamp(rng, tmp_path, augment):
+    """A cutout that is the elliptical PSF itself (a bright star): every copy's stamp and its
+    /psf have the same HSM ellipticity, and the copy's PSF is np.rot90 (of the mirror image for
+    copies >= 4) of the cutout's, as the stamps are (`dihedral_copies`)."""
+    psfs = np.stack([_gauss_psf(2.0, q=0.6, beta_deg=30.0), _gauss_psf(1.8, q=0.7, beta_deg=-60.0)])
+    y, x = np.mgrid[:SIZE, :SIZE] - SIZE // 2
+    stars = np.zeros((2, SIZE, SIZE), np.float32)
+    for k in range(2):
+        stars[k, SIZE // 2 - 12:SIZE // 2 + 13, SIZE // 2 - 12:SIZE // 2 + 13] = 5e4 * psfs[k]
+    stars += rng.normal(0, 0.5, stars.shape).astype(np.float32)
+    fits.writeto(tmp_path / "c.fits", stars, _header())
+    fits.writeto(tmp_path / "psf.fits", psfs.astype(np.float32), _header())
+    base = _cfg(tmp_path / "c.fits", f"real.fits.psf_path={tmp_path / 'psf.fits'}",
+                "real.fits.recenter=false", "real.fits.subtract_background=false")
+    plain = _run(base, tmp_path)
+    (tmp_path / "real.h5").unlink()
+    s = _run(load_config(None, [*_overrides(base), f"real.fits.augment={augment}"]), tmp_path)
+    assert s.psf.shape == (2 * augment, 25, 25)
+    for g in range(2):
+        for k in range(augment):
+            flip = (lambda a: np.fliplr(a)) if k >= 4 else (lambda a: a)
+            np.testing.assert_array_equal(s.images[augment * g + k], np.rot90(flip(plain.images[g]), k % 4))
+            np.testing.assert_array_equal(s.psf[augment * g + k], np.rot90(flip(plain.psf[g]), k % 4))
+            _, e1s, e2s = _hsm(s.images[augment * g + k])
+            _, e1p, e2p = _hsm(s.psf[augment * g + k])
+            np.testing.assert_allclose([e1s, e2s], [e1p, e2p], atol=2e-3)
+    # the copies differ: a rotation by 90 degrees flips the sign of e1 and e2
+    e = np.array([_hsm(s.psf[k])[1:] for k in range(2)])
+    np.testing.assert_allclose(e[1], -e[0], atol=1e-4)
+    assert abs(e[0][0]) > 0.1 and abs(e[0][1]) > 0.1
+    # one PSF for all cutouts: each copy's PSF turned too, so /psf becomes per stamp
+    fits.writeto(tmp_path / "one.fits", psfs[0].astype(np.float32), _header())
+    (tmp_path / "real.h5").unlink()
+    one = _run(load_config(None, [*_overrides(base), f"real.fits.augment={augment}",
+                                  f"real.fits.psf_path={tmp_path / 'one.fits'}"]), tmp_path)
+    np.testing.assert_array_equal(one.psf[augment], plain.psf[0])  # the next cutout's copy 0
+    np.testing.assert_array_equal(one.psf[1], np.rot90(plain.psf[0]))
+
+
+def _overrides(cfg):
+    """The --set overrides a config was built with, as a list (to add one)."""
+    return [f"stamp.size={SIZE}", "real.source=fits", f"real.fits.path={cfg['real']['fits']['path']}",
+            f"real.fits.psf_path={cfg['real']['fits']['psf_path']}", "real.fits.recenter=false",
+            "real.fits.subtract_background=false"]

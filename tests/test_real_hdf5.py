@@ -118,3 +118,48 @@ def test_psf_dataset(rng, tmp_path):
     out.unlink()
     _bad(tmp_path, _cfg(tmp_path / "u.h5", "real.hdf5.psf_dataset=nan_psf"),
          r"u.h5 dataset 'nan_psf': PSF must have finite pixels")
+
+
+def _gauss_psf(sigma, size=25):
+    y, x = np.mgrid[:size, :size] - size // 2
+    p = np.exp(-0.5 * (x**2 + y**2) / sigma**2)
+    return p / p.sum()
+
+
+def _hsm_sigma(img):
+    import galsim
+
+    return galsim.hsm.FindAdaptiveMom(galsim.Image(np.ascontiguousarray(img, np.float64))).moments_sigma
+
+
+def test_a_psf_cube_dataset_gives_each_kept_stamp_its_own_psf(rng, tmp_path):
+    """psf_dataset (N, h, w), N = the stamps: the middle stamp (all NaN) is rejected with its PSF;
+    /psf holds PSFs 1 and 3 with their HSM sizes; with augment=4 each copy's PSF is turned as
+    its stamp; a cube of another length is refused, naming the file, key and both numbers."""
+    images = _stamps(rng, 3)
+    images[1] = np.nan
+    sigmas = (1.5, 2.0, 2.5)
+    cube = np.stack([3.0 * _gauss_psf(s) for s in sigmas])
+    cube[2] *= 1 + 0.3 * (np.mgrid[:25, :25][1] > 12)  # lopsided: its rotations differ
+    with h5py.File(tmp_path / "u.h5", "w") as f:
+        f.create_dataset("images", data=images).attrs["pixel_scale"] = 0.2
+        f.create_dataset("psf", data=cube).attrs["pixel_scale"] = 0.2
+        f.create_dataset("psf2", data=cube[:2]).attrs["pixel_scale"] = 0.2
+    out = tmp_path / "real.h5"
+    prepare_real(_cfg(tmp_path / "u.h5", "real.hdf5.psf_dataset=psf"), out)
+    s = read_stamps(out)
+    assert len(s) == 2 and list(s.labels["index_in_file"]) == [0, 2] and s.psf.shape == (2, 25, 25)
+    for got, k in zip(s.psf, (0, 2), strict=True):
+        np.testing.assert_allclose(_hsm_sigma(got), _hsm_sigma(cube[k] / cube[k].sum()), rtol=1e-3)
+    out.unlink()
+    prepare_real(_cfg(tmp_path / "u.h5", "real.hdf5.psf_dataset=psf", "real.hdf5.augment=4"), out)
+    a = read_stamps(out)
+    assert a.psf.shape == (8, 25, 25)
+    for g in range(2):
+        for k in range(4):
+            np.testing.assert_array_equal(a.psf[4 * g + k], np.rot90(s.psf[g], k))
+    assert not np.allclose(a.psf[4], a.psf[5])
+    out.unlink()
+    _bad(tmp_path, _cfg(tmp_path / "u.h5", "real.hdf5.psf_dataset=psf2"),
+         r"u.h5 dataset 'psf2' \(real.hdf5.psf_dataset\): a cube of 2 PSFs for 3 input cutouts "
+         r"\(the stamps of dataset 'images'\)")

@@ -267,11 +267,27 @@ def test_psf_match_refines_through_the_target_psf(tmp_path):
     assert_allclose(b.images, match.apply(a.images, a.labels["noise_sigma"], a.labels), atol=1e-3)
     assert_allclose(b.psf, wide / wide.sum(), atol=1e-3 * wide.max() / wide.sum())
     assert_allclose(np.asarray(b.attrs["psf_match_kernel"]), match.kernel)
+    # the matching residual, recorded at training, reaches the refined file: max |K * psf_sim -
+    # psf_target| of the target's peak, i.e. of the refined /psf against the target's
+    target = wide / wide.sum()
+    residual = float(np.abs(b.psf - target).max() / target.max())
+    assert 1e-4 < residual < 0.02
+    assert_allclose(b.attrs["psf_match_residual"], residual, rtol=1e-4)
+    assert b.attrs["psf_match_residual_max"] == 0.02
     for name in a.labels:
         assert np.array_equal(a.labels[name], b.labels[name])
     # the sims' border noise keeps its sigma (white noise put back), the galaxies are wider
     assert_allclose(b.images[:, :3].std(), a.images[:, :3].std(), rtol=0.1)
     assert b.images.sum(axis=0).max() < 0.8 * a.images.sum(axis=0).max()
+
+    # a refiner.pt from before the residual was recorded: no attribute, nothing else changes
+    old = load_file(res.model_path)
+    for key in ("residual", "residual_max"):
+        del old["psf_match"][key]
+    atomic_save(old, tmp_path / "old.pt")
+    c = read_stamps(refine(tmp_path / "old.pt", sim, tmp_path / "ref_old.h5"))
+    assert "psf_match_residual" not in c.attrs and "psf_match_residual_max" not in c.attrs
+    assert np.array_equal(c.images, b.images) and np.array_equal(c.psf, b.psf)
 
     other = tmp_path / "other.h5"
     write_set(other, 4, SIZE, rng, sigma=2.0)

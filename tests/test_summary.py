@@ -38,6 +38,25 @@ def test_summary_reports_the_numbers_it_reads(tmp_path):
     assert ("<td>|m1 refined - m1 real| within the bar (unpaired)</td><td>0.001 ± 0.004</td>"
             "<td>&lt;= 0.002</td><td>not resolved (error 0.004 &gt; bar 0.002)</td>") in text
     assert "m2 refined" not in text  # NaN component: no row
+    # a compare.h5 from before /psf_match: the residual line says so, no crash
+    assert "<p>PSF matching residual: not recorded (compare.h5 has no /psf_match)</p>" in text
+
+
+def test_psf_match_record_from_the_refined_attributes():
+    """The record and its line: recorded, a model that predates it, no PSF matching."""
+    from refinegan.compare.r_only import psf_match_line, psf_match_record
+
+    rec = psf_match_record({"psf_match_kernel": np.ones((3, 3)), "psf_match_residual": 0.0123,
+                            "psf_match_residual_max": 0.02})
+    assert rec == {"residual": 0.0123, "bound": 0.02, "status": "recorded"}
+    assert psf_match_line({"psf_match": rec}) == ("PSF matching residual: 0.0123 of the target "
+                                                  "PSF's peak (bound 0.02)")
+    old = psf_match_record({"psf_match_kernel": np.ones((3, 3))})
+    assert np.isnan(old["residual"]) and np.isnan(old["bound"])
+    assert psf_match_line({"psf_match": old}) == (
+        "PSF matching residual: not recorded (the refined files' model predates the record "
+        "(train it again to record it))")
+    assert "train.psf_match off" in psf_match_line({"psf_match": psf_match_record({})})
 
 
 def test_summary_refuses_other_files(tmp_path):

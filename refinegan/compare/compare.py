@@ -29,7 +29,7 @@ from .classifiers import classifier_tests
 from .measure import Measurement, groups_of, measure, pick_groups, truncate
 from .morphology import morphology
 from .params import PAIRS, CompareParams
-from .r_only import psf_matched_tables
+from .r_only import psf_match_record, psf_matched_tables
 from .samples import Samples, asinh_scale
 from .stats import FLAG_HSM, FLAG_NOISE, FLAG_NONFINITE
 from .store import summary_lines, write_compare_h5
@@ -257,6 +257,7 @@ def compare(
                 result[key].setdefault(name, {}).update(node)
     # tests below their minimum number of galaxies: NaN with a reason; failed classifiers flagged
     apply_minimums(result, data)
+    result["psf_match"] = psf_match_record(sets["refined"].attrs)  # recorded at training
 
     inputs = {"control": control_paths, "sim": sim_paths, "refined": refined_paths,
               "real": [real_path]}

@@ -14,6 +14,12 @@ in two:
   ``paired_matching`` (psf_matched - sim) and ``paired_r_only`` (refined - psf_matched, R's own
   dm on the same galaxies, with errors).
 
+`psf_match_record` carries the matching's own residual (max |K * psf_sim - psf_target| of the
+target PSF's peak, computed when the refiner was trained and bounded there) from the refined
+files' attributes (``psf_match_residual``, ``psf_match_residual_max``) to compare.h5
+(``/psf_match``) and `psf_match_line` to the summary; compare reads it from the files, never
+from the refiner stage.
+
 The distances and classifier tests here draw from their own random stream (``compare_r_only``),
 after the rest of compare, so giving the psf_matched set changes none of the other sets'
 distances and AUCs; it can change their calibration, since a group that fails in psf_matched is
@@ -31,7 +37,8 @@ from .params import CompareParams
 from .samples import Samples
 from .tables import distances_to_real
 
-__all__ = ["psf_matched_tables", "matching_and_r_lines", "DISTANCE_KEYS"]
+__all__ = ["psf_matched_tables", "matching_and_r_lines", "psf_match_record", "psf_match_line",
+           "DISTANCE_KEYS"]
 
 DISTANCE_KEYS = ("energy", "energy_noise", "energy_morph", "power_spectrum", "acf")
 
@@ -121,3 +128,31 @@ def matching_and_r_lines(tree: Mapping) -> list[str]:
                              f"{_f(q['dm'][1])} +- {_f(q['dm_err'][1], 2)}")
     return [f"PSF matching did (sim -> psf_matched): {'; '.join(text['matching']) or 'n/a'}",
             f"R did (psf_matched -> refined, same galaxies): {'; '.join(text['r']) or 'n/a'}"]
+
+
+def psf_match_record(refined_attrs: Mapping) -> dict:
+    """``/psf_match`` of compare.h5 from the refined set's file attributes: ``residual`` (max
+    |K * psf_sim - psf_target| as a fraction of the target PSF's peak) and ``bound`` (the largest
+    training accepted), NaN when not recorded; ``status`` "recorded" or why not (no PSF matching,
+    or a refined file from a model that predates the record)."""
+    nan = float("nan")
+    if "psf_match_residual" in refined_attrs:
+        return {"residual": float(refined_attrs["psf_match_residual"]),
+                "bound": float(refined_attrs.get("psf_match_residual_max", nan)),
+                "status": "recorded"}
+    why = ("the refined files' model predates the record (train it again to record it)"
+           if "psf_match_kernel" in refined_attrs else
+           "the refined set was not PSF-matched (train.psf_match off)")
+    return {"residual": nan, "bound": nan, "status": f"not recorded: {why}"}
+
+
+def psf_match_line(tree: Mapping) -> str:
+    """"PSF matching residual: X of the target PSF's peak (bound B)", or "... not recorded (why)"
+    (also for a compare.h5 written before ``/psf_match`` existed)."""
+    rec = tree.get("psf_match")
+    if not isinstance(rec, Mapping) or not np.isfinite(float(rec.get("residual", np.nan))):
+        status = str(rec.get("status", "")) if isinstance(rec, Mapping) else ""
+        why = status.split(": ", 1)[1] if ": " in status else "compare.h5 has no /psf_match"
+        return f"PSF matching residual: not recorded ({why})"
+    return (f"PSF matching residual: {_f(rec['residual'])} of the target PSF's peak (bound "
+            f"{_f(rec.get('bound', np.nan))})")

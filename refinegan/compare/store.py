@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from ..atomic import atomic_path
-from .r_only import matching_and_r_lines
+from .r_only import matching_and_r_lines, psf_match_line
 
 __all__ = ["write_tree", "write_compare_h5", "read_tree", "summary_lines"]
 
@@ -33,6 +33,7 @@ UNITS = {
     "lags": "pixels", "edges": "asinh(pixel / scale_counts)", "scale_counts": "counts",
     "w1": "units of each statistic (see names)", "w1_control": "units of each statistic",
     "morph_index": "row in the domain's stamps", "n": "count", "n_groups": "count",
+    "residual": "fraction of the target PSF's peak", "bound": "fraction of the target PSF's peak",
 }
 
 
@@ -142,4 +143,4 @@ def summary_lines(result: Mapping) -> list[str]:
                 f"{t['abs_dm_refined_real_err']} vs |m_sim-m_real|={t['abs_dm_sim_real']} +- "
                 f"{t['abs_dm_sim_real_err']}; meets {t['bar']:g}: {t['meets_bar']}"
             )
-    return lines + matching_and_r_lines(result)
+    return lines + [psf_match_line(result)] + matching_and_r_lines(result)

@@ -1,7 +1,8 @@
 """The key numbers of a run on one HTML page, for the Snakemake report (`refinegan summary`).
 
 Reads ``compare.h5`` (docs/compare.md) and writes a self-contained HTML file: at the top the
-target's source and its number of real stamps and distinct galaxies; the gap closed per
+target's source and its number of real stamps and distinct galaxies, and the PSF matching
+residual training recorded (`refinegan.compare.r_only.psf_match_line`); the gap closed per
 statistic next to its real-vs-real floor, the classifier AUCs (sim, refined, noise-only control,
 floor), the shear calibration (m per domain, paired dm, calibration transfer vs the bar), and
 each test's minimum with its verdict (`refinegan.compare.verdicts`): a test below its minimum
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import ContractError
-from .r_only import DISTANCE_KEYS, matching_and_r_lines
+from .r_only import DISTANCE_KEYS, matching_and_r_lines, psf_match_line
 from .store import read_tree
 from .verdicts import (
     AUC_FAILED_BELOW,
@@ -338,7 +339,7 @@ def write_summary(compare_path: str | os.PathLike, out_path: str | os.PathLike) 
              "margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
              "td:first-child,th:first-child{text-align:left}</style></head><body>",
              f"<h2>refinegan: key numbers of {html.escape(compare_path.name)}</h2>",
-             _target_html(tree)]
+             _target_html(tree), f"<p>{html.escape(psf_match_line(tree))}</p>"]
     for title, header, rows in summary_tables(tree):
         parts.append(f"<h3>{html.escape(title)}</h3><table><tr>"
                      + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")

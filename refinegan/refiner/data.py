@@ -217,7 +217,9 @@ def check_psf_wider(sim_psf: np.ndarray, target_psf: np.ndarray, sim_path, real_
 
 def psf_match_for(sim: StampSet, sim_path: Path, real: StampSet, real_path: Path,
                   seed: int) -> PsfMatch:
-    """The matching kernel from the sims' PSF to the target's (``train.psf_match``).
+    """The matching kernel from the sims' PSF to the target's (``train.psf_match``), with its
+    residual (`refinegan.refiner.psf_match.PsfMatch.summary`) and the bound `PSF_RESIDUAL_MAX`
+    recorded (refiner.pt, then the refined files' attributes).
 
     Raises
     ------
@@ -246,7 +248,7 @@ def psf_match_for(sim: StampSet, sim_path: Path, real: StampSet, real_path: Path
     logger.info("PSF matching %s -> %s: |K * psf_sim - psf_target| <= %.2g of the target peak, "
                 "%.1f%% of Fourier modes clipped to |K| = 1", sim_path, real_path, q["psf_residual"],
                 100 * q["clipped_fraction"])
-    return match
+    return dataclasses.replace(match, residual=q["psf_residual"], residual_max=PSF_RESIDUAL_MAX)
 
 
 def fill_masked(images: np.ndarray, mask: np.ndarray | None, sigma: np.ndarray,

@@ -65,11 +65,19 @@ def _whiten(k: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PsfMatch:
-    """A matching kernel (centred on pixel (H//2, W//2), unit sum) and the whitening seed."""
+    """A matching kernel (centred on pixel (H//2, W//2), unit sum) and the whitening seed.
+
+    ``residual`` is how far ``K * sim_psf`` stays from the target's PSF, max |difference| as a
+    fraction of the target PSF's peak (`summary`), and ``residual_max`` the bound training
+    accepted it under; both None until recorded (training records them, refine writes them to
+    the refined files' attributes ``psf_match_residual`` / ``psf_match_residual_max``).
+    """
 
     kernel: np.ndarray  # (H, W) float64
     seed: int
     sim_psf: np.ndarray  # (h, w) float64: the PSF the kernel starts from (checked at refine)
+    residual: float | None = None  # fraction of the target PSF's peak
+    residual_max: float | None = None  # the bound it was accepted under (same unit)
 
     def kernel_ft(self, shape: tuple[int, int]) -> np.ndarray:
         """K~ on a stamp grid of ``shape`` (the kernel embedded, re-normalised to unit sum)."""
@@ -106,14 +114,21 @@ class PsfMatch:
         return (conv + sigma * fill).astype(np.float32)
 
     def to_dict(self) -> dict:
-        return {"kernel": self.kernel.tolist(), "seed": int(self.seed), "sim_psf": self.sim_psf.tolist()}
+        out = {"kernel": self.kernel.tolist(), "seed": int(self.seed), "sim_psf": self.sim_psf.tolist()}
+        for key in ("residual", "residual_max"):
+            if getattr(self, key) is not None:
+                out[key] = float(getattr(self, key))
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping | None) -> PsfMatch | None:
+        """The inverse of `to_dict`; a dict without ``residual`` (an older refiner.pt) reads as
+        not recorded (None)."""
         if not d:
             return None
         return cls(np.asarray(d["kernel"], dtype=np.float64), int(d["seed"]),
-                   np.asarray(d["sim_psf"], dtype=np.float64))
+                   np.asarray(d["sim_psf"], dtype=np.float64),
+                   *(None if d.get(k) is None else float(d[k]) for k in ("residual", "residual_max")))
 
     def summary(self, target_psf: np.ndarray) -> dict:
         """How well K * sim_psf reproduces ``target_psf`` and how much of K~ was clipped."""

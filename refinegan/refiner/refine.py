@@ -307,6 +307,10 @@ def _provenance(in_path: Path, model_path, model_sha: str, match: PsfMatch | Non
              "model": str(Path(model_path).resolve()), "model_sha256": model_sha}
     if match is not None:
         extra["psf_match_kernel"] = match.kernel
+        for key, value in (("psf_match_residual", match.residual),
+                           ("psf_match_residual_max", match.residual_max)):
+            if value is not None:  # recorded at training (not by an older refiner.pt)
+                extra[key] = float(value)
     kern = None if module is None else module.kernel()
     if kern is not None:
         extra["psf_kernel"] = kern.detach().cpu().numpy().astype(np.float64)

@@ -108,7 +108,8 @@ class RefinerFile:
     real_file : str or None
         The target stamp file.
     psf_match : dict or None
-        The PSF matching kernel (`refinegan.refiner.psf_match.PsfMatch.to_dict`); None without.
+        The PSF matching kernel, with its residual and the bound it was accepted under
+        (`refinegan.refiner.psf_match.PsfMatch.to_dict`); None without.
     noise_match : dict or None
         The noise matching (`refinegan.refiner.noise_match.NoiseMatch.to_dict`); None without.
     """

@@ -28,7 +28,7 @@ from ..noise import robust_sigma
 from ..units import PixelUnits
 from .sky import MIN_SKY_FRACTION, MIN_SKY_PIXELS, estimate_sky, plane_sigma
 
-__all__ = ["check_psf_image", "dihedral_copies", "AUGMENT_COPIES", "CutoutOptions",
+__all__ = ["check_psf_image", "check_psf_cube", "dihedral_copies", "AUGMENT_COPIES", "CutoutOptions",
            "CutoutCollector", "resample_cutout", "center_crop", "crop_at", "check_pixel_scale",
            "working_shape", "prepare_psf"]
 
@@ -239,6 +239,34 @@ def prepare_psf(psf: np.ndarray, scale: float, opts: CutoutOptions, where: str) 
     return out / out.sum()
 
 
+def check_psf_cube(psf, n_cutouts: int, where: str, key: str, cutouts: str) -> None:
+    """A cube (N_psf, h, w) of floating-point PSF images, one per input cutout in their order:
+    `InputDataError` naming ``where``, ``key`` and both counts unless N_psf equals
+    ``n_cutouts`` (the cutouts ``cutouts`` names). Each PSF is checked by `prepare_psf` once
+    its cutout is accepted (`CutoutCollector.add`)."""
+    if psf.dtype.kind != "f" or psf.ndim != 3:
+        raise InputDataError(f"{where} ({key}): a PSF cube must be floating-point (N, h, w), got "
+                             f"{psf.dtype.name} of shape {psf.shape}")
+    if psf.shape[0] != n_cutouts:
+        raise InputDataError(
+            f"{where} ({key}): a cube of {psf.shape[0]} PSFs for {n_cutouts} input cutouts "
+            f"({cutouts}); expected one PSF per cutout, in their order: shape ({n_cutouts}, "
+            f"{psf.shape[1]}, {psf.shape[2]})")
+    if min(psf.shape[1:]) < 3:
+        raise InputDataError(f"{where} ({key}): PSF images of {psf.shape[1]}x{psf.shape[2]} pixels "
+                             "are too small to sample a PSF; expected at least 3x3")
+
+
+def _square(psf: np.ndarray) -> np.ndarray:
+    """An odd-sized PSF image zero-padded to a square about its central pixel (so its rotations
+    by 90 degrees keep its shape)."""
+    h, w = psf.shape
+    m = max(h, w)
+    out = np.zeros((m, m))
+    out[(m - h) // 2:(m - h) // 2 + h, (m - w) // 2:(m - w) // 2 + w] = psf
+    return out
+
+
 def check_psf_image(psf: np.ndarray, where: str) -> np.ndarray:
     """A 2-D floating-point image of at least 3x3 finite pixels with a positive sum, as float64;
     `InputDataError` naming ``where`` otherwise."""
@@ -295,6 +323,11 @@ class CutoutCollector:
     With ``opts.augment`` (4 or 8) or ``grouped``, stamps carry ``group_id`` (the accepted
     cutout's running index, or the ``group`` given to `add`) and ``augment_index`` (the copy,
     `dihedral_copies`), so compare keeps a galaxy's copies on one side of every split.
+
+    PSFs: one for all stamps (`write`'s ``psf``) or one per cutout (`add`'s ``psf``), never
+    both; a rejected cutout drops its PSF with it, and each copy's PSF is turned and mirrored
+    as its stamp is, so ``/psf`` is per stamp (N, h, w) with a PSF per cutout or with
+    ``opts.augment``.
     """
 
     def __init__(self, opts: CutoutOptions, n_max: int, grouped: bool = False) -> None:
@@ -315,6 +348,7 @@ class CutoutCollector:
         self.first_reject: dict[str, str] = {}
         self.n_seen = 0
         self.n_cutouts = 0  # cutouts accepted (each gives 1, 4 or 8 stamps)
+        self.psfs: list[np.ndarray] = []  # per stamp, when `add` is given each cutout's PSF
 
     @property
     def full(self) -> bool:
@@ -328,15 +362,20 @@ class CutoutCollector:
 
     def add(self, image: np.ndarray, bad: np.ndarray | None, scale: float, file_index: int,
             index: int, where: str, noise: np.ndarray | None = None,
-            group: int | None = None) -> None:
+            group: int | None = None, psf: tuple[np.ndarray, float, str] | None = None) -> None:
         """Process one 2-D cutout at ``scale`` arcsec/pixel (``where`` names it in messages).
 
         ``bad``: non-zero = bad pixel; ``noise``: per-pixel noise sigma of the cutout in counts
         (`refinegan.target.planes.sigma_from_plane`; NaN = bad pixel), which then sets the
         ``noise_sigma`` label instead of the sky estimate; ``group``: its ``group_id`` when the
-        collector is ``grouped`` [default: its running index among accepted cutouts]. With
-        ``opts.augment`` the cutout gives 4 or 8 stamps (`dihedral_copies`).
+        collector is ``grouped`` [default: its running index among accepted cutouts]; ``psf``:
+        the cutout's own PSF (image (h, w), its pixel scale in arcsec/pixel, and where it is
+        for messages), checked, centred and resampled by `prepare_psf` once the cutout is
+        accepted (a rejected cutout's PSF is dropped unchecked). With ``opts.augment`` the
+        cutout gives 4 or 8 stamps (`dihedral_copies`), each with its PSF turned the same way.
         """
+        if (psf is None) != (not self.psfs) and self.images:
+            raise ValueError("a PSF for every cutout or for none (CutoutCollector.add)")
         self.n_seen += 1
         image = np.asarray(image, dtype=np.float64)
         bad = ~np.isfinite(image) | (np.zeros(image.shape, bool) if bad is None else bad != 0)
@@ -374,14 +413,19 @@ class CutoutCollector:
         stamp[sbad] = 0.0
         n_copies = max(1, self.opts.augment)
         gid = self.n_cutouts if group is None else int(group)
-        for k, (st, sb) in enumerate(zip(dihedral_copies(stamp, n_copies),
-                                         dihedral_copies(sbad, n_copies), strict=True)):
+        psfs = [None] * n_copies
+        if psf is not None:
+            psfs = dihedral_copies(self.copy_psf(prepare_psf(*psf[:2], self.opts, psf[2])), n_copies)
+        for k, (st, sb, ps) in enumerate(zip(dihedral_copies(stamp, n_copies),
+                                             dihedral_copies(sbad, n_copies), psfs, strict=True)):
             if self.full:
                 break
             if not sky.ok:
                 self.no_sky.append((len(self.images), where, noise is not None))
             self.images.append(st.astype(np.float32))
             self.masks.append(sb.astype(np.uint8))
+            if ps is not None:
+                self.psfs.append(ps)
             for key, value in (("file_index", file_index), ("index_in_file", index),
                                ("background", bkg), ("noise_sigma", sigma),
                                ("n_bad_pixels", int(sbad.sum())), ("center_dy", dy),
@@ -393,11 +437,29 @@ class CutoutCollector:
                 self.labels["augment_index"].append(k)
         self.n_cutouts += 1
 
+    def copy_psf(self, psf: np.ndarray) -> np.ndarray:
+        """A prepared PSF ready to turn with its stamp's copies: squared (`_square`) with
+        ``opts.augment`` on, unchanged without."""
+        return _square(psf) if self.opts.augment and psf.shape[0] != psf.shape[1] else psf
+
+    def stamp_psfs(self, psf: np.ndarray | None) -> np.ndarray | None:
+        """``/psf``: the per-cutout PSFs given to `add`, one per stamp (N, h, w); else ``psf``
+        (one prepared (h, w) image, or None), turned per copy (N, h, w) with ``opts.augment``."""
+        if self.psfs:
+            if psf is not None:
+                raise ValueError("a PSF per cutout and one for all stamps (CutoutCollector.write)")
+            return np.stack(self.psfs)
+        if psf is None or not self.opts.augment:
+            return psf
+        copies = dihedral_copies(self.copy_psf(np.asarray(psf, np.float64)), self.opts.augment)
+        return np.stack([copies[k] for k in self.labels["augment_index"]])
+
     def write(self, out: str | os.PathLike, config: RunConfig, source: str, files: list[str],
               input_scale: float, psf: np.ndarray | None = None,
               units: PixelUnits | None = None) -> Path:
-        """Write the gathered stamps (and ``psf``, see `prepare_psf`) in ``units`` (the
-        attributes of ``/images``; counts when None); error if none survived."""
+        """Write the gathered stamps (and their PSFs, `stamp_psfs`: ``psf`` is one prepared
+        image for all, see `prepare_psf`) in ``units`` (the attributes of ``/images``; counts
+        when None); error if none survived."""
         if not self.images:
             reasons = "; ".join(f"{n} {r.replace('_', ' ')} (e.g. {self.first_reject[r]})"
                                 for r, n in self.rejected.items())
@@ -422,7 +484,7 @@ class CutoutCollector:
             attrs.update(augment=int(self.opts.augment), n_cutouts=int(self.n_cutouts))
         path = write_stamps(out, np.stack(self.images), labels, domain="real",
                             pixel_scale=self.opts.pixel_scale, source=source, config=config,
-                            seed=config.seed, psf=psf, mask=np.stack(self.masks),
+                            seed=config.seed, psf=self.stamp_psfs(psf), mask=np.stack(self.masks),
                             extra_attrs=attrs,
                             image_attrs=None if units is None else units.image_attrs())
         logger.info("%d stamps kept of %d (%d rejected) -> %s", n, self.n_seen,

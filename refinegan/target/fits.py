@@ -36,6 +36,7 @@ from .cutouts import (
     CutoutCollector,
     CutoutOptions,
     check_pixel_scale,
+    check_psf_cube,
     check_psf_image,
     prepare_psf,
     working_shape,
@@ -167,20 +168,49 @@ def _pixel_scale(configured: float | None, header: fits.Header, where: str) -> f
     return configured
 
 
-def _read_psf(path: str, configured_scale: float | None, opts: CutoutOptions) -> np.ndarray:
-    """The PSF image of ``real.fits.psf_path`` at the working scale; its pixel scale is
-    ``real.fits.psf_pixel_scale`` or its header's, never assumed."""
+def _read_psf(path: str, configured_scale: float | None) -> tuple[np.ndarray, float, str]:
+    """The pixels (a 2-D PSF image, or a 3-D cube of one PSF per cutout), the pixel scale
+    (arcsec/pixel) and the name (file and HDU) of ``real.fits.psf_path``; the scale is
+    ``real.fits.psf_pixel_scale`` (a warning if the header says otherwise) or the header's,
+    never assumed."""
     psf_file = Path(path)
     if not psf_file.is_file():
         raise InputDataError(f"{psf_file}: no such PSF file (real.fits.psf_path)")
-    data, _, header, index = read_fits_cutouts(psf_file, None, None, what="a 2-D PSF image")
+    data, _, header, index = read_fits_cutouts(
+        psf_file, None, None, what="a 2-D PSF image or a 3-D cube (N, h, w) of one PSF per cutout")
     where = f"{psf_file} HDU {index}"
-    check_psf_image(data, where)
-    scale = configured_scale or header_pixel_scale(header, where)
-    if scale is None:
+    if data.ndim != 3:
+        check_psf_image(data, where)
+    head = header_pixel_scale(header, where)
+    if configured_scale is None and head is None:
         raise InputDataError(f"{where}: the PSF image has no pixel scale in its header (PIXSCALE, "
                              "CD or CDELT); set real.fits.psf_pixel_scale (arcsec/pixel)")
-    return prepare_psf(data, scale, opts, where)
+    if configured_scale is not None and head is not None and abs(head / configured_scale - 1) > SCALE_RTOL:
+        logger.warning("%s: header pixel scale %.6g\" overridden by real.fits.psf_pixel_scale %.6g\"",
+                       where, head, configured_scale)
+    return data, float(configured_scale or head), where
+
+
+def _count_cutouts(files: list[Path], sec: dict) -> int:
+    """The number of input cutouts in ``files`` (``real.fits.hdu``, ``band``), from their
+    headers: what a PSF cube (``real.fits.psf_path``) must hold one PSF each of."""
+    total = 0
+    for path in files:
+        shape = None
+        try:
+            with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+                if sec["hdu"] is None:
+                    shape = next((h.shape for h in hdul if isinstance(
+                        h, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU) and h.shape), None)
+                else:
+                    shape = hdul[sec["hdu"]].shape
+        except Exception:  # unreadable, no such HDU: read it as the cutouts are, for the error
+            pass
+        if not shape or len(shape) not in (2, 3, 4):
+            shape = read_fits_cutouts(path, sec["hdu"], None)[0].shape
+        data, _ = _select_band(np.broadcast_to(np.float32(0), shape), None, sec["band"], str(path))
+        total += 1 if data.ndim == 2 else data.shape[0]
+    return total
 
 
 def _select_band(data: np.ndarray, mask: np.ndarray | None, band: int | None, where: str):
@@ -269,7 +299,13 @@ def prepare_fits(config: RunConfig | dict, out: str | os.PathLike, progress: boo
         raise ConfigError("real.fits.mask_bits is set but real.fits.mask_hdu is not; give the HDU "
                           "of the mask plane the bits refer to")
     collector = CutoutCollector(opts, config["real"]["n"])
+    psf, psf_scale, psf_where = (_read_psf(sec["psf_path"], sec["psf_pixel_scale"])
+                                 if sec["psf_path"] else (None, None, None))
+    if psf is not None and psf.ndim == 3:  # one PSF per input cutout, in the files' sorted order
+        check_psf_cube(psf, _count_cutouts(files, sec), psf_where, "real.fits.psf_path",
+                       f"those of the {len(files)} file(s) of real.fits.path, in sorted order")
     ndim0 = scale0 = unit0 = None
+    offset = 0  # index of the file's first cutout among all input cutouts (the PSF cube's axis 0)
     for fi, path in enumerate(files):
         if collector.full:
             break
@@ -304,14 +340,18 @@ def prepare_fits(config: RunConfig | dict, out: str | os.PathLike, progress: boo
                 collector.reject("too_small", f"{where} cutout {i} ({cube.shape[1]}x{cube.shape[2]} "
                                  f"pixels at {scale:.6g}\"/pixel, {h_out}x{w_out} at the working "
                                  f"scale: smaller than stamp.size {opts.stamp_size})")
+            offset += cube.shape[0]
             continue
         for i in range(cube.shape[0]):
             if collector.full:
                 break
             collector.add(cube[i], None if mcube is None else mcube[i], scale, fi, i,
-                          f"{where} cutout {i}", noise=None if ncube is None else ncube[i])
-    psf = _read_psf(sec["psf_path"], sec["psf_pixel_scale"], opts) if sec["psf_path"] else None
+                          f"{where} cutout {i}", noise=None if ncube is None else ncube[i],
+                          psf=None if psf is None or psf.ndim == 2 else (
+                              psf[offset + i], psf_scale, f"{psf_where} PSF {offset + i}"))
+        offset += cube.shape[0]
+    one_psf = prepare_psf(psf, psf_scale, opts, psf_where) if psf is not None and psf.ndim == 2 else None
     return collector.write(out, config, f"user FITS cutouts: {sec['path']}", [str(f) for f in files],
-                           scale0, psf=psf,
+                           scale0, psf=one_psf,
                            units=pixel_units(unit0[0], sec["flux_scale"], unit0[1],
                                              "real.fits.flux_scale"))

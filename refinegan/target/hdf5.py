@@ -30,6 +30,7 @@ from .cutouts import (
     CutoutCollector,
     CutoutOptions,
     check_pixel_scale,
+    check_psf_cube,
     check_psf_image,
     prepare_psf,
     working_shape,
@@ -140,6 +141,27 @@ def _plane_reader(f: h5py.File, path: Path, ds: h5py.Dataset, mask: h5py.Dataset
     return read
 
 
+def _psf_dataset(f: h5py.File, path: Path, sec: dict, n: int
+                 ) -> tuple[h5py.Dataset | None, float | None, str | None]:
+    """``real.hdf5.psf_dataset``: the dataset (one 2-D PSF image, or a cube (N, h, w) of one PSF
+    per stamp of ``real.hdf5.dataset``, N = ``n``), its pixel scale in arcsec/pixel
+    (``real.hdf5.psf_pixel_scale``, else its ``pixel_scale`` attribute) and its name; Nones
+    without one."""
+    if not sec["psf_dataset"]:
+        return None, None, None
+    pds = _dataset(f, path, sec["psf_dataset"], "real.hdf5.psf_dataset")
+    where = f"{path} dataset {sec['psf_dataset']!r}"
+    if pds.ndim == 3:
+        check_psf_cube(pds, n, where, "real.hdf5.psf_dataset", f"the stamps of dataset {sec['dataset']!r}")
+    else:
+        check_psf_image(pds[()], where)
+    scale = sec["psf_pixel_scale"] or pds.attrs.get("pixel_scale")
+    if scale is None:
+        raise InputDataError(f"{where}: the PSF has no pixel_scale attribute; set "
+                             "real.hdf5.psf_pixel_scale (arcsec/pixel)")
+    return pds, float(scale), where
+
+
 def prepare_hdf5(config: RunConfig | dict, out: str | os.PathLike, progress: bool = False) -> Path:
     """Write the user's HDF5 stamps (``real.hdf5``) as the target stamp file ``out``.
 
@@ -183,6 +205,8 @@ def prepare_hdf5(config: RunConfig | dict, out: str | os.PathLike, progress: boo
         planes = _plane_reader(f, path, ds, mask, sec)
         n = 1 if ds.ndim == 2 else ds.shape[0]
         groups = _group_labels(f, path, sec["group_dataset"], n)
+        pds, psf_scale, where_psf = _psf_dataset(f, path, sec, n)
+        cube = pds is not None and pds.ndim == 3  # one PSF per stamp of the dataset
         for start in range(0, n, READ_BLOCK):
             if collector.full:
                 break
@@ -190,23 +214,17 @@ def prepare_hdf5(config: RunConfig | dict, out: str | os.PathLike, progress: boo
             block = scale_pixels(ds[()][None] if ds.ndim == 2 else ds[sl], sec["flux_scale"])
             mblock, nblock = planes(sl)
             nblock = None if nblock is None else scale_pixels(nblock, sec["flux_scale"])
+            pblock = pds[sl] if cube else None
             for i in range(block.shape[0]):
                 if collector.full:
                     break
                 collector.add(block[i], None if mblock is None else mblock[i], scale, 0, start + i,
                               f"{where} stamp {start + i}",
                               noise=None if nblock is None else nblock[i],
-                              group=None if groups is None else int(groups[start + i]))
-        psf = None
-        if sec["psf_dataset"]:
-            pds = _dataset(f, path, sec["psf_dataset"], "real.hdf5.psf_dataset")
-            where_psf = f"{path} dataset {sec['psf_dataset']!r}"
-            check_psf_image(pds[()], where_psf)
-            psf_scale = sec["psf_pixel_scale"] or pds.attrs.get("pixel_scale")
-            if psf_scale is None:
-                raise InputDataError(f"{where_psf}: the PSF has no pixel_scale attribute; set "
-                                     "real.hdf5.psf_pixel_scale (arcsec/pixel)")
-            psf = prepare_psf(pds[()], float(psf_scale), opts, where_psf)
+                              group=None if groups is None else int(groups[start + i]),
+                              psf=(pblock[i], psf_scale, f"{where_psf} PSF {start + i}") if cube
+                              else None)
+        psf = prepare_psf(pds[()], psf_scale, opts, where_psf) if pds is not None and not cube else None
         units = pixel_units(_declared_unit(ds), sec["flux_scale"], where, "real.hdf5.flux_scale")
     return collector.write(out, config, f"user HDF5 stamps: {path}:{sec['dataset']}", [str(path)],
                            scale, psf=psf, units=units)
