@@ -30,17 +30,17 @@ def _galaxy(prof, gsparams=REF):
 
 
 _SERSIC = galsim.Sersic
-PROFILES = {  # name: (profile, max |resampled - drawn| / peak, as measured, to 1e-5)
+PROFILES = {  # name: (profile, max |resampled - drawn| / peak measured on both grids)
     "sersic1.5_sheared": (_galaxy(_SERSIC(1.5, half_light_radius=0.5).shear(g1=0.2, g2=0.1)),
-                          4e-5),
-    "sersic1_hlr0.3": (_galaxy(_SERSIC(1, half_light_radius=0.3)), 2e-5),
+                          6.4e-5),
+    "sersic1_hlr0.3": (_galaxy(_SERSIC(1, half_light_radius=0.3)), 6.4e-5),
     "sersic1_hlr1_elliptical": (_galaxy(_SERSIC(1, half_light_radius=1.0).shear(g1=-0.3, g2=0.2)),
-                                2e-5),
-    "sersic4_hlr0.3": (_galaxy(_SERSIC(4, half_light_radius=0.3), None), 1.3e-4),
+                                2.3e-5),
+    "sersic4_hlr0.3": (_galaxy(_SERSIC(4, half_light_radius=0.3), None), 1.1e-4),
     "sersic4_hlr1_elliptical": (
-        _galaxy(_SERSIC(4, half_light_radius=1.0).shear(g1=0.1, g2=-0.25), None), 1.4e-4),
+        _galaxy(_SERSIC(4, half_light_radius=1.0).shear(g1=0.1, g2=-0.25), None), 9.1e-5),
     "airy_gauss_psf": (galsim.Add(galsim.Airy(lam_over_diam=AIRY_HST, obscuration=0.33, flux=0.8),
-                                  galsim.Gaussian(fwhm=0.25, flux=0.2), gsparams=REF), 5e-5),
+                                  galsim.Gaussian(fwhm=0.25, flux=0.2), gsparams=REF), 1.2e-4),
 }
 
 
@@ -50,32 +50,40 @@ def test_white_noise_averages_down_by_the_pixel_area_ratio():
     out, bad = resample_cutout(noise, np.zeros(noise.shape, bool), HST, WORK)
     assert out.shape == (50, 50) and not bad.any()
     ratio = out[5:-5, 5:-5].std()  # counts per output pixel: a sum of ~44 input pixels' noise
-    # area integration gives sqrt(44.4) = 6.67; measured 6.62 (the Lanczos interpolant
+    # area integration gives sqrt(44.4) = 6.67; measured 6.63 (the Lanczos interpolant
     # correlates a little; 6.43 while the input pixel was kept); point sampling gave 41.8, the
     # area ratio itself
     assert 6.67 * 0.98 < ratio < 6.67 * 1.01
 
 
+@pytest.mark.parametrize("n_in,n_out", [(334, 50), (333, 49)])  # peak on a pixel corner, centre
 @pytest.mark.parametrize("name", list(PROFILES))
-def test_a_profile_resampled_equals_the_profile_drawn_at_the_new_scale(name):
+def test_a_profile_resampled_equals_the_profile_drawn_at_the_new_scale(name, n_in, n_out):
     """Issue 16's known answer: drawn at 0.03" and resampled to 0.2" = drawn at 0.2", to 1e-3 of
-    the peak, HSM size and g to 1e-3 (measured: <= 1.4e-4, 1e-4, 4e-5; with the input pixel
-    kept 2.2e-3, 1.7e-3, 6e-4; point sampling 2.6e-2, -1.5 %)."""
+    the peak, HSM size and g to 1e-3 (measured: <= 1.2e-4, 8e-5, 1e-5; with the input pixel
+    kept 2.2e-3, 1.7e-3, 6e-4; Lanczos-5 instead of 11: 9.8e-4 for the PSF on the odd grid;
+    point sampling 2.6e-2, -1.5 %). HSM fails on the odd grid for the n = 4 and PSF cores (one
+    pixel across): only the even grid's sizes are compared."""
     prof, measured = PROFILES[name]
-    hi = prof.drawImage(nx=334, ny=334, scale=HST).array
-    lo = prof.drawImage(nx=50, ny=50, scale=WORK).array
+    hi = prof.drawImage(nx=n_in, ny=n_in, scale=HST).array
+    lo = prof.drawImage(nx=n_out, ny=n_out, scale=WORK).array
     out, _ = resample_cutout(hi, np.zeros(hi.shape, bool), HST, WORK)
+    assert out.shape == lo.shape
     resid = np.abs(out - lo).max() / lo.max()
     assert resid < 1e-3 and resid < 1.5 * measured + 1e-5
+    np.testing.assert_allclose(out.sum(), lo.sum(), rtol=2e-3)  # the Airy's: 1.7e-3
+    if n_out % 2:
+        return
     (s, g1, g2), (s0, g10, g20) = _hsm(out), _hsm(lo)
+    assert s > 0 and s0 > 0  # HSM succeeded
     assert abs(s / s0 - 1) < 1e-3
     assert abs(g1 - g10) < 1e-3 and abs(g2 - g20) < 1e-3
-    np.testing.assert_allclose(out.sum(), lo.sum(), rtol=2e-3)  # the Airy's: 1.7e-3
 
 
 def test_a_psf_resampled_equals_the_psf_drawn_at_the_new_scale():
     """prepare_psf (odd-sized, centred, unit sum) goes the same way: an HST-like PSF at 0.03"
-    becomes the one drawn at 0.2" on the same odd grid (measured 5e-5 of the peak)."""
+    becomes the one drawn at 0.2" on the same odd grid (measured 3.0e-4 of the peak; 7.5e-4
+    with the input pixel kept)."""
     from refinegan.target.cutouts import prepare_psf
 
     prof = PROFILES["airy_gauss_psf"][0]
@@ -84,8 +92,7 @@ def test_a_psf_resampled_equals_the_psf_drawn_at_the_new_scale():
     lo = prof.drawImage(nx=31, ny=31, scale=WORK).array
     lo /= lo.sum()
     assert out.shape == (31, 31)
-    assert np.abs(out - lo).max() < 1e-3 * lo.max()
-    assert abs(_hsm(out)[0] / _hsm(lo)[0] - 1) < 1e-3
+    assert np.abs(out - lo).max() < 4.5e-4 * lo.max()
 
 
 @pytest.mark.parametrize("scale_in", [0.03, 0.3])
@@ -111,15 +118,15 @@ def test_a_bad_pixel_marks_exactly_the_output_pixels_it_overlaps(scale_in):
 
 def test_going_to_finer_pixels_gives_the_finer_drawing():
     """0.3" to 0.2": the input pixel removed, the output pixel integrated, as going coarser; the
-    0.3" sampling limits it (measured 4.4e-3 of the peak, HSM size -8.5e-4; sampling without
-    the pixel steps gave 2.6e-2 and +1.2 %)."""
+    0.3" sampling limits it (measured 2.5e-3 of the peak, HSM size 1e-5; sampling without the
+    pixel steps gave 2.6e-2 and +1.2 %)."""
     gal = galsim.Convolve(galsim.Exponential(half_light_radius=0.6), galsim.Gaussian(fwhm=0.5))
     coarse = gal.drawImage(nx=40, ny=40, scale=0.3).array
     fine = gal.drawImage(nx=60, ny=60, scale=WORK).array
     out, _ = resample_cutout(coarse, np.zeros(coarse.shape, bool), 0.3, WORK)
     np.testing.assert_allclose(out.sum(), coarse.sum(), rtol=2e-3)
-    assert np.abs(out - fine).max() < 6e-3 * fine.max()
-    assert abs(_hsm(out)[0] / _hsm(fine)[0] - 1) < 2e-3  # the same size in arcsec
+    assert np.abs(out - fine).max() < 4e-3 * fine.max()
+    assert abs(_hsm(out)[0] / _hsm(fine)[0] - 1) < 1e-3  # the same size in arcsec
 
 
 def _psf_opts():

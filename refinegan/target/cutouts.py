@@ -40,7 +40,7 @@ CENTER_THRESHOLD_SIGMA = 3.0  # recentring: sources above this many robust sigma
 CENTER_MIN_AREA_PIX = 5  # ... in 8-connected regions of at least this many pixels
 RECENTER_MAX_FRACTION = 0.25  # a target further than this fraction of the stamp size from the centre: rejected
 SCALE_RTOL = 1e-3  # pixel scales closer than this are the same scale
-RESAMPLE_INTERPOLANT = 5  # Lanczos order used to resample cutouts (7 or Quintic: the same to 1e-4)
+RESAMPLE_INTERPOLANT = 11  # Lanczos order used to resample cutouts (5: 1e-3 of an HST PSF's peak)
 AUGMENT_COPIES = (0, 4, 8)  # real.<source>.augment: off, the 4 rotations, the square's 8 symmetries
 
 
@@ -110,10 +110,11 @@ def resample_cutout(image: np.ndarray, bad: np.ndarray, scale_in: float, scale_o
     averages down by the pixel-area ratio and a galaxy is what a drawing at ``scale_out`` gives
     (measured, tests/test_cutouts.py: Sersic galaxies and an Airy + Gaussian PSF drawn at
     0.03"/pixel and resampled to 0.2" differ from the same profiles drawn at 0.2" by at most
-    5e-4 of their peak, 1e-4 in HSM size and 4e-5 in g; keeping the input pixel gave up to
-    2.2e-3 and 1.7e-3). Going to finer pixels the same rule gives the finer drawing to the limit of
-    the coarse sampling (an exponential at 0.3" resampled to 0.2": 4e-3 of the peak, HSM size
-    -9e-4; sampling it without the pixel steps gave 2.6e-2 and +1.2 %).
+    1.2e-4 of their peak, 8e-5 in HSM size and 1e-5 in g; keeping the input pixel gave up to
+    2.2e-3 and 1.7e-3; docs/real_data.md has the candidates). Going to finer pixels the same rule
+    gives the finer drawing to the limit of the coarse sampling (an exponential at 0.3"
+    resampled to 0.2": 2.5e-3 of the peak, HSM size 1e-5; sampling it without the pixel steps
+    gave 2.6e-2 and +1.2 %).
     """
     h, w = image.shape
     ny, nx = (int(np.floor(s * scale_in / scale_out + 1e-6)) for s in (h, w))
