@@ -193,6 +193,10 @@ def test_group_label_precedence_and_truncate():
     np.testing.assert_array_equal(groups_of(cosmos), [5, 5, 9, 9, 9, 2])
     both = StampSet(im, {"group_id": np.array([0, 0, 0, 1, 1, 1]), "pair_id": np.arange(6)})
     assert group_label(both) == "group_id"
+    # the cosmos target: 2 catalog galaxies in 3 pair groups; the galaxy is the group
+    pairs = StampSet(im, {"cat_index": np.array([5, 5, 9, 9, 5, 5]),
+                          "pair_id": np.array([0, 0, 1, 1, 2, 2])})
+    assert group_label(pairs) == "cat_index"
     assert len(truncate(both, 4)) == 3  # cut back to whole groups
     assert len(truncate(cosmos, 4)) == 2
 

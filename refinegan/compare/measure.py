@@ -15,9 +15,10 @@ __all__ = ["Measurement", "truncate", "measure", "groups_of", "group_label", "pi
            "GROUP_LABELS"]
 
 # Labels naming a stamp's galaxy group, first found wins: ``group_id`` (copies of one user
-# cutout, real.fits / real.hdf5 ``augment`` or ``group_dataset``), ``pair_id`` (sims and mock:
-# rotated and +/-g twins), ``cat_index`` (cosmos: one catalog galaxy drawn many times).
-GROUP_LABELS = ("group_id", "pair_id", "cat_index")
+# cutout, real.fits / real.hdf5 ``augment`` or ``group_dataset``), ``cat_index`` (cosmos: one
+# catalog galaxy drawn in many rot90 / +-g groups, so it comes before their ``pair_id``),
+# ``pair_id`` (sims and mock: rotated and +/-g twins of one galaxy).
+GROUP_LABELS = ("group_id", "cat_index", "pair_id")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Verdicts of compare: which tests a run's sets are large enough for, and which classifiers failed.
 
 Every test states the fewest distinct galaxies (galaxy groups, `refinegan.compare.measure.groups_of`:
-``group_id``, ``pair_id`` or ``cat_index``; rotated, flipped or sheared copies of one galaxy are
+``group_id``, ``cat_index`` or ``pair_id``; rotated, flipped or sheared copies of one galaxy are
 one group) that **each set entering it** must hold (the ``MIN_GROUPS_*`` constants below). The
 floor column compares the real set's two halves, so there each half must hold the minimum. Below
 it, `apply_minimums` sets the test's numbers in compare.h5 to NaN, stores a ``verdict`` string
