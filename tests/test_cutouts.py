@@ -7,7 +7,7 @@ import galsim
 import numpy as np
 import pytest
 
-from refinegan.target.cutouts import resample_cutout
+from refinegan.target.resample import resample_cutout
 
 HST, WORK = 0.03, 0.2  # arcsec / pixel
 
@@ -84,7 +84,7 @@ def test_a_psf_resampled_equals_the_psf_drawn_at_the_new_scale():
     """prepare_psf (odd-sized, centred, unit sum) goes the same way: an HST-like PSF at 0.03"
     becomes the one drawn at 0.2" on the same odd grid (measured 3.0e-4 of the peak; 7.5e-4
     with the input pixel kept)."""
-    from refinegan.target.cutouts import prepare_psf
+    from refinegan.target.psf_image import prepare_psf
 
     prof = PROFILES["airy_gauss_psf"][0]
     hi = prof.drawImage(nx=201, ny=201, scale=HST).array  # 6.03": 31 pixels at 0.2", odd
@@ -142,7 +142,8 @@ def _star(size=41, sigma=3.0, dy=0.0, dx=0.0):
 
 
 def test_a_psf_is_recentred_odd_sized_and_resampled():
-    from refinegan.target.cutouts import _centroid_offset, prepare_psf
+    from refinegan.target.psf_image import centroid_offset as _centroid_offset
+    from refinegan.target.psf_image import prepare_psf
 
     out = prepare_psf(_star(dy=0.6, dx=-0.4), 0.1, _psf_opts(), "psf.fits")
     assert out.shape == (21, 21) and abs(out.sum() - 1) < 1e-6  # 41 px at 0.1" = 20.5 at 0.2"
@@ -159,7 +160,7 @@ def test_a_psf_is_recentred_odd_sized_and_resampled():
 ])
 def test_a_psf_image_that_is_not_one_centred_star_is_refused(bad, match):
     from refinegan.errors import InputDataError
-    from refinegan.target.cutouts import prepare_psf
+    from refinegan.target.psf_image import prepare_psf
 
     with pytest.raises(InputDataError, match=rf"psf.fits: .*{match}"):
         prepare_psf(bad, 0.1, _psf_opts(), "psf.fits")

@@ -3,10 +3,11 @@
 The user's cutouts all pass through `CutoutCollector`: bad pixels (NaN, inf, masked, padded)
 go to ``/mask`` with value 1, stamps with too many are rejected and counted (never silently
 dropped: attributes ``n_rejected`` and ``n_rejected_<reason>``), optional resampling to the
-working pixel scale, centring, cropping, and a robust per-stamp background and noise estimate
+working pixel scale (`refinegan.target.resample`), centring, cropping, and a robust per-stamp background and noise estimate
 from source-masked pixels (`refinegan.target.sky`; labels ``background``, ``noise_sigma``,
 ``sky_ok``, ``n_sky_pixels``), or the noise from the user's noise plane
-(`refinegan.target.planes`). Nothing is written unless the whole run succeeds.
+(`refinegan.target.planes`); a user PSF image is checked and prepared by
+`refinegan.target.psf_image`. Nothing is written unless the whole run succeeds.
 """
 
 from __future__ import annotations
@@ -17,21 +18,20 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import galsim
 import numpy as np
 from scipy import ndimage
-from scipy.fft import dct, idct
 
 from ..config import RunConfig
 from ..errors import InputDataError
 from ..io import write_stamps
 from ..noise import robust_sigma
 from ..units import PixelUnits
+from .psf_image import prepare_psf, square_psf
+from .resample import SCALE_RTOL, resample_cutout
 from .sky import MIN_SKY_FRACTION, MIN_SKY_PIXELS, estimate_sky, plane_sigma
 
-__all__ = ["check_psf_image", "check_psf_cube", "dihedral_copies", "AUGMENT_COPIES", "CutoutOptions",
-           "CutoutCollector", "resample_cutout", "center_crop", "crop_at", "check_pixel_scale",
-           "working_shape", "prepare_psf"]
+__all__ = ["dihedral_copies", "AUGMENT_COPIES", "CutoutOptions", "CutoutCollector", "center_crop",
+           "crop_at", "check_pixel_scale", "working_shape"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +39,6 @@ CENTER_SMOOTH_PIX = 1.5  # smoothing (pixels) before locating the peak to centre
 CENTER_THRESHOLD_SIGMA = 3.0  # recentring: sources above this many robust sigmas of the smoothed image
 CENTER_MIN_AREA_PIX = 5  # ... in 8-connected regions of at least this many pixels
 RECENTER_MAX_FRACTION = 0.25  # a target further than this fraction of the stamp size from the centre: rejected
-SCALE_RTOL = 1e-3  # pixel scales closer than this are the same scale
-RESAMPLE_INTERPOLANT = 11  # Lanczos order used to resample cutouts (5: 1e-3 of an HST PSF's peak)
 AUGMENT_COPIES = (0, 4, 8)  # real.<source>.augment: off, the 4 rotations, the square's 8 symmetries
 
 
@@ -96,89 +94,6 @@ def working_shape(shape: tuple[int, int], scale: float, opts: CutoutOptions) -> 
     if abs(scale / opts.pixel_scale - 1) <= SCALE_RTOL:
         return int(shape[0]), int(shape[1])
     return tuple(int(np.floor(s * scale / opts.pixel_scale + 1e-6)) for s in shape)
-
-
-def resample_cutout(image: np.ndarray, bad: np.ndarray, scale_in: float, scale_out: float
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Flux-conserving resampling of a cutout to ``scale_out`` arcsec/pixel; bad pixels are filled
-    with the median first, and an output pixel is bad when it overlaps any bad input pixel.
-
-    The cutout's own pixel response is divided out within its band (`_remove_pixel`), the result
-    becomes a Lanczos-interpolated surface brightness (GalSim ``InterpolatedImage``; the true
-    centres of both grids aligned), and it is integrated over each output pixel
-    (``drawImage(method='auto')``: the output pixel convolved), in both directions. So white noise
-    averages down by the pixel-area ratio and a galaxy is what a drawing at ``scale_out`` gives
-    (measured, tests/test_cutouts.py: Sersic galaxies and an Airy + Gaussian PSF drawn at
-    0.03"/pixel and resampled to 0.2" differ from the same profiles drawn at 0.2" by at most
-    1.2e-4 of their peak, 8e-5 in HSM size and 1e-5 in g; keeping the input pixel gave up to
-    2.2e-3 and 1.7e-3; docs/real_data.md has the candidates). Going to finer pixels the same rule
-    gives the finer drawing to the limit of the coarse sampling (an exponential at 0.3"
-    resampled to 0.2": 2.5e-3 of the peak, HSM size 1e-5; sampling it without the pixel steps
-    gave 2.6e-2 and +1.2 %).
-    """
-    h, w = image.shape
-    ny, nx = (int(np.floor(s * scale_in / scale_out + 1e-6)) for s in (h, w))
-    fill = float(np.median(image[~bad])) if np.any(~bad) else 0.0
-    out = _draw_at_scale(np.where(bad, fill, image), scale_in, scale_out, (ny, nx))
-    return out, _overlaps_bad(bad, (ny, nx), scale_out / scale_in)
-
-
-def _draw_at_scale(image: np.ndarray, scale_in: float, scale_out: float, shape: tuple[int, int],
-                   shift_pix: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
-    """``image`` at ``scale_in`` arcsec/pixel drawn on a ``shape`` grid at ``scale_out`` (true
-    centres aligned, then shifted by ``shift_pix`` (dy, dx) input pixels), Lanczos-interpolated:
-    at another scale its input pixel removed (`_remove_pixel`) and integrated over each output
-    pixel (`resample_cutout`); at the same scale (a PSF's recentring) sampled, which keeps the
-    pixel it has (and the pixels themselves, unshifted)."""
-    same = abs(scale_out / scale_in - 1) <= SCALE_RTOL
-    ii = galsim.InterpolatedImage(
-        galsim.ImageD(np.asarray(image, np.float64) if same else _remove_pixel(image),
-                      scale=scale_in),
-        x_interpolant=galsim.Lanczos(RESAMPLE_INTERPOLANT),
-        calculate_stepk=False, calculate_maxk=False)
-    if shift_pix != (0.0, 0.0):
-        ii = ii.shift(shift_pix[1] * scale_in, shift_pix[0] * scale_in)
-    return ii.drawImage(nx=shape[1], ny=shape[0], scale=scale_out,
-                        method="no_pixel" if same else "auto").array
-
-
-def _remove_pixel(image: np.ndarray) -> np.ndarray:
-    """(H, W) float64: ``image`` with its own pixel response divided out within its band.
-
-    A cutout's pixels are its profile convolved with one pixel and sampled; interpolating them
-    and integrating over the output pixel would count the input pixel on top of the output one
-    (from 0.03" to 0.2": 1.3e-3 of the peak, +1e-3 in HSM size). Each axis' DCT-II coefficient k
-    (frequency u = k / 2n cycles per pixel, below Nyquist) is divided by the pixel's response
-    sinc(u) (at most pi / 2 per axis, at Nyquist); the DCT extends the cutout mirrored, so a
-    constant sky stays constant and the edges do not ring. GalSim's
-    ``InterpolatedImage(depixelize=True)`` solves the same problem with a dense (H W)^2 matrix:
-    out of memory for a 334 x 334 HST cutout.
-    """
-    out = np.asarray(image, np.float64)
-    for axis, n in enumerate(out.shape):
-        response = np.sinc(np.arange(n) / (2 * n)).reshape((-1, 1) if axis == 0 else (1, -1))
-        out = idct(dct(out, type=2, axis=axis, norm="ortho") / response, type=2, axis=axis,
-                   norm="ortho")
-    return out
-
-
-def _overlaps_bad(bad: np.ndarray, shape_out: tuple[int, int], ratio: float) -> np.ndarray:
-    """(ny, nx) bool: output pixels (``ratio`` input pixels wide, centres aligned) that overlap a
-    bad input pixel, by a summed-area table of the input mask."""
-    h, w = bad.shape
-    table = np.zeros((h + 1, w + 1))
-    table[1:, 1:] = np.cumsum(np.cumsum(bad.astype(np.float64), axis=0), axis=1)
-
-    def ranges(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
-        c = (np.arange(n_out) - (n_out - 1) / 2) * ratio + (n_in - 1) / 2  # centre, input pixels
-        lo = np.clip(np.ceil(c - ratio / 2 - 0.5 + 1e-9), 0, n_in).astype(int)
-        hi = np.clip(np.floor(c + ratio / 2 + 0.5 - 1e-9) + 1, 0, n_in).astype(int)
-        return lo, np.maximum(hi, lo)
-
-    (y0, y1), (x0, x1) = ranges(shape_out[0], h), ranges(shape_out[1], w)
-    count = (table[y1[:, None], x1[None, :]] - table[y0[:, None], x1[None, :]]
-             - table[y1[:, None], x0[None, :]] + table[y0[:, None], x0[None, :]])
-    return count > 0.5
 
 
 def _target_peak(image: np.ndarray, bad: np.ndarray) -> tuple[int, int] | None:
@@ -241,101 +156,6 @@ def crop_at(image: np.ndarray, bad: np.ndarray, cy: int, cx: int, size: int
     ts = (slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
     stamp[ts], sbad[ts] = image[ys, xs], bad[ys, xs]
     return stamp, sbad
-
-
-PSF_MAX_OFFSET_PIX = 2.0  # a PSF centroid further than this from the image centre is refused
-PSF_SECOND_PEAK = 0.2  # another local maximum above this fraction of the peak: not one PSF
-
-
-def prepare_psf(psf: np.ndarray, scale: float, opts: CutoutOptions, where: str) -> np.ndarray:
-    """The user's PSF image at ``scale`` arcsec/pixel, checked, centred and resampled to the
-    working scale: an odd-sized, unit-sum image whose centroid is its central pixel.
-
-    Refused (`InputDataError` naming ``where``): not a 2-D floating-point image, non-finite
-    pixels, no positive sum, fewer than 3 x 3 pixels, a second peak above `PSF_SECOND_PEAK` of
-    the first (two stars, a binary), a centroid more than `PSF_MAX_OFFSET_PIX` pixels from the
-    image centre (a rolled or mis-cut image). A smaller offset is removed by a sub-pixel shift.
-    """
-    psf = check_psf_image(psf, where)
-    _check_single_peak(psf, where)
-    dy, dx = _centroid_offset(psf)
-    if max(abs(dy), abs(dx)) > PSF_MAX_OFFSET_PIX:
-        raise InputDataError(f"{where}: the PSF's centroid is ({dy:+.2f}, {dx:+.2f}) pixels from its "
-                             f"image centre (more than {PSF_MAX_OFFSET_PIX:g}); a PSF image must be "
-                             "centred on its star (was it rolled or cut off-centre?)")
-    out_scale = opts.pixel_scale
-    n_out = [int(np.ceil(s * scale / out_scale - 1e-6)) for s in psf.shape]
-    n_out = [n + 1 - n % 2 for n in n_out]  # odd: the centroid on the central pixel
-    out = _draw_at_scale(psf, scale, out_scale, tuple(n_out), (-dy, -dx))  # centroid to centre
-    return out / out.sum()
-
-
-def check_psf_cube(psf, n_cutouts: int, where: str, key: str, cutouts: str) -> None:
-    """A cube (N_psf, h, w) of floating-point PSF images, one per input cutout in their order:
-    `InputDataError` naming ``where``, ``key`` and both counts unless N_psf equals
-    ``n_cutouts`` (the cutouts ``cutouts`` names). Each PSF is checked by `prepare_psf` once
-    its cutout is accepted (`CutoutCollector.add`)."""
-    if psf.dtype.kind != "f" or psf.ndim != 3:
-        raise InputDataError(f"{where} ({key}): a PSF cube must be floating-point (N, h, w), got "
-                             f"{psf.dtype.name} of shape {psf.shape}")
-    if psf.shape[0] != n_cutouts:
-        raise InputDataError(
-            f"{where} ({key}): a cube of {psf.shape[0]} PSFs for {n_cutouts} input cutouts "
-            f"({cutouts}); expected one PSF per cutout, in their order: shape ({n_cutouts}, "
-            f"{psf.shape[1]}, {psf.shape[2]})")
-    if min(psf.shape[1:]) < 3:
-        raise InputDataError(f"{where} ({key}): PSF images of {psf.shape[1]}x{psf.shape[2]} pixels "
-                             "are too small to sample a PSF; expected at least 3x3")
-
-
-def _square(psf: np.ndarray) -> np.ndarray:
-    """An odd-sized PSF image zero-padded to a square about its central pixel (so its rotations
-    by 90 degrees keep its shape)."""
-    h, w = psf.shape
-    m = max(h, w)
-    out = np.zeros((m, m))
-    out[(m - h) // 2:(m - h) // 2 + h, (m - w) // 2:(m - w) // 2 + w] = psf
-    return out
-
-
-def check_psf_image(psf: np.ndarray, where: str) -> np.ndarray:
-    """A 2-D floating-point image of at least 3x3 finite pixels with a positive sum, as float64;
-    `InputDataError` naming ``where`` otherwise."""
-    psf = np.asarray(psf)
-    if psf.dtype.kind != "f" or psf.ndim != 2:
-        raise InputDataError(f"{where}: PSF must be a 2-D floating-point image, got "
-                             f"{psf.dtype.name} of shape {psf.shape}")
-    if not np.all(np.isfinite(psf)) or psf.sum() <= 0:
-        raise InputDataError(f"{where}: PSF must have finite pixels and a positive sum")
-    if min(psf.shape) < 3:
-        raise InputDataError(f"{where}: PSF image of {psf.shape[0]}x{psf.shape[1]} pixels is too "
-                             "small to sample a PSF; expected at least 3x3")
-    return psf.astype(np.float64)
-
-
-def _check_single_peak(psf: np.ndarray, where: str) -> None:
-    peaks = (ndimage.maximum_filter(psf, size=3, mode="constant") == psf) & (
-        psf > PSF_SECOND_PEAK * psf.max())
-    regions, n = ndimage.label(peaks, structure=np.ones((3, 3)))  # a plateau is one peak
-    if n > 1:
-        where_max = ndimage.maximum_position(psf, regions, range(1, n + 1))
-        found = ", ".join(f"({y}, {x}) {psf[y, x] / psf.max():.2f}" for y, x in where_max)
-        raise InputDataError(f"{where}: the PSF image has {n} peaks above "
-                             f"{PSF_SECOND_PEAK:g} of its maximum (pixel, fraction: {found}); expected "
-                             "one star")
-
-
-def _centroid_offset(psf: np.ndarray) -> tuple[float, float]:
-    """(dy, dx) pixels of the PSF's centroid from its true image centre ((n - 1) / 2): the HSM
-    adaptive centroid, the flux-weighted one if HSM fails."""
-    h, w = psf.shape
-    res = galsim.hsm.FindAdaptiveMom(galsim.Image(np.ascontiguousarray(psf)), strict=False)
-    if res.moments_status == 0:
-        # GalSim's pixel (1, 1) is array [0, 0]: its true centre is ((w + 1) / 2, (h + 1) / 2)
-        return res.moments_centroid.y - (h + 1) / 2, res.moments_centroid.x - (w + 1) / 2
-    yy, xx = np.mgrid[:h, :w]
-    return (float((psf * yy).sum() / psf.sum() - (h - 1) / 2),
-            float((psf * xx).sum() / psf.sum() - (w - 1) / 2))
 
 
 class CutoutCollector:
@@ -469,9 +289,9 @@ class CutoutCollector:
         self.n_cutouts += 1
 
     def copy_psf(self, psf: np.ndarray) -> np.ndarray:
-        """A prepared PSF ready to turn with its stamp's copies: squared (`_square`) with
+        """A prepared PSF ready to turn with its stamp's copies: squared (`square_psf`) with
         ``opts.augment`` on, unchanged without."""
-        return _square(psf) if self.opts.augment and psf.shape[0] != psf.shape[1] else psf
+        return square_psf(psf) if self.opts.augment and psf.shape[0] != psf.shape[1] else psf
 
     def stamp_psfs(self, psf: np.ndarray | None) -> np.ndarray | None:
         """``/psf``: the per-cutout PSFs given to `add`, one per stamp (N, h, w); else ``psf``

@@ -32,16 +32,14 @@ from ..config import RunConfig
 from ..errors import ConfigError, InputDataError
 from ..units import normalise_unit, pixel_units, same_units, scale_pixels
 from .cutouts import (
-    SCALE_RTOL,
     CutoutCollector,
     CutoutOptions,
     check_pixel_scale,
-    check_psf_cube,
-    check_psf_image,
-    prepare_psf,
     working_shape,
 )
 from .planes import bad_from_mask, check_plane_shape, resolve_mask_bits, sigma_from_plane
+from .psf_image import check_psf_cube, check_psf_image, prepare_psf
+from .resample import SCALE_RTOL
 
 __all__ = ["prepare_fits", "list_fits_files", "read_fits_cutouts", "header_pixel_scale"]
 

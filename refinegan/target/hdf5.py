@@ -30,12 +30,10 @@ from .cutouts import (
     CutoutCollector,
     CutoutOptions,
     check_pixel_scale,
-    check_psf_cube,
-    check_psf_image,
-    prepare_psf,
     working_shape,
 )
 from .planes import bad_from_mask, check_plane_shape, resolve_mask_bits, sigma_from_plane
+from .psf_image import check_psf_cube, check_psf_image, prepare_psf
 
 __all__ = ["prepare_hdf5", "read_hdf5_cutouts"]
 
