@@ -77,3 +77,19 @@ def test_calibration_mode_calibrates_every_stamp_compares_a_subsample(tmp_path):
         np.testing.assert_array_equal(cal["calibration"][d]["eps1"],
                                       full["calibration"][d]["eps1"])
     np.testing.assert_allclose(cal["calibration"]["paired"]["dm"], 0.01, atol=1e-3)
+
+
+def test_worker_processes_give_the_same_shapes(tmp_path):
+    """compare.calibration_processes = 2 (one file a task, spawned workers): every shape, label
+    and skip reason equals the one-process result exactly."""
+    sim, ref, real = _shards(tmp_path)
+    files = {"sim": sim, "refined": ref, "real": [real]}
+    one, skipped_one = stream_shape_sets(files, CompareParams(chunk_stamps=7))
+    two, skipped_two = stream_shape_sets(files, CompareParams(chunk_stamps=7,
+                                                              calibration_processes=2))
+    assert set(one) == set(two) and skipped_one == skipped_two
+    for d in one:
+        for k in one[d].shapes:
+            np.testing.assert_array_equal(two[d].shapes[k], one[d].shapes[k], err_msg=f"{d} {k}")
+        for k in one[d].labels:
+            np.testing.assert_array_equal(two[d].labels[k], one[d].labels[k])

@@ -58,6 +58,7 @@ class CompareParams:
     calibrate_with_target_psf: bool = True
     twin: bool | None = None  # whether the workflow makes and compares the paired twin (None: auto)
     morph_processes: int = 1
+    calibration_processes: int = 1
 
     @classmethod
     def from_config(cls, config: Mapping) -> CompareParams:
