@@ -25,6 +25,8 @@ rule psf_matched:
         h5=f"{RESULTS}/psf_matched/shard-{{i}}.h5",
     log:
         f"{LOGS}/refine/psf_matched-{{i}}.log",
+    benchmark:
+        f"{BENCH}/psf_matched/shard-{{i}}.tsv"
     conda:
         "../envs/refinegan.yaml"
     shell:
