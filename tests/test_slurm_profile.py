@@ -31,7 +31,7 @@ def test_slurm_profile_dry_run(tmp_path):
 
 
 def test_campaign_plans_on_slurm(tmp_path):
-    """config/campaign.yaml over the default config: 80 simulate and 80 refine jobs of 4,096
+    """config/campaign.yaml over the default config: 160 simulate and 160 refine jobs of 4,096
     stamps, one compare in calibration mode, planned by the SLURM profile (dry run)."""
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
            "--profile", str(ROOT / "workflows" / "profiles" / "slurm"),
@@ -41,6 +41,6 @@ def test_campaign_plans_on_slurm(tmp_path):
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
-    assert counts["simulate"] == counts["refine"] == "80", counts
+    assert counts["simulate"] == counts["refine"] == counts["psf_matched"] == "160", counts
     assert counts["compare"] == counts["prepare_real"] == counts["train"] == "1", counts
     assert "results/campaign/compare.h5" in out and "results/default" not in out
