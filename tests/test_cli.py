@@ -73,9 +73,12 @@ def test_duplicate_yaml_keys_are_refused_with_the_line(tmp_path):
 
 def test_ctrl_c_exits_130_with_one_line(tmp_path):
     out = tmp_path / "big.h5"
+    # SIGINT back to its default in the child: a test run started in the background (``cmd &``
+    # in a script) inherits an ignored SIGINT, and Python then never raises KeyboardInterrupt
     proc = subprocess.Popen([sys.executable, "-m", "refinegan", "simulate", "--no-progress",
                              "--out", str(out), "--set", "sim.n=400000"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:  # generous waits: a loaded machine (CI beside other jobs) starts and stops slowly
         deadline = time.time() + 120
         while not list(tmp_path.glob("big.h5.*.tmp")) and time.time() < deadline:
