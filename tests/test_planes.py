@@ -44,9 +44,14 @@ def _fits(tmp_path, images, mask, head, noise=None):
     return tmp_path / "hsc.fits"
 
 
-def _run_fits(tmp_path, path, *overrides):
-    cfg = load_config(None, [f"stamp.size={SIZE}", "real.source=fits", f"real.fits.path={path}",
-                             "real.fits.mask_hdu=MASK", "real.fits.recenter=false", *overrides])
+MASK_KEY = {"fits": "mask_hdu=MASK", "hdf5": "mask_dataset=mask"}
+
+
+def _run(tmp_path, source, path, *overrides):
+    """prepare_real of ``path`` as ``real.source`` fits or hdf5, with its mask, not recentred."""
+    cfg = load_config(None, [f"stamp.size={SIZE}", f"real.source={source}",
+                             f"real.{source}.path={path}", f"real.{source}.{MASK_KEY[source]}",
+                             f"real.{source}.recenter=false", *overrides])
     prepare_real(cfg, tmp_path / "real.h5")
     return read_stamps(tmp_path / "real.h5")
 
@@ -55,13 +60,13 @@ def test_any_nonzero_bit_is_bad_by_default(tmp_path):
     """Today's behaviour, unchanged: DETECTED rejects every stamp (41 % > 25 % bad)."""
     images, mask, head, _ = _scene()
     with pytest.raises(InputDataError, match=r"3 bad fraction"):
-        _run_fits(tmp_path, _fits(tmp_path, images, mask, head))
+        _run(tmp_path, "fits", _fits(tmp_path, images, mask, head))
 
 
 @pytest.mark.parametrize("bits", ["1", "[0]", "[BAD]", "[bad, SAT]"])
 def test_mask_bits_select_bad_only_and_keep_the_stamp(tmp_path, bits):
     images, mask, head, _ = _scene()
-    s = _run_fits(tmp_path, _fits(tmp_path, images, mask, head), f"real.fits.mask_bits={bits}")
+    s = _run(tmp_path, "fits", _fits(tmp_path, images, mask, head), f"real.fits.mask_bits={bits}")
     assert len(s) == 3 and s.attrs["n_rejected"] == 0
     expected = np.zeros((SIZE, SIZE), np.uint8)
     for yy, xx in BAD_PIXELS:
@@ -75,14 +80,14 @@ def test_mask_bits_errors_name_the_file_and_key(tmp_path):
     path = _fits(tmp_path, images, mask, head)
     with pytest.raises(InputDataError, match=r"hsc.fits HDU 'MASK': real.fits.mask_bits names the "
                        r"mask plane 'CR' but the mask has no MP_CR .*MP_BAD, MP_DETECTED, MP_SAT"):
-        _run_fits(tmp_path, path, "real.fits.mask_bits=[BAD, CR]")
+        _run(tmp_path, "fits", path, "real.fits.mask_bits=[BAD, CR]")
     with pytest.raises(ConfigError, match=r"real.fits.mask_bits is set but real.fits.mask_hdu"):
-        _run_fits(tmp_path, path, "real.fits.mask_bits=1", "real.fits.mask_hdu=null")
+        _run(tmp_path, "fits", path, "real.fits.mask_bits=1", "real.fits.mask_hdu=null")
     fits.HDUList([fits.PrimaryHDU(images, fits.Header({"PIXSCALE": SCALE})),
                   fits.ImageHDU(mask + 0.5, name="MASK")]).writeto(tmp_path / "f.fits")
     with pytest.raises(InputDataError, match=r"f.fits HDU 'MASK': real.fits.mask_bits selects mask "
                        r"bits but the mask holds non-integer values"):
-        _run_fits(tmp_path, tmp_path / "f.fits", "real.fits.mask_bits=1")
+        _run(tmp_path, "fits", tmp_path / "f.fits", "real.fits.mask_bits=1")
     assert not (tmp_path / "real.h5").exists()
 
 
@@ -104,13 +109,13 @@ def test_a_noise_plane_sets_noise_sigma(tmp_path, kind, plane):
     assert values.flat[0] == pytest.approx(plane)
     noise = np.broadcast_to(values, images.shape).astype(np.float32)
     path = _fits(tmp_path, images, mask, head, noise)
-    s = _run_fits(tmp_path, path, "real.fits.mask_bits=[BAD]", "real.fits.noise_hdu=VARIANCE",
+    s = _run(tmp_path, "fits", path, "real.fits.mask_bits=[BAD]", "real.fits.noise_hdu=VARIANCE",
                   f"real.fits.noise_kind={kind}")
     np.testing.assert_allclose(s.labels["noise_sigma"], SIGMA, rtol=1e-6)  # float32 plane
-    scaled = _run_fits(tmp_path, path, "real.fits.mask_bits=[BAD]", "real.fits.noise_hdu=VARIANCE",
+    scaled = _run(tmp_path, "fits", path, "real.fits.mask_bits=[BAD]", "real.fits.noise_hdu=VARIANCE",
                        f"real.fits.noise_kind={kind}", "real.fits.flux_scale=2.5")
     np.testing.assert_allclose(scaled.labels["noise_sigma"], 2.5 * SIGMA, rtol=1e-6)
-    est = _run_fits(tmp_path, path, "real.fits.mask_bits=[BAD]")  # without it: the estimate
+    est = _run(tmp_path, "fits", path, "real.fits.mask_bits=[BAD]")  # without it: the estimate
     assert np.all(est.labels["noise_sigma"] != s.labels["noise_sigma"])
 
 
@@ -118,7 +123,7 @@ def test_noise_plane_zero_weight_is_bad_and_wrong_planes_are_refused(tmp_path):
     images, mask, head, _ = _scene()
     weight = np.full(images.shape, 1 / SIGMA**2, np.float32)
     weight[:, 10, 2] = 0.0  # no data
-    s = _run_fits(tmp_path, _fits(tmp_path, images, mask, head, weight), "real.fits.mask_bits=1",
+    s = _run(tmp_path, "fits", _fits(tmp_path, images, mask, head, weight), "real.fits.mask_bits=1",
                   "real.fits.noise_hdu=VARIANCE", "real.fits.noise_kind=weight")
     assert np.all(s.mask[:, 10, 2] == 1) and s.mask.sum() == 3 * (len(BAD_PIXELS) + 1)
     np.testing.assert_allclose(s.labels["noise_sigma"], SIGMA, rtol=1e-6)
@@ -126,7 +131,7 @@ def test_noise_plane_zero_weight_is_bad_and_wrong_planes_are_refused(tmp_path):
     path = _fits(tmp_path, images, mask, head, weight[:, :, :-1])
     with pytest.raises(InputDataError, match=r"hsc.fits HDU 'VARIANCE' \(real.fits.noise_hdu\): "
                        r"shape \(3, 32, 31\) differs from the pixels' \(3, 32, 32\)"):
-        _run_fits(tmp_path, path, "real.fits.noise_hdu=VARIANCE")
+        _run(tmp_path, "fits", path, "real.fits.noise_hdu=VARIANCE")
     big = np.kron(images, np.ones((1, 2, 2), np.float32))  # 0.1"/pixel: resampled
     fits.HDUList([fits.PrimaryHDU(big, fits.Header({"PIXSCALE": 0.1})),
                   fits.ImageHDU(np.ones_like(big), name="VAR")]).writeto(tmp_path / "fine.fits")
@@ -157,34 +162,27 @@ def _hdf5(tmp_path, noise_shape=None):
     return tmp_path / "u.h5"
 
 
-def _run_hdf5(tmp_path, path, *overrides):
-    cfg = load_config(None, [f"stamp.size={SIZE}", "real.source=hdf5", f"real.hdf5.path={path}",
-                             "real.hdf5.mask_dataset=mask", "real.hdf5.recenter=false", *overrides])
-    prepare_real(cfg, tmp_path / "real.h5")
-    return read_stamps(tmp_path / "real.h5")
-
-
 def test_hdf5_mask_bits_and_noise_dataset(tmp_path):
     path = _hdf5(tmp_path)
     with pytest.raises(InputDataError, match=r"3 bad fraction"):
-        _run_hdf5(tmp_path, path)
-    s = _run_hdf5(tmp_path, path, "real.hdf5.mask_bits=[BAD]", "real.hdf5.noise_dataset=rms",
+        _run(tmp_path, "hdf5", path)
+    s = _run(tmp_path, "hdf5", path, "real.hdf5.mask_bits=[BAD]", "real.hdf5.noise_dataset=rms",
                   "real.hdf5.noise_kind=rms")
     assert len(s) == 3 and s.mask.sum() == 3 * len(BAD_PIXELS)
     np.testing.assert_allclose(s.labels["noise_sigma"], SIGMA, rtol=1e-12)
     (tmp_path / "real.h5").unlink()
-    s = _run_hdf5(tmp_path, path, "real.hdf5.mask_bits=[BAD]", "real.hdf5.noise_dataset=rms",
+    s = _run(tmp_path, "hdf5", path, "real.hdf5.mask_bits=[BAD]", "real.hdf5.noise_dataset=rms",
                   "real.hdf5.noise_kind=rms", "real.hdf5.flux_scale=2.5")  # sigma x flux_scale
     np.testing.assert_allclose(s.labels["noise_sigma"], 2.5 * SIGMA, rtol=1e-12)
     (tmp_path / "real.h5").unlink()
     with pytest.raises(InputDataError, match=r"u.h5 dataset 'mask': real.hdf5.mask_bits names the "
                        r"mask plane 'EDGE' but the mask has no MP_EDGE"):
-        _run_hdf5(tmp_path, path, "real.hdf5.mask_bits=[EDGE]")
+        _run(tmp_path, "hdf5", path, "real.hdf5.mask_bits=[EDGE]")
     path.unlink()
     path = _hdf5(tmp_path, noise_shape=(2, SIZE, SIZE))
     with pytest.raises(InputDataError, match=r"u.h5 dataset 'rms' \(real.hdf5.noise_dataset\): "
                        r"shape \(2, 32, 32\) differs from the pixels' \(3, 32, 32\)"):
-        _run_hdf5(tmp_path, path, "real.hdf5.noise_dataset=rms")
+        _run(tmp_path, "hdf5", path, "real.hdf5.noise_dataset=rms")
     assert not (tmp_path / "real.h5").exists()
 
 

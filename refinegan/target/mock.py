@@ -41,7 +41,7 @@ from ..sim.simulate import draw_psf_image, group_layout
 from .observe import build_target_psf, correlated_noise, psf_fwhm_arcsec
 
 __all__ = ["MockParams", "KnottedScene",
-           "add_cosmic_rays", "add_hot_pixels", "mock_groups", "prepare_mock"]
+           "add_cosmic_rays", "add_hot_pixels", "mock_groups", "prepare_mock", "write_mock_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -297,6 +297,24 @@ def prepare_mock(config: RunConfig | dict, out: str | os.PathLike, progress: boo
     """
     config = RunConfig.of(config)
     p = MockParams.from_config(config)
+
+    def draw(pop, renderer, batch, fwhm):
+        return mock_groups(p, pop, renderer, batch, fwhm)
+
+    return write_mock_file(config, p, out, progress, method, draw, "mock target",
+                           "sim population, effects", "prepare-real mock")
+
+
+def write_mock_file(config: RunConfig, p: MockParams, out: str | os.PathLike, progress: bool,
+                    method: str, draw, what: str, drawn_from: str, desc: str,
+                    extra_attrs: dict | None = None) -> Path:
+    """The mock's file writer, shared with the paired twin (`refinegan.target.twin`).
+
+    ``draw(pop, renderer, group_ids, psf_fwhm)`` returns (images, mask, labels) of a batch of
+    galaxy groups (`mock_groups`); ``what`` names the target in the source, bar and log,
+    ``drawn_from`` says what its galaxies are, ``desc`` labels the progress bar; ``extra_attrs``
+    go beside the mock's attributes.
+    """
     pop = Population.from_config(config)
     psf = build_target_psf(p.psf)
     renderer = make_renderer(psf, p.stamp_size, p.pixel_scale, method)
@@ -307,19 +325,19 @@ def prepare_mock(config: RunConfig | dict, out: str | os.PathLike, progress: boo
                "noise_correlation": p.noise["correlation"]}
     attrs = {"group_size": k, "n_total": p.n, "renderer": type(renderer).__name__,
              "mock_effects": json.dumps(effects, sort_keys=True), "is_mock": True,
-             "n_rejected": 0}
-    source = (f"refinegan mock target (NOT real data; known truth): sim population, effects "
+             "n_rejected": 0, **(extra_attrs or {})}
+    source = (f"refinegan {what} (NOT real data; known truth): {drawn_from} "
               f"{', '.join(name for name, v in effects.items() if v is True)}, "
               f"noise {p.noise['correlation']} sigma={p.noise['sigma']}, GalSim {galsim.__version__}")
     with StampWriter(out, p.n, (p.stamp_size, p.stamp_size), domain="real",
                      pixel_scale=p.pixel_scale, source=source, config=config, seed=p.seed,
                      psf=draw_psf_image(psf, p.stamp_size, p.pixel_scale), with_mask=True,
                      extra_attrs=attrs) as writer, \
-            tqdm(total=p.n, unit="stamp", disable=not progress, desc="prepare-real mock") as bar:
+            tqdm(total=p.n, unit="stamp", disable=not progress, desc=desc) as bar:
         for start in range(0, groups.size, GROUPS_PER_BATCH):
             batch = groups[start:start + GROUPS_PER_BATCH]
-            images, mask, labels = mock_groups(p, pop, renderer, batch, fwhm)
+            images, mask, labels = draw(pop, renderer, batch, fwhm)
             writer.write(images, labels, mask)
             bar.update(images.shape[0])
-    logger.info("mock target: %d stamps, psf fwhm %.3f\", effects %s -> %s", p.n, fwhm, effects, out)
+    logger.info("%s: %d stamps, psf fwhm %.3f\", effects %s -> %s", what, p.n, fwhm, effects, out)
     return Path(out)

@@ -22,24 +22,17 @@ plus the effect labels), with ``psf_fwhm``, ``noise_sigma`` and ``snr`` the targ
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import galsim
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from ..io import StampWriter
-from ..sim.population import Population, sample_population
-from ..sim.render import make_renderer
-from ..sim.simulate import draw_psf_image
-from .mock import GROUPS_PER_BATCH, MockParams, mock_groups
-from .observe import build_target_psf, psf_fwhm_arcsec
+from ..sim.population import sample_population
+from .mock import MockParams, mock_groups, write_mock_file
 from .prepare_real import single_thread_blas
 
 __all__ = ["twin_params", "prepare_twin", "COPIED_LABELS"]
@@ -93,38 +86,20 @@ def prepare_twin(config: RunConfig | dict, out: str | os.PathLike, progress: boo
 def _write_twin(config: RunConfig, out: Path, progress: bool, method: str,
                 shear_scale: float) -> Path:
     p = twin_params(config)
-    pop = Population.from_config(config)
-    psf = build_target_psf(p.psf)
-    renderer = make_renderer(psf, p.stamp_size, p.pixel_scale, method)
-    fwhm = psf_fwhm_arcsec(psf, p.pixel_scale)
     k = len(p.layout)
-    groups = np.arange(p.n // k, dtype=np.int64)
-    effects = {**{name: p.on(name) for name in p.effects}, "optical_psf": bool(p.psf["optical"]),
-               "noise_correlation": p.noise["correlation"]}
-    attrs = {"group_size": k, "n_total": p.n, "renderer": type(renderer).__name__,
-             "mock_effects": json.dumps(effects, sort_keys=True), "is_mock": True,
-             "is_twin": True, "n_rejected": 0, "shear_scale": shear_scale}
-    source = (f"refinegan paired twin target (NOT real data; known truth): the sims' galaxies with "
-              f"the mock's effects {', '.join(n for n, v in effects.items() if v is True)}, "
-              f"noise {p.noise['correlation']} sigma={p.noise['sigma']}, GalSim {galsim.__version__}")
-    with StampWriter(out, p.n, (p.stamp_size, p.stamp_size), domain="real",
-                     pixel_scale=p.pixel_scale, source=source, config=config, seed=p.seed,
-                     psf=draw_psf_image(psf, p.stamp_size, p.pixel_scale), with_mask=True,
-                     extra_attrs=attrs) as writer, \
-            tqdm(total=p.n, unit="stamp", disable=not progress, desc="prepare-twin") as bar:
-        for start in range(0, groups.size, GROUPS_PER_BATCH):
-            batch = groups[start:start + GROUPS_PER_BATCH]
-            params = sample_population(pop, config.seed, batch, stream="sim")  # the sims' galaxies
-            drawn = params
-            if shear_scale != 1.0:
-                drawn = {**params, "g1": params["g1"] * shear_scale, "g2": params["g2"] * shear_scale}
-            images, mask, labels = mock_groups(p, pop, renderer, batch, fwhm, params=drawn,
-                                               noise_stream=TWIN_NOISE_STREAM)
-            if drawn is not params:  # label the true shear g, as the sims do
-                for name in ("g1", "g2"):
-                    labels[name] = np.repeat(params[name], k) * labels["shear_sign"]
-            writer.write(images, labels, mask)
-            bar.update(images.shape[0])
-    logger.info("twin target: %d stamps (the sims' galaxies), psf fwhm %.3f\", effects %s -> %s",
-                p.n, fwhm, effects, out)
-    return out
+
+    def draw(pop, renderer, batch, fwhm):
+        params = sample_population(pop, config.seed, batch, stream="sim")  # the sims' galaxies
+        drawn = params
+        if shear_scale != 1.0:
+            drawn = {**params, "g1": params["g1"] * shear_scale, "g2": params["g2"] * shear_scale}
+        images, mask, labels = mock_groups(p, pop, renderer, batch, fwhm, params=drawn,
+                                           noise_stream=TWIN_NOISE_STREAM)
+        if drawn is not params:  # label the true shear g, as the sims do
+            for name in ("g1", "g2"):
+                labels[name] = np.repeat(params[name], k) * labels["shear_sign"]
+        return images, mask, labels
+
+    return write_mock_file(config, p, out, progress, method, draw, "paired twin target",
+                           "the sims' galaxies with the mock's effects", "prepare-twin",
+                           {"is_twin": True, "shear_scale": shear_scale})
