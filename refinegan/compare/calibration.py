@@ -29,7 +29,6 @@ from dataclasses import dataclass, replace
 import galsim
 import numpy as np
 
-from ..io import StampSet
 from .params import CompareParams
 from .reweight import N_BINS, cell_weights, group_covariates
 from .samples import Samples
@@ -39,7 +38,7 @@ __all__ = [
     "ShapeSet",
     "calibrate_sets",
     "set_shapes",
-    "calibration_psf",
+    "why_not_calibrated",
     "target_psf_of",
     "TARGET_PSF",
     "regauss_shapes",
@@ -380,10 +379,11 @@ class ShapeSet:
 TARGET_PSF = "refined_target_psf"  # the refined stamps' shapes with the target's PSF
 
 
-def calibration_psf(s: StampSet) -> str | None:
-    """Why set ``s`` cannot be calibrated (no true shear or no PSF), or None if it can."""
-    missing = [f"label {g}" for g in ("g1", "g2") if g not in s.labels]
-    missing += ["/psf"] if s.psf is None else []
+def why_not_calibrated(label_names, psf: np.ndarray | None) -> str | None:
+    """Why a set with labels ``label_names`` and ``psf`` cannot be calibrated (no true shear or
+    no PSF), or None if it can."""
+    missing = [f"label {g}" for g in ("g1", "g2") if g not in label_names]
+    missing += ["/psf"] if psf is None else []
     return f"no {' and no '.join(missing)} in the file" if missing else None
 
 
@@ -400,7 +400,7 @@ def set_shapes(data: Samples, p: CompareParams) -> tuple[dict[str, ShapeSet], di
     ``p.calibrate_with_target_psf``; and the reason each other set is skipped."""
     out, skipped = {}, {}
     for d, s in data.sets.items():
-        why = calibration_psf(s)
+        why = why_not_calibrated(s.labels, s.psf)
         if why:
             skipped[d] = why
             continue

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..io import open_stamps
-from .calibration import TARGET_PSF, ShapeSet, regauss_shapes, target_psf_of
+from .calibration import TARGET_PSF, ShapeSet, regauss_shapes, target_psf_of, why_not_calibrated
 from .params import CompareParams
 from .stats import sky_noise_std
 
@@ -38,11 +38,10 @@ def _file_shapes(path, p: CompareParams, psf: np.ndarray | None) -> tuple[dict, 
     parts: list[dict] = []
     labels: dict[str, list] = {}
     with open_stamps(path) as sf:
-        missing = [f"label {g}" for g in ("g1", "g2") if g not in sf.label_names]
         file_psf = psf if psf is not None else sf.psf
-        missing += ["/psf"] if file_psf is None else []
-        if missing:
-            return f"no {' and no '.join(missing)} in the file"
+        why = why_not_calibrated(sf.label_names, file_psf)
+        if why:
+            return why
         names = [n for n in CALIBRATION_LABELS if n in sf.label_names]
         for sl, images in sf.iter_chunks(p.chunk_stamps):
             mask = sf.mask[sl] if sf.mask is not None else None
@@ -92,8 +91,7 @@ def _merge(results: list) -> ShapeSet | str:
 
 
 def stream_shapes(paths: Sequence[str | os.PathLike], p: CompareParams,
-                  psf: np.ndarray | None = None, progress: bool = False, desc: str = ""
-                  ) -> ShapeSet | str:
+                  psf: np.ndarray | None = None, progress: bool = False) -> ShapeSet | str:
     """REGAUSS shapes of every stamp of ``paths`` (shards, in order), chunk by chunk.
 
     ``psf`` replaces each file's ``/psf`` (e.g. the target's, for refined stamps). Returns a

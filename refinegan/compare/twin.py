@@ -30,8 +30,9 @@ import numpy as np
 from ..errors import ContractError
 from ..io import StampSet, read_stamps
 from .calibration import ShapeSet, regauss_shapes
-from .measure import measure, truncate
+from .measure import truncate
 from .params import CompareParams
+from .stats import sky_noise_std
 
 __all__ = ["PAIRED_LABELS", "load_twin", "twin_shape_set"]
 
@@ -85,5 +86,8 @@ def load_twin(path: str | os.PathLike, sim: StampSet, max_stamps: int | None) ->
 def twin_shape_set(twin: StampSet, p: CompareParams) -> ShapeSet:
     """The twin's REGAUSS shapes (its own ``/psf``, its measured sky noise variance) for
     `refinegan.compare.calibration.calibrate_sets`, which pairs it with the sims and refined."""
-    noise_std = measure(twin, p).scalars["noise_std"]
+    bad = None if twin.mask is None else twin.mask != 0
+    blocks = [slice(i, i + p.chunk_stamps) for i in range(0, len(twin), p.chunk_stamps)]
+    noise_std = np.concatenate([  # exactly measure()'s noise_std, without the other statistics
+        sky_noise_std(twin.images[sl], None if bad is None else bad[sl], p.mask) for sl in blocks])
     return ShapeSet(regauss_shapes(twin.images, twin.psf, noise_std**2, twin.mask), twin.labels)
