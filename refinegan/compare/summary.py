@@ -20,6 +20,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import ContractError
+from .calibration import BAR_M
 from .r_only import DISTANCE_KEYS, matching_and_r_lines, psf_match_line
 from .store import read_tree
 from .verdicts import (
@@ -91,7 +92,7 @@ def _calibration_headline(cal: dict) -> list[list[str]]:
     """The calibration rows: the paired transfer (refined vs the twin, same galaxies) first, then
     the unpaired transfer, then R's own paired change; each "within the bar" by `bar_verdict`."""
     rows = []
-    bar = float(cal.get("transfer", cal.get("transfer_paired", {})).get("bar", 2e-3))
+    bar = float(cal.get("transfer", cal.get("transfer_paired", {})).get("bar", BAR_M))
     tp = cal.get("transfer_paired")
     if isinstance(tp, dict) and "dm" in tp:
         v = str(tp.get("verdict", MEASURED))
