@@ -24,7 +24,8 @@ from collections.abc import Mapping
 import numpy as np
 
 __all__ = ["STREAMS", "MOCK_EFFECT_WORDS", "MOCK_NOISE_WORDS", "stream_sequence",
-           "galaxy_rng", "realisation_keys", "realisation_normals"]
+           "galaxy_rng", "realisation_keys", "realisation_normals",
+           "NOISE_FIELDS_ATTR", "NOISE_FIELDS", "sim_noise_fields"]
 
 STREAMS = {
     "sim": 1,  # sim galaxy parameters (per galaxy group)
@@ -40,6 +41,7 @@ STREAMS = {
     "mock_noise": 12,  # target noise fields
     "mock_effects": 13,  # target effects: knots, bulges, neighbours, artefacts, COSMOS draws
     "twin_noise": 14,  # the paired twin target's noise fields (per sim group and rotation)
+    "noise_match_calibration": 15,  # Gaussian fields measuring the noise matching's sky-selection bias
 }
 # Extra words after the galaxy id on the target streams (`galaxy_rng`).
 MOCK_EFFECT_WORDS = {"intrinsic": 1, "cosmic_rays": 2, "hot_pixels": 3, "cosmos_draw": 4}
@@ -80,4 +82,34 @@ def realisation_normals(labels: Mapping, n: int, shape: tuple[int, ...], seed: i
             ss = stream_sequence(seed, stream, key[0] & 0x7FFFFFFFFFFFFFFF, key[1])
             cache[key] = np.random.default_rng(ss).standard_normal(shape)
         out[i] = cache[key]
+    return out
+
+
+# The attribute saying a sims file's noise is `sim_noise_fields` of its labels and seed (so noise
+# matching can take it out and put the target's in its place).
+NOISE_FIELDS_ATTR, NOISE_FIELDS = "noise_fields", "sim_noise_fields v1"
+
+
+def sim_noise_fields(pair_id: np.ndarray, rot90: np.ndarray, sigma: np.ndarray, seed: int,
+                     shape: tuple[int, int]) -> np.ndarray:
+    """The sims' noise (N, H, W) float32, counts: ``float32(sigma) * field`` with one standard
+    normal field per galaxy group and rotation (``SeedSequence([seed, sim_noise, pair_id,
+    rot90])``), shared by the +g / -g stamps of one orientation.
+
+    What `refinegan.sim.simulate.simulate_groups` adds to the noiseless stamps, bit for bit; so the noise of a sims file
+    can be taken out again from its labels and seed (`refinegan.refiner.noise_match` replaces it
+    with the target's).
+    """
+    pair_id = np.asarray(pair_id, dtype=np.int64)
+    rot90 = np.asarray(rot90, dtype=np.int64)
+    sigma = np.asarray(sigma, dtype=np.float64)
+    out = np.zeros((pair_id.size, *shape), dtype=np.float32)
+    last, field = None, None  # a group's stamps are adjacent: keep the last field only
+    for i, key in enumerate(zip(pair_id.tolist(), rot90.tolist(), strict=True)):
+        if sigma[i] <= 0:
+            continue
+        if key != last:
+            last = key
+            field = galaxy_rng(seed, "sim_noise", *key).standard_normal(shape, dtype=np.float32)
+        out[i] = np.float32(sigma[i]) * field
     return out

@@ -25,6 +25,7 @@ from ..seeds import stream_sequence
 from .noise_match import NoiseMatch, build_noise_match
 from .normalize import Normalization
 from .psf_match import PsfMatch, build_psf_match
+from .reobserve import Reobserve, known_noise_seed
 from .settings import TrainSettings
 
 __all__ = ["TrainData", "prepare_data", "load_domain", "check_pair", "psf_match_for", "fill_masked",
@@ -108,16 +109,19 @@ def prepare_data(s: TrainSettings, seed: int, sim_paths: Sequence[str | os.PathL
     norm = Normalization(s.norm_softening, s.norm_sigma_source, s.norm_border_px)
     sig_sim = norm.sigmas(sim.images, sim.labels, f"{sim_paths[0]}")
     match = psf_match_for(sim, sim_paths[0], real, real_path, seed) if s.psf_match else None
-    if match is not None:
-        sim.images = match.apply(sim.images, sig_sim, sim.labels)
     nmatch = None
-    if s.noise_match:  # after PSF matching: the sims' noise is white with their sigma again
+    if s.noise_match:
         nmatch = build_noise_match(real.images, seed, s.norm_border_px, real.mask)
+    reob = Reobserve(match, nmatch, _known_noise_seed(sim_paths) if nmatch else None,
+                     f"{sim_paths[0]}")
+    if nmatch is not None and not reob.replaces_noise:  # added to: needs the sims quieter
         nmatch.check(sig_sim, f"{sim_paths[0]}")
-        sim.images = nmatch.apply(sim.images, sig_sim, sim.labels)
-        logger.info("noise matching %s -> %s: the sims re-observed with the target's noise "
-                    "(variance %.4g counts^2, lag-1 correlations x %.3f, y %.3f)", sim_paths[0],
-                    real_path, nmatch.covariance[0, 0], nmatch.covariance[0, 1] / nmatch.covariance[0, 0],
+    sim.images, sig_sim_matched = reob.apply(sim.images, sig_sim, sim.labels)
+    if nmatch is not None:
+        logger.info("noise matching %s -> %s: the sims' noise %s the target's (variance %.4g "
+                    "counts^2, lag-1 correlations x %.3f, y %.3f)", sim_paths[0], real_path,
+                    "replaced by" if reob.replaces_noise else "added to, up to",
+                    nmatch.covariance[0, 0], nmatch.covariance[0, 1] / nmatch.covariance[0, 0],
                     nmatch.covariance[1, 0] / nmatch.covariance[0, 0])
     sig_real = norm.sigmas(real.images, real.labels, f"{real_path}")
     real.images, n_filled = fill_masked(real.images, real.mask, sig_real, seed)
@@ -129,12 +133,26 @@ def prepare_data(s: TrainSettings, seed: int, sim_paths: Sequence[str | os.PathL
         sim_sky = torch.from_numpy(sky_mask(sim.images, s.norm_border_px, f"{sim_paths[0]}")).to(device)
         real_sky = torch.from_numpy(sky_mask(real.images, s.norm_border_px, f"{real_path}")).to(device)
     return TrainData(
-        sim_z=_to_device(sim.images, sig_sim, norm, device, cl),
+        sim_z=_to_device(sim.images, sig_sim_matched, norm, device, cl),
         real_z=_to_device(real.images, sig_real, norm, device, cl),
         sim_sky=sim_sky, real_sky=real_sky, norm=norm, match=match,
         pixel_scale=float(sim.pixel_scale), stamp_shape=sim.images.shape[1:],
         sim_sigma_median=float(np.median(sig_sim)), real_sigma_median=float(np.median(sig_real)),
         sim_paths=sim_paths, real_path=real_path, noise_match=nmatch)
+
+
+def _known_noise_seed(paths: Sequence[Path]) -> int | None:
+    """The seed of the sims' own noise when every file's can be taken out (`known_noise_seed`),
+    else None; shards of different seeds refused."""
+    seeds = set()
+    for p in paths:
+        with open_stamps(p) as sf:
+            seeds.add(known_noise_seed(sf.attrs))
+    if len(seeds) > 1:
+        raise TrainingError(f"sim files {[str(p) for p in paths]} mix noise seeds {sorted(seeds, key=str)}: "
+                            "noise matching takes each sim's own noise out, so they must come "
+                            "from one run")
+    return seeds.pop()
 
 
 def load_domain(paths: Sequence[str | os.PathLike], role: str) -> tuple[StampSet, list[Path]]:

@@ -32,6 +32,7 @@ from .noise_match import NoiseMatch
 from .normalize import Normalization
 from .psf_match import PsfMatch
 from .refiner_file import RefinerFile
+from .reobserve import Reobserve, known_noise_seed
 
 __all__ = ["refine", "check_compatible", "refine_array", "fast_refiner", "latent_codes", "SIGMA_TOLERANCE",
            "PIXEL_SCALE_RTOL"]
@@ -207,6 +208,7 @@ def refine(
         if match is not None:
             _check_match_psf(match, sf, model_path)
         nmatch = _noise_match_for(model, sf, model_path)
+        reob = Reobserve(match, nmatch, known_noise_seed(sf.attrs) if nmatch else None, str(in_path))
         psf = _refined_psf(sf, match, None if matching_only else module)
         runner = None if matching_only else fast_refiner(module, dev, sf.stamp_shape, jit=jit)
         extra = _provenance(in_path, model_path, model_sha, match, None if matching_only else module)
@@ -214,6 +216,7 @@ def refine(
             extra["matching_only"] = 1
         if nmatch is not None:  # the target's noise covariance the sims were re-observed with
             extra["noise_match_covariance"] = nmatch.covariance_near()
+            extra["noise_match_replaced"] = int(reob.replaces_noise)  # the sims' own noise taken out
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -225,10 +228,9 @@ def refine(
                 sigma = _chunk_sigma(images, labels, sl, norm, in_path)
                 if i == 0 and not label_checked:
                     check_compatible(model, sf, model_path, sigma, sigma_tolerance)
-                if match is not None:
-                    images = match.apply(images, sigma, labels, offset=sl.start)
-                if nmatch is not None:
-                    images = nmatch.apply(images, sigma, labels, offset=sl.start)
+                if nmatch is not None and not reob.replaces_noise:  # added to: quieter sims only
+                    nmatch.check(sigma, str(in_path))
+                images, sigma = reob.apply(images, sigma, labels, offset=sl.start)
                 if matching_only:  # R's input, as refine_array would receive it
                     out = np.asarray(images, dtype=np.float32)
                 else:

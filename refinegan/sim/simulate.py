@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..io import StampWriter
-from ..seeds import galaxy_rng
+from ..seeds import NOISE_FIELDS, NOISE_FIELDS_ATTR, sim_noise_fields
 from .population import Population, build_galaxy, sample_population
 from .render import make_renderer
 
@@ -135,18 +135,10 @@ def simulate_groups(p: SimParams, pop: Population, renderer, group_ids: np.ndarr
     sigma = np.full(clean.shape[0], p.noise_sigma, dtype=np.float64)
     if p.noise_snr is not None:
         sigma = np.repeat(power[::k] / p.noise_snr, k)
+    rot = np.array([r for r, _ in layout] * group_ids.size, dtype=np.int8)
     images = clean
     if np.any(sigma > 0):
-        images = clean.copy()
-        for j, gid in enumerate(group_ids):
-            for rot in sorted({r for r, _ in layout}):
-                field = galaxy_rng(p.seed, "sim_noise", gid, rot).standard_normal(
-                    (size, size), dtype=np.float32)
-                for i, (r, _) in enumerate(layout):
-                    if r == rot:
-                        idx = j * k + i
-                        images[idx] += np.float32(sigma[idx]) * field
-    rot = np.array([r for r, _ in layout] * group_ids.size, dtype=np.int8)
+        images = clean + sim_noise_fields(np.repeat(group_ids, k), rot, sigma, p.seed, (size, size))
     sgn = np.array([s for _, s in layout] * group_ids.size, dtype=np.int8)
     rep = lambda a: np.repeat(a, k)  # noqa: E731 - one value per group -> per stamp
     e_sign = np.where(rot == 1, -1.0, 1.0)  # a 90-degree rotation negates e
@@ -211,7 +203,7 @@ def simulate(config: RunConfig | dict, out: str | os.PathLike, shard: int = 0, n
     psf = build_psf(p.psf_type, p.psf_fwhm, p.psf_beta, p.psf_e1, p.psf_e2)
     renderer = make_renderer(psf, p.stamp_size, p.pixel_scale, method)
     attrs = {"shard": shard, "nshards": nshards, "n_total": p.n, "group_size": k,
-             "renderer": type(renderer).__name__}
+             "renderer": type(renderer).__name__, NOISE_FIELDS_ATTR: NOISE_FIELDS}
     with StampWriter(
         out, groups.size * k, (p.stamp_size, p.stamp_size), domain="sim",
         pixel_scale=p.pixel_scale, source=_source_line(p, pop), config=config, seed=p.seed,
