@@ -128,6 +128,16 @@ def test_cosmos_noise_option():
     spec = load_config(None, ["real.noise.correlation=cosmos"])["real"]["noise"]
     f, lag1 = correlated_noise([np.random.default_rng(1)], (SIZE, SIZE), 5.0, spec, 0.2)
     assert f.shape == (1, SIZE, SIZE) and 3.5 < f.std() < 6.5 and lag1[0] > 0.05
+    # not periodic over the stamp, as no coadd's noise is (GalSim's FFT drawing wraps around):
+    # the first and last columns (rows) are not neighbours
+    f, lag1 = correlated_noise([np.random.default_rng(i) for i in range(600)], (SIZE, SIZE), 5.0,
+                               spec, 0.2)
+    f = f.astype(np.float64)
+    var = f.var()
+    lag_x = (f[:, :, 1:] * f[:, :, :-1]).mean() / var
+    wrap_x, wrap_y = (f[:, :, 0] * f[:, :, -1]).mean() / var, (f[:, 0] * f[:, -1]).mean() / var
+    assert abs(lag_x - lag1.mean()) < 0.03 and lag_x > 0.4
+    assert abs(wrap_x) < 0.05 and abs(wrap_y) < 0.05, (wrap_x, wrap_y)  # wrapped: 0.48
 
 
 def test_knots_raise_asymmetry(round_renderer):

@@ -77,9 +77,12 @@ def correlated_noise(rngs: list[np.random.Generator], shape: tuple[int, int], si
         for i, r in enumerate(rngs):
             cn = galsim.getCOSMOSNoise(rng=galsim.BaseDeviate(int(r.integers(1, 2**31))),
                                        cosmos_scale=pixel_scale, variance=sigma**2)
-            im = galsim.ImageF(w, h, scale=pixel_scale)
+            # GalSim draws correlated noise by FFT on the image, so it wraps around (the first and
+            # last columns correlated as neighbours); no coadd's noise does. Drawn on a doubled
+            # image and cut, it does not (tests/test_mock.py).
+            im = galsim.ImageF(2 * w, 2 * h, scale=pixel_scale)
             im.addNoise(cn)
-            out[i] = im.array
+            out[i] = im.array[:h, :w]
             cf = cn.drawImage(galsim.ImageD(5, 5, scale=pixel_scale)).array
             lag1[i] = 0.5 * (cf[2, 3] + cf[3, 2]) / cf[2, 2]
         return out, lag1
