@@ -273,7 +273,7 @@ def test_train_and_refine_replace_the_noise_of_simulated_sims(tmp_path, one_torc
     res = train(cfg, [sim], real, tmp_path / "o")
     out = refine(res.model_path, sim, tmp_path / "ref.h5", jit=False, matching_only=True)
     ref = read_stamps(out)
-    assert ref.attrs["noise_match_replaced"] == 1
+    assert ref.attrs["noise_match_replaced"] == 1 and ref.attrs["noise_match_classes"] >= 1
 
     clean = read_stamps(simulate(_train_config("sim.n=400", "sim.noise.sigma=0"),
                                  tmp_path / "clean.h5")).images.astype(np.float64)
@@ -282,3 +282,47 @@ def test_train_and_refine_replace_the_noise_of_simulated_sims(tmp_path, one_torc
     lag_r = autocorrelation(noise, whole, max_lag=1)[:, 1, 2].mean()
     assert abs(noise.std() - 3.0) < 0.06 and abs(lag_r - 0.48) < 0.015, (noise.std(), lag_r)
     assert np.std(read_stamps(sim).images - clean) > 9.5  # the sims had their own sigma 10
+
+
+# -- the stamp-to-stamp spread (refinegan.refiner.noise_spread) -----------------------------------
+
+def _two_populations(n, sigma, rng):
+    """Half the stamps with lag-1 ~0.19, half ~0.57 (as coadds of different dithers), all std sigma."""
+    out = []
+    for a in (0.1, 0.4):
+        k1 = np.array([a, 1.0, a])
+        k = np.outer(k1, k1)
+        white = rng.normal(size=(n // 2, SIZE + 2, SIZE + 2))
+        f = ndimage.convolve(white, k[None], mode="constant")[:, 1:-1, 1:-1]
+        out.append(sigma * f / np.sqrt((k**2).sum()))
+    return np.concatenate(out)[rng.permutation(n)]
+
+
+def test_a_target_whose_stamps_differ_gets_their_spread_and_a_stationary_one_none():
+    """Target stamps of two correlations: the matched stamps' per-stamp lag-1 has the target's
+    mean within 1 % and its spread within 10 % (one mean covariance gives a third of it); a
+    stationary COSMOS-like target gets no bank (its spread is the sampling scatter)."""
+    from refinegan.refiner.noise_spread import stamp_noise_stats
+
+    rng = np.random.default_rng(21)
+    target = _two_populations(4000, 5.0, rng)
+    match = build_noise_match(target, seed=2)
+    assert match.bank is not None and len(match.bank) >= 2
+    n = 4000
+    lab = {"pair_id": np.arange(n), "rot90": np.zeros(n, int)}
+    out = match.apply(np.zeros((n, SIZE, SIZE)), np.zeros(n), lab).astype(np.float64)
+    flat = build_noise_match(target, seed=2, spread=False).apply(np.zeros((n, SIZE, SIZE)),
+                                                                np.zeros(n), lab)
+    st, so, sf = (stamp_noise_stats(x) for x in (target, out, flat.astype(np.float64)))
+    np.testing.assert_allclose(so[:, 1:].mean(axis=0), st[:, 1:].mean(axis=0), rtol=0.01)
+    np.testing.assert_allclose(so[:, 1:].std(axis=0), st[:, 1:].std(axis=0), rtol=0.10)
+    assert np.all(sf[:, 1:].std(axis=0) < 0.5 * st[:, 1:].std(axis=0))
+    np.testing.assert_allclose(so[:, 0].mean(), st[:, 0].mean(), rtol=0.01)
+    # twins share their class as their field; the bank survives the refiner file's dict
+    lab2 = _labels(8)
+    a = match.apply(np.zeros((8, SIZE, SIZE)), np.zeros(8), lab2)
+    assert np.array_equal(a[0], a[1]) and not np.array_equal(a[0], a[2])
+    again = NoiseMatch.from_dict(match.to_dict())
+    assert np.array_equal(again.apply(np.zeros((8, SIZE, SIZE)), np.zeros(8), lab2), a)
+    stationary = build_noise_match(_correlated(4000, 5.0, rng), seed=2)
+    assert stationary.bank is None

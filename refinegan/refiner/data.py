@@ -123,6 +123,9 @@ def prepare_data(s: TrainSettings, seed: int, sim_paths: Sequence[str | os.PathL
                     "replaced by" if reob.replaces_noise else "added to, up to",
                     nmatch.covariance[0, 0], nmatch.covariance[0, 1] / nmatch.covariance[0, 0],
                     nmatch.covariance[1, 0] / nmatch.covariance[0, 0])
+        logger.info("noise matching: %s", "one covariance (the target's stamps spread no more "
+                    "than sampling allows)" if nmatch.bank is None else
+                    f"{len(nmatch.bank)} covariance classes carry the target's stamp-to-stamp spread")
     sig_real = norm.sigmas(real.images, real.labels, f"{real_path}")
     real.images, n_filled = fill_masked(real.images, real.mask, sig_real, seed)
     if n_filled:

@@ -25,6 +25,7 @@ Units: covariance and power in counts^2; ``P(k)`` per Fourier mode of numpy's un
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ import numpy as np
 from ..errors import ContractError, TrainingError
 from ..noise import sky_mask
 from ..seeds import realisation_normals, sim_noise_fields, stream_sequence
+from .noise_spread import build_bank, stamp_noise_stats
 
 __all__ = ["NoiseMatch", "target_noise_covariance", "build_noise_match", "remove_sim_noise",
            "FEASIBLE_RTOL", "REMOVED_NOISE_MAX"]
@@ -107,6 +109,10 @@ class NoiseMatch:
 
     covariance: np.ndarray  # (2H, 2W) float64, circular layout, tapered
     seed: int
+    # The target's stamp-to-stamp spread (`refinegan.refiner.noise_spread`): K covariances like
+    # ``covariance`` and their probabilities; each noise realisation draws one. None: stationary.
+    bank: np.ndarray | None = None  # (K, 2H, 2W)
+    bank_p: np.ndarray | None = None  # (K,)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -158,18 +164,38 @@ class NoiseMatch:
                                 f"{images.shape[1:]}")
         white = realisation_normals(labels, n, self.covariance.shape, self.seed, "noise_match",
                                     offset)
-        return (images + self.fields(white, sigma)).astype(np.float32)
+        classes = None
+        if self.bank is not None:  # one class per noise realisation, twins alike
+            u = realisation_normals(labels, n, (1,), self.seed, "noise_match_class", offset)[:, 0]
+            classes = self.classes_of(u)
+        return (images + self.fields(white, sigma, classes)).astype(np.float32)
 
-    def fields(self, white: np.ndarray, sigma: np.ndarray | float = 0.0) -> np.ndarray:
-        """Gaussian fields (N, H, W) of spectrum ``power - sigma^2`` from standard normals
-        (N, 2H, 2W) on the padded grid, cut to the stamp (so they do not wrap)."""
+    def classes_of(self, z: np.ndarray) -> np.ndarray:
+        """Bank classes (N,) int of standard normal draws z (N,), with probabilities ``bank_p``."""
+        from scipy.special import ndtr
+
+        edges = np.cumsum(self.bank_p)[:-1] / np.sum(self.bank_p)
+        return np.searchsorted(edges, ndtr(np.asarray(z, dtype=np.float64)), side="right")
+
+    def fields(self, white: np.ndarray, sigma: np.ndarray | float = 0.0,
+               classes: np.ndarray | None = None) -> np.ndarray:
+        """Gaussian fields (N, H, W) of spectrum ``power - sigma^2`` (or the bank's class
+        ``classes`` (N,) power) from standard normals (N, 2H, 2W) on the padded grid, cut to the
+        stamp (so they do not wrap)."""
         h, w = self.shape
         s2 = np.asarray(sigma, dtype=np.float64).reshape(-1, 1, 1) ** 2
-        amp = np.sqrt(np.clip(self.power[None] - s2, 0.0, None))  # (N or 1, 2H, 2W)
+        if classes is None:
+            power = self.power[None]
+        else:
+            power = np.fft.fft2(self.bank).real[np.asarray(classes)]  # (N, 2H, 2W)
+        amp = np.sqrt(np.clip(power - s2, 0.0, None))  # (N or 1, 2H, 2W)
         return np.fft.ifft2(np.fft.fft2(white) * amp).real[:, :h, :w]
 
     def to_dict(self) -> dict:
-        return {"covariance": self.covariance.tolist(), "seed": int(self.seed)}
+        out = {"covariance": self.covariance.tolist(), "seed": int(self.seed)}
+        if self.bank is not None:
+            out["bank"], out["bank_p"] = self.bank.tolist(), self.bank_p.tolist()
+        return out
 
     def covariance_near(self, max_lag: int = 8) -> np.ndarray:
         """The covariance at lags -max_lag..max_lag (2L+1, 2L+1), centred, counts^2 (what a
@@ -182,14 +208,16 @@ class NoiseMatch:
     def from_dict(cls, d: Mapping | None) -> NoiseMatch | None:
         if not d:
             return None
-        return cls(np.asarray(d["covariance"], dtype=np.float64), int(d["seed"]))
+        bank = np.asarray(d["bank"], dtype=np.float64) if d.get("bank") is not None else None
+        bank_p = np.asarray(d["bank_p"], dtype=np.float64) if bank is not None else None
+        return cls(np.asarray(d["covariance"], dtype=np.float64), int(d["seed"]), bank, bank_p)
 
 
 N_CALIBRATION = 4096  # Gaussian fields drawn to measure the sky selection's bias (`build_noise_match`)
 
 
 def build_noise_match(real_images: np.ndarray, seed: int, border_px: int = 4,
-                      bad: np.ndarray | None = None) -> NoiseMatch:
+                      bad: np.ndarray | None = None, spread: bool = True) -> NoiseMatch:
     """The `NoiseMatch` to the noise of target stamps ``real_images`` (N, H, W), counts; ``bad``
     (N, H, W) non-zero marks pixels that are not noise (the file's /mask).
 
@@ -200,22 +228,32 @@ def build_noise_match(real_images: np.ndarray, seed: int, border_px: int = 4,
     measured spectrum (stream ``noise_match_calibration``) measured back the same way give
     ``P_back``, and the spectrum used is ``P^2 / P_back`` (within 1 % in every bin after it,
     tests/test_noise_match.py).
+
+    ``spread``: where the target's stamps differ from one another in noise level or lag-1
+    correlations by more than the calibration fields' own sampling scatter, a bank of
+    covariances carries that spread (`refinegan.refiner.noise_spread.build_bank`).
     """
     taper = _lag_taper((2 * real_images.shape[1], 2 * real_images.shape[2]))
     first = NoiseMatch(target_noise_covariance(real_images, border_px, bad) * taper, int(seed))
     rng = np.random.default_rng(stream_sequence(seed, "noise_match_calibration"))
     back = np.zeros_like(first.covariance)
-    n_done = 0
+    n_done, cal_stats = 0, []
     for start in range(0, N_CALIBRATION, CALIBRATION_CHUNK):
         k = min(CALIBRATION_CHUNK, N_CALIBRATION - start)
         fields = first.fields(rng.standard_normal((k, *first.covariance.shape)))
         back += k * target_noise_covariance(fields, border_px)
+        cal_stats.append(stamp_noise_stats(fields, border_px))
         n_done += k
     p_first = first.power
     p_back = np.fft.fft2(back / n_done * taper).real
     floor = 1e-6 * p_first.max()
-    power = np.where(p_back > floor, p_first**2 / np.maximum(p_back, floor), p_first)
-    return NoiseMatch(np.fft.ifft2(power).real * taper, int(seed))
+    gain = np.where(p_back > floor, p_first / np.maximum(p_back, floor), 1.0)  # the selection's bias
+    match = NoiseMatch(np.fft.ifft2(p_first * gain).real * taper, int(seed))
+    if not spread:
+        return match
+    bank, bank_p = build_bank(real_images, match, gain, taper, np.concatenate(cal_stats),
+                              target_noise_covariance, border_px, bad)
+    return dataclasses.replace(match, bank=bank, bank_p=bank_p) if bank is not None else match
 
 
 CALIBRATION_CHUNK = 512

@@ -217,6 +217,7 @@ def refine(
         if nmatch is not None:  # the target's noise covariance the sims were re-observed with
             extra["noise_match_covariance"] = nmatch.covariance_near()
             extra["noise_match_replaced"] = int(reob.replaces_noise)  # the sims' own noise taken out
+            extra["noise_match_classes"] = 1 if nmatch.bank is None else len(nmatch.bank)  # spread
         bar = None
         if progress:
             from tqdm.auto import tqdm

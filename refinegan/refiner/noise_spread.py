@@ -1,0 +1,127 @@
+"""The target's stamp-to-stamp noise spread, for noise matching (`refinegan.refiner.noise_match`).
+
+Real cutouts do not all have one noise: depth varies over a survey, and a coadd's correlations
+depend on each patch's dithers (the mock's Lanczos coadds: lag-1 0.12 +- 0.07 from stamp to
+stamp, of which +- 0.024 is the estimate's own scatter on a 48 x 48 stamp). One mean covariance
+gives every matched stamp the same noise, which a classifier on per-stamp statistics sees.
+
+`build_bank` measures per stamp the noise variance and the lag-1 correlations in x and y on sky
+pixels (`stamp_noise_stats`), and compares their spread (clipped at 5 robust sigmas) with that of pure Gaussian
+fields of the mean covariance measured the same way (the calibration fields of
+`build_noise_match`: the sampling scatter alone). Where a statistic spreads more than sampling
+allows (`SPREAD_SIGNIFICANCE` standard errors), the target's stamps are split into quantile
+classes of the spreading statistics (8 classes for one, 3 x 3 for two, 2 x 2 x 2 for three, each
+with at least `MIN_CLASS_STAMPS` stamps), a covariance is measured per class (with the same
+selection-bias gain as the mean), split into its variance and its correlation shape, each centred
+on the mean's and scaled so that the classes' spread plus the sampling scatter is the target's
+observed spread (variance and correlations apart). Each sim noise realisation
+then draws one class with the classes' frequencies (stream ``noise_match_class``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..noise import robust_sigma, sky_mask
+
+__all__ = ["stamp_noise_stats", "build_bank", "STAT_NAMES", "SPREAD_SIGNIFICANCE",
+           "MIN_CLASS_STAMPS"]
+
+STAT_NAMES = ("variance", "lag-1 x", "lag-1 y")
+SPREAD_SIGNIFICANCE = 6.0  # standard errors of a spread ratio before the target counts as spread
+MIN_CLASS_STAMPS = 64  # fewest target stamps a class covariance is measured on
+_BINS = {1: (8,), 2: (3, 3), 3: (2, 2, 2)}
+
+
+def stamp_noise_stats(images: np.ndarray, border_px: int = 4, bad: np.ndarray | None = None
+                      ) -> np.ndarray:
+    """(N, 3) per stamp on its sky pixels: noise variance (counts^2) and lag-1 correlations in x
+    and y (pairs of sky pixels)."""
+    x = np.asarray(images, dtype=np.float64)
+    sky, _ = sky_mask(x, border_px)
+    if bad is not None:
+        sky &= np.asarray(bad) == 0
+    w = sky.astype(np.float64)
+    nw = np.maximum(w.sum(axis=(1, 2)), 1.0)
+    mean = (x * w).sum(axis=(1, 2)) / nw
+    d = (x - mean[:, None, None]) * w
+    var = (d * d).sum(axis=(1, 2)) / nw
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lx = (d[:, :, 1:] * d[:, :, :-1]).sum(axis=(1, 2)) / (w[:, :, 1:] * w[:, :, :-1]).sum(axis=(1, 2))
+        ly = (d[:, 1:] * d[:, :-1]).sum(axis=(1, 2)) / (w[:, 1:] * w[:, :-1]).sum(axis=(1, 2))
+        return np.column_stack([var, lx / var, ly / var])
+
+
+def _clipped_std(x: np.ndarray, k: float = 5.0) -> float:
+    """The standard deviation of x within k robust sigmas of its median (a stamp with a cosmic
+    ray does not set the spread; two populations still count as spread, as a MAD would not)."""
+    med, rs = np.median(x), robust_sigma(x)
+    return float(np.std(x[np.abs(x - med) <= k * rs])) if rs > 0 else float(np.std(x))
+
+
+def _scaled(stats: np.ndarray) -> np.ndarray:
+    """The variance column as a fraction of its median (the correlations are already so)."""
+    out = np.array(stats, dtype=np.float64)
+    out[:, 0] = out[:, 0] / np.nanmedian(out[:, 0])
+    return out
+
+
+def build_bank(real_images: np.ndarray, match, gain: np.ndarray, taper: np.ndarray,
+               cal_stats: np.ndarray, covariance_of, border_px: int = 4,
+               bad: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The class covariances (K, 2H, 2W) and their probabilities (K,) carrying the target's
+    stamp-to-stamp spread, or (None, None) when it spreads no more than sampling allows (module
+    docstring). ``match`` is the mean `NoiseMatch`; ``gain`` the sky selection's power gain;
+    ``cal_stats`` `stamp_noise_stats` of the calibration fields; ``covariance_of`` measures a
+    set's covariance as the mean's was (`refinegan.refiner.noise_match.target_noise_covariance`)."""
+    t = _scaled(stamp_noise_stats(real_images, border_px, bad))
+    c = _scaled(cal_stats)
+    ok = np.isfinite(t).all(axis=1)
+    t_ok = t[ok]
+    n_t, n_c = len(t_ok), len(c)
+    if n_t < 2 * MIN_CLASS_STAMPS:
+        return None, None
+    s_t = np.array([_clipped_std(t_ok[:, j]) for j in range(3)])
+    s_c = np.array([_clipped_std(c[:, j][np.isfinite(c[:, j])]) for j in range(3)])
+    ratio = s_t**2 / np.maximum(s_c**2, 1e-300)
+    limit = 1.0 + SPREAD_SIGNIFICANCE * (np.sqrt(2.0 / n_t) + np.sqrt(2.0 / n_c))
+    dims = [j for j in range(3) if ratio[j] > limit]
+    if not dims:
+        return None, None
+    bins = _BINS[len(dims)]
+    while np.prod(bins) > 1 and n_t / np.prod(bins) < MIN_CLASS_STAMPS:
+        bins = tuple(max(1, b - 1) for b in bins)
+    if np.prod(bins) < 2:
+        return None, None
+    cls = np.zeros(n_t, dtype=np.int64)
+    for j, nb in zip(dims, bins, strict=True):
+        q = np.quantile(t_ok[:, j], np.linspace(0, 1, nb + 1)[1:-1])
+        cls = cls * nb + np.searchsorted(q, t_ok[:, j], side="right")
+    idx = np.flatnonzero(ok)
+    covs, p, means = [], [], []
+    for k in np.unique(cls):
+        sel = idx[cls == k]
+        ck = covariance_of(real_images[sel], border_px, None if bad is None else bad[sel])
+        ck = np.fft.ifft2(np.fft.fft2(ck * taper).real * gain).real * taper
+        covs.append(ck)
+        p.append(sel.size / n_t)
+        means.append(t_ok[cls == k][:, dims].mean(axis=0))
+    covs, p, means = np.asarray(covs), np.asarray(p), np.asarray(means)
+    # Each class covariance = its variance x its correlation shape; both centred on the mean's and
+    # scaled apart, so that the classes' spread plus the sampling scatter is the target's observed
+    # spread in the variance and in the lag-1 correlations (what is not spread stays the mean's).
+    between = (p[:, None] * (means - p @ means) ** 2).sum(axis=0)
+    excess = s_t[dims] ** 2 - s_c[dims] ** 2
+
+    def scale(which):
+        sel = [i for i, j in enumerate(dims) if j in which]
+        if not sel:
+            return 0.0
+        return float(np.clip(np.sqrt(excess[sel].sum() / max(between[sel].sum(), 1e-300)), 0.0, 1.5))
+
+    v = covs[:, 0, 0]
+    rho = covs / v[:, None, None]
+    v_mean, rho_mean = match.covariance[0, 0], match.covariance / match.covariance[0, 0]
+    v = v_mean + scale({0}) * (v - p @ v)
+    rho = rho_mean[None] + scale({1, 2}) * (rho - np.tensordot(p, rho, axes=1)[None])
+    return v[:, None, None] * rho, p
