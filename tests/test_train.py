@@ -428,6 +428,16 @@ def test_sky_region_anchors_measure_outside_the_source_masks(tmp_path, files):
         t.set_noise_target(x)
 
 
+def test_sky_region_without_any_anchor_trains(tmp_path, files):
+    """noise_region: sky with every anchor at 0 (noise matched by physics instead) trains: nothing
+    is measured on the sky, so no sky mask is needed (it once stopped at the first R step)."""
+    sim, real = files
+    cfg = _config("train.steps=2", "train.noise_region=sky")
+    assert TrainSettings.from_config(cfg).noise_weights() == {k: 0.0 for k in ("level", "acf", "spread", "shape")}
+    res = train(cfg, [sim], real, tmp_path / "out")
+    assert res.step == cfg["train"]["pretrain_r_steps"] + cfg["train"]["pretrain_d_steps"] + 2
+
+
 @pytest.mark.parametrize("change,named", [
     ("seed=8", "seed 7 -> 8"), ("train.lr_r=0.001", "lr_r 0.0005 -> 0.001"),
     ("train.batch_size=8", "batch_size 4 -> 8"), ("train.reg_lambda=0.5", "reg_lambda 0.3 -> 0.5"),

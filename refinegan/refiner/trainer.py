@@ -149,7 +149,7 @@ class Trainer:
 
     def _region(self, idx: torch.Tensor):
         """Where a batch's noise statistics are measured: the border frame, or the sky mask."""
-        if self.s.noise_region == "frame":
+        if self.s.noise_region == "frame" or not self.anchors:  # no anchor: nothing measured
             return self.s.norm_border_px
         if self.sim_sky is None:
             raise RuntimeError("train.noise_region: sky needs Trainer.set_sim_sky(mask) first")
