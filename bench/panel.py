@@ -16,6 +16,7 @@ compare.h5 is read:
 Each run is its own Snakemake call, so an interrupted bench resumes where it stopped.
 
     python bench/panel.py [--cores 2] [--set train.steps=300] [--tag panel] [--targets a b]
+    python bench/panel.py --tag panel --reread --json rows.json   # rows again, no runs
 """
 
 from __future__ import annotations
@@ -47,6 +48,18 @@ def _overlay(sets: list[str], name: str) -> dict:
     return out
 
 
+def _mean_diff_err(f: h5py.File, name: str, key: str) -> float:
+    """Standard error of mean(stat of ``name``) - mean(stat of the target): the per-stamp scatter
+    over sqrt(N) of each set, in quadrature (stamps independent; a coadd's lag-1 scatters by 0.07
+    from stamp to stamp, so 4,096 stamps a set give about 0.0016)."""
+    var = 0.0
+    for s in (name, "real"):
+        x = f[f"stats/{s}/{key}"][()]
+        x = x[np.isfinite(x)]
+        var += float(np.var(x, ddof=1)) / len(x)
+    return float(np.sqrt(var))
+
+
 def _row(path: Path, refined: str = "refined") -> dict:
     """The panel's numbers from one compare.h5, for the refined set or (``psf_matched``) R's input,
     the sims re-observed by physics alone."""
@@ -64,6 +77,7 @@ def _row(path: Path, refined: str = "refined") -> dict:
             "sigma_sim_ratio": med("sim", "noise_std") / med("real", "noise_std") - 1,
             "lag1_ratio": [mean("refined", k) / mean("real", k) - 1 for k in ("acf_01", "acf_10")],
             "lag1_real": [mean("real", k) for k in ("acf_01", "acf_10")],
+            "lag1_err": [_mean_diff_err(f, "refined", k) for k in ("acf_01", "acf_10")],
             "gap_morph": float(f["distances/gap_closed_energy_morph"][()]),
             "gap_noise": float(f["distances/gap_closed_energy_noise"][()]),
         }
@@ -101,6 +115,7 @@ def _physics_row(path: Path) -> dict:
             "sigma_ratio": med("psf_matched", "noise_std") / med("real", "noise_std") - 1,
             "lag1_ratio": [mean("psf_matched", k) / mean("real", k) - 1 for k in ("acf_01", "acf_10")],
             "lag1_real": [mean("real", k) for k in ("acf_01", "acf_10")],
+            "lag1_err": [_mean_diff_err(f, "psf_matched", k) for k in ("acf_01", "acf_10")],
             "gap_morph": float(f["distances/psf_matched/gap_closed_matching_energy_morph"][()]),
             "gap_noise": float(f["distances/psf_matched/gap_closed_matching_energy_noise"][()]),
             "dm_refined": np.abs(m_p - m_r).tolist(), "dm_refined_err": np.hypot(e_p, e_r).tolist(),
@@ -119,14 +134,16 @@ def _physics_row(path: Path) -> dict:
 def _line(name: str, r: dict) -> str:
     def auc(c):
         a = r[c]
-        return f"{a['auc'][1]:.3f} +- {a['err'][1]:.3f} ({a['control']:.3f}; {a['auc'][2]:.3f})"
+        return (f"{a['auc'][1]:.3f} +- {a['err'][1]:.3f} ({a['control']:.3f} +- {a['control_err']:.3f}; "
+                f"{a['auc'][2]:.3f})")
 
     better = [r["dm_sim"][i] - r["dm_refined"][i] > np.hypot(r["dm_sim_err"][i], r["dm_refined_err"][i])
               for i in (0, 1)]
     lag_t = r["lag1_real"]
     lag_d = [(1 + q) * t - t for q, t in zip(r["lag1_ratio"], lag_t, strict=True)]
+    lag_e = r.get("lag1_err", [float("nan")] * 2)
     return (f"| {name} | {100 * r['sigma_ratio']:+.1f} % | {lag_t[0]:.3f} / {lag_t[1]:.3f} "
-            f"({lag_d[0]:+.4f} / {lag_d[1]:+.4f}) | {auc('gb_all')} | {auc('cnn_pixels')} | "
+            f"({lag_d[0]:+.4f} / {lag_d[1]:+.4f} +- {lag_e[0]:.4f}) | {auc('gb_all')} | {auc('cnn_pixels')} | "
             f"{r['gap_noise']:.2f} / {r['gap_morph']:.2f} | "
             f"{r['dm_refined'][0]:.3f} / {r['dm_refined'][1]:.3f} +- {r['dm_refined_err'][0]:.3f} | "
             f"{r['dm_sim'][0]:.3f} / {r['dm_sim'][1]:.3f} | {'/'.join('yes' if b else 'no' for b in better)} | "
@@ -149,6 +166,8 @@ def main() -> None:
                     "[default: all]; 'default' is the default run's own mock")
     ap.add_argument("--json", type=Path, help="write the rows here too")
     ap.add_argument("--table", type=Path, help="only print the table of rows written by --json")
+    ap.add_argument("--reread", action="store_true", help="no runs: rows from the compare.h5 files "
+                    "already in results/<name>_<tag>/ (after a change to what a row holds)")
     args = ap.parse_args()
     if args.table:
         print(HEADER)
@@ -169,10 +188,12 @@ def main() -> None:
         overlay.write_text(yaml.safe_dump(_overlay(args.set, name)))
         files = [str(ROOT / "config" / "config.yaml"), *([str(target)] if target else []), str(overlay)]
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--quiet",
-                        "--configfile", *files], cwd=ROOT, check=True)
+        if not args.reread:
+            subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--quiet",
+                            "--configfile", *files], cwd=ROOT, check=True)
         rows[t] = _row(ROOT / "results" / name / "compare.h5")
-        rows[t]["wall_s"] = time.perf_counter() - t0
+        if not args.reread:
+            rows[t]["wall_s"] = time.perf_counter() - t0
         rows[f"{t} (physics only)"] = _row(ROOT / "results" / name / "compare.h5", "psf_matched")
         print(_line(t, rows[t]), flush=True)
         print(_line(f"{t} (physics only)", rows[f"{t} (physics only)"]), flush=True)
