@@ -31,6 +31,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import yaml
+from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,12 +53,8 @@ def _mean_diff_err(f: h5py.File, name: str, key: str) -> float:
     """Standard error of mean(stat of ``name``) - mean(stat of the target): the per-stamp scatter
     over sqrt(N) of each set, in quadrature (stamps independent; a coadd's lag-1 scatters by 0.07
     from stamp to stamp, so 4,096 stamps a set give about 0.0016)."""
-    var = 0.0
-    for s in (name, "real"):
-        x = f[f"stats/{s}/{key}"][()]
-        x = x[np.isfinite(x)]
-        var += float(np.var(x, ddof=1)) / len(x)
-    return float(np.sqrt(var))
+    return float(np.hypot(*(stats.sem(f[f"stats/{s}/{key}"][()], nan_policy="omit")
+                            for s in (name, "real"))))
 
 
 def _row(path: Path, refined: str = "refined") -> dict:

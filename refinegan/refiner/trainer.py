@@ -149,7 +149,7 @@ class Trainer:
 
     def _region(self, idx: torch.Tensor):
         """Where a batch's noise statistics are measured: the border frame, or the sky mask."""
-        if self.s.noise_region == "frame" or not self.anchors:  # no anchor: nothing measured
+        if self.s.noise_region == "frame":
             return self.s.norm_border_px
         if self.sim_sky is None:
             raise RuntimeError("train.noise_region: sky needs Trainer.set_sim_sky(mask) first")
@@ -214,7 +214,8 @@ class Trainer:
         (adversarial, self-regularisation, moment, noise anchors), each a scalar."""
         s = self.s
         idx = self._batch_idx(sim.shape[0])
-        x, region = sim[idx], self._region(idx)
+        x = sim[idx]
+        region = self._region(idx) if self.anchors else None  # no anchor: no noise measured
         self.disc.requires_grad_(False)
         with self._autocast():
             y = self.r_train(self._cond(x))
