@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -185,9 +186,11 @@ def main() -> None:
         overlay.write_text(yaml.safe_dump(_overlay(args.set, name)))
         files = [str(ROOT / "config" / "config.yaml"), *([str(target)] if target else []), str(overlay)]
         t0 = time.perf_counter()
-        if not args.reread:
+        if not args.reread:  # the rules call `refinegan`: this Python's scripts first on PATH
+            env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent),
+                                                          os.environ.get("PATH", "")])}
             subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(args.cores), "--quiet",
-                            "--configfile", *files], cwd=ROOT, check=True)
+                            "--configfile", *files], cwd=ROOT, check=True, env=env)
         rows[t] = _row(ROOT / "results" / name / "compare.h5")
         if not args.reread:
             rows[t]["wall_s"] = time.perf_counter() - t0
