@@ -62,6 +62,9 @@ def test_compare_end_to_end(tmp_path, files, config, caplog):
         assert f["stats/sim/hsm_sigma"].attrs["units"] == "pixels"
         assert f["spectra/real/mean"].attrs["units"] == "counts^2"
         assert f["stats/real/noise_std"].attrs["units"] == "counts"
+        # each stamp's galaxy group, for errors clustered on groups (bench/panel.py)
+        assert f["stats/sim/group"].dtype == np.int64
+        np.testing.assert_array_equal(f["stats/sim/group"][()], files["labels"]["pair_id"])
         tree = read_tree(f)
     d = tree["distances"]
     assert d["w1"].shape == d["w1_err"].shape == (len(d["names"]), 3)

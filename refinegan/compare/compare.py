@@ -277,11 +277,14 @@ def compare(
 
 
 def _stats_tree(data: Samples) -> dict:
-    """The ``stats`` tree: per set its scalars, statmorph (with ``morph_index``) and power;
-    ``real_half_b`` (N_real,) uint8."""
+    """The ``stats`` tree: per set its scalars, statmorph (with ``morph_index``), power and
+    ``group`` (each stamp's galaxy group: copies of one galaxy, and the +g / -g twins that share a
+    noise field, are not independent, so errors of means cluster on it); ``real_half_b``
+    (N_real,) uint8."""
     out = {}
     for d, m in data.meas.items():
         node = dict(m.scalars)
+        node["group"] = np.asarray(data.groups[d]).astype(np.int64)
         if m.has_morph:
             node.update(m.morph)
             node["morph_index"] = m.morph_index

@@ -32,7 +32,7 @@ UNITS = {
     "centroid_pix": "pixels", "power": "counts^2", "mean": "", "err": "", "k": "cycles/pixel",
     "lags": "pixels", "edges": "asinh(pixel / scale_counts)", "scale_counts": "counts",
     "w1": "units of each statistic (see names)", "w1_control": "units of each statistic",
-    "morph_index": "row in the domain's stamps", "n": "count", "n_groups": "count",
+    "morph_index": "row in the domain's stamps", "group": "galaxy group label", "n": "count", "n_groups": "count",
     "residual": "fraction of the target PSF's peak", "bound": "fraction of the target PSF's peak",
 }
 
