@@ -250,8 +250,9 @@ class StampWriter:
         self._pos = 0
         self._labels: dict[str, h5py.Dataset] = {}
         _check_free_space(self.path, self.n, self.stamp_shape, with_mask)
-        self._f = h5py.File(self.tmp_path, "w")
-        try:
+        self._f = None
+        try:  # the open too: a Ctrl-C while HDF5 creates the file must not leave it behind
+            self._f = h5py.File(self.tmp_path, "w")
             # HDF5 cannot chunk an empty dataset: a file of zero stamps is stored contiguous.
             chunk = (min(CHUNK_STAMPS, self.n), *self.stamp_shape) if self.n else None
             self._images = self._f.create_dataset(

@@ -337,6 +337,40 @@ def test_noise_anchors_are_a_list_summed_in_order():
         assert got.numpy().tobytes() == expect.numpy().tobytes()
 
 
+def test_noise_anchors_held_to_rs_input_or_to_the_target():
+    """``noise_anchor_reference: input``: level, correlations and their spread are R's input's
+    (the sims after noise matching), the noise shape still the target's; without noise matching
+    there is no matched input to hold to, and training says so."""
+    from types import SimpleNamespace
+
+    from refinegan.refiner.train import set_noise_targets
+
+    g = torch.Generator().manual_seed(0)
+    sim = torch.asinh(torch.randn(64, 1, SIZE, SIZE, generator=g))
+    real = torch.asinh(1.5 * torch.randn(64, 1, SIZE, SIZE, generator=g) ** 3)  # skewed, loud
+    data = SimpleNamespace(sim_z=sim, real_z=real, sim_sky=None, real_sky=None)
+    on = ["train.noise_lambda=1", "train.noise_acf_lambda=1", "train.noise_shape_lambda=1",
+          "train.noise_region=frame"]
+    got = {}
+    for ref in ("target", "input"):
+        s = TrainSettings.from_config(_config(*on, "train.noise_match=true",
+                                              f"train.noise_anchor_reference={ref}"))
+        t = Trainer(s, 1, (SIZE, SIZE), torch.device("cpu"))
+        set_noise_targets(t, data)
+        got[ref] = t
+    b = got["input"].s.norm_border_px
+    assert float(got["input"].noise_target) == float(border_variance(sim, b).median())
+    assert float(got["target"].noise_target) == float(border_variance(real, b).median())
+    assert_allclose(got["input"].acf_target.numpy(),
+                    border_acf(sim, b, got["input"].acf_lags).median(dim=0).values.numpy())
+    assert_allclose(got["input"].shape_target.numpy(), got["target"].shape_target.numpy())
+    assert float(got["input"].shape_target[1]) > 1.0  # the target's heavy tails, not the sims' 0
+    s = TrainSettings.from_config(_config(*on, "train.noise_match=false",
+                                          "train.noise_anchor_reference=input"))
+    with pytest.raises(TrainingError, match="noise_match"):
+        set_noise_targets(Trainer(s, 1, (SIZE, SIZE), torch.device("cpu")), data)
+
+
 def test_noise_anchor_without_target_is_refused():
     s = TrainSettings.from_config(_config("train.noise_lambda=1", "train.pretrain_r_steps=1"))
     t = Trainer(s, 1, (SIZE, SIZE), torch.device("cpu"))

@@ -76,6 +76,7 @@ class TrainSettings:
     noise_shape_lambda: float
     noise_acf_spread_lambda: float
     noise_region: str
+    noise_anchor_reference: str
     history_size: int
     history_fraction: float
     pretrain_r_steps: int

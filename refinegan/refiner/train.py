@@ -219,10 +219,17 @@ def set_noise_targets(t: Trainer, data: TrainData) -> None:
         return
     if data.sim_sky is not None:
         t.set_sim_sky(data.sim_sky)
-    t.set_noise_target(data.real_z, sky=data.real_sky)
-    logger.info("noise anchors: target border-frame variance %.4f (normalised linear units), "
-                "lag-1 correlations x %.3f, y %.3f; noise skewness %.4f, excess kurtosis %.4f",
-                float(t.noise_target), float(t.acf_target[t.acf_lags.index((0, 1))]),
+    if t.s.noise_anchor_reference == "input":  # hold R's output to its own matched input
+        if not t.s.noise_match:
+            raise TrainingError("train.noise_anchor_reference: input holds the refined noise to R's "
+                                "input, which has the target's noise only with train.noise_match: "
+                                "true; set it, or noise_anchor_reference: target")
+        t.set_noise_target(data.sim_z, sky=data.sim_sky, shape_from=data.real_z)
+    else:
+        t.set_noise_target(data.real_z, sky=data.real_sky)
+    logger.info("noise anchors (%s): border-frame variance %.4f (normalised linear units), "
+                "lag-1 correlations x %.3f, y %.3f; target noise skewness %.4f, excess kurtosis %.4f",
+                t.s.noise_anchor_reference, float(t.noise_target), float(t.acf_target[t.acf_lags.index((0, 1))]),
                 float(t.acf_target[t.acf_lags.index((1, 0))]), float(t.shape_target[0]),
                 float(t.shape_target[1]))
 

@@ -156,10 +156,13 @@ class Trainer:
         return self.sim_sky[idx]
 
     @torch.no_grad()
-    def set_noise_target(self, real: torch.Tensor, chunk: int = 1024, sky: torch.Tensor | None = None) -> None:
+    def set_noise_target(self, real: torch.Tensor, chunk: int = 1024, sky: torch.Tensor | None = None,
+                         shape_from: torch.Tensor | None = None) -> None:
         """The target's median variance (linear normalised units), autocorrelations at
         `acf_lags` (median and sorted) and noise shape, for the noise anchors; over the border
-        frame, or over the target's sky pixels ``sky`` (N, H, W) with ``noise_region: sky``."""
+        frame, or over the target's sky pixels ``sky`` (N, H, W) with ``noise_region: sky``.
+        ``shape_from``: the stamps the noise shape is measured on instead of ``real`` (with
+        ``noise_anchor_reference: input``, ``real`` is R's input and the shape the target's)."""
         if self.s.noise_region == "sky" and sky is None:
             raise RuntimeError("train.noise_region: sky needs the target's sky mask in set_noise_target")
         spans = [slice(i, i + chunk) for i in range(0, real.shape[0], chunk)]
@@ -168,7 +171,7 @@ class Trainer:
         acf = torch.cat([border_acf(x, b, self.acf_lags) for x, b in blocks])
         self.acf_target = acf.median(dim=0).values
         self.acf_sorted_target = acf.sort(dim=0).values  # (N, L): the per-stamp distribution
-        self.shape_target = self.noise_shape_target(real, chunk)
+        self.shape_target = self.noise_shape_target(real if shape_from is None else shape_from, chunk)
         targets = {"level": self.noise_target, "acf": self.acf_target,
                    "spread": self.acf_sorted_target, "shape": self.shape_target}
         for anchor in self.anchors:
