@@ -19,9 +19,9 @@ CORR_KERNEL = np.array([[0.0, 0.5, 0.0], [0.5, 1.0, 0.5], [0.0, 0.5, 0.0]])  # m
 
 
 # The refiner's parts one at a time: a test of one mechanism switches off what the default run
-# adds on top of SimGAN (PSF matching, the latent code, the noise anchors on sky pixels, the
+# adds on top of SimGAN (PSF and noise matching, the latent code, the noise anchors on sky pixels, the
 # linear residual, self-regularisation 1.0, no pretraining) and then switches on what it tests.
-PLAIN_REFINER = ["train.psf_match=false", "train.latent_dim=0", "train.noise_lambda=0",
+PLAIN_REFINER = ["train.psf_match=false", "train.noise_match=false", "train.latent_dim=0", "train.noise_lambda=0",
                  "train.noise_acf_lambda=0", "train.noise_acf_spread_lambda=0",
                  "train.noise_shape_lambda=0", "train.noise_region=frame",
                  "train.residual_space=asinh", "train.reg_lambda=0.3", "train.pretrain_r_steps=100",
