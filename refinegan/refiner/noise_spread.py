@@ -8,7 +8,8 @@ gives every matched stamp the same noise, which a classifier on per-stamp statis
 `build_bank` measures per stamp the noise variance and the lag-1 correlations in x and y on sky
 pixels (`stamp_noise_stats`), and compares their spread (clipped at 5 robust sigmas) with that of pure Gaussian
 fields of the mean covariance measured the same way (the calibration fields of
-`build_noise_match`: the sampling scatter alone). Where a statistic spreads more than sampling
+`build_noise_match`, each measured through one target stamp's sky pixels, so with as few pixels as
+the target's stamps have: the sampling scatter alone). Where a statistic spreads more than sampling
 allows (`SPREAD_SIGNIFICANCE` standard errors), the target's stamps are split into quantile
 classes of the spreading statistics (`class_bins`: as many classes as leave `MIN_CLASS_STAMPS`
 stamps in each, given to the statistics in proportion to how many sampling sigmas their true
