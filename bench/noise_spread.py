@@ -25,7 +25,6 @@ from sklearn.model_selection import cross_val_predict
 from refinegan.io import read_many, read_stamps
 from refinegan.refiner.noise_match import build_noise_match, remove_sim_noise
 from refinegan.refiner.noise_spread import stamp_noise_stats
-from refinegan.seeds import realisation_normals
 
 
 def _auc(a: np.ndarray, b: np.ndarray) -> float:
@@ -47,13 +46,7 @@ def check(run: Path, seed: int) -> str:
     clean = remove_sim_noise(sims.images, sims.labels, int(sims.attrs["seed"]), str(run / "sim"))
     t = stamp_noise_stats(real.images, 4, real.mask)
     match = build_noise_match(real.images, seed, 4, real.mask)
-    n = len(clean)
-    white = realisation_normals(sims.labels, n, match.covariance.shape, seed, "noise_match", 0)
-    classes = None
-    if match.bank is not None:
-        u = realisation_normals(sims.labels, n, (1,), seed, "noise_match_class", 0)[:, 0]
-        classes = match.classes_of(u)
-    s = stamp_noise_stats(clean + match.fields(white, 0.0, classes), 4)
+    s = stamp_noise_stats(match.apply(clean, np.zeros(len(clean)), sims.labels), 4)
     half = len(t) // 2
     k = "none" if match.bank is None else str(len(match.bank))
     return (f"| {run.name} | {k} | {_ks(s, t)} | {_auc(s, t):.3f} | {_ks(t[:half], t[half:])} | "

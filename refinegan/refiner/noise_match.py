@@ -32,9 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ContractError, TrainingError
-from ..noise import sky_mask
 from ..seeds import realisation_normals, sim_noise_fields, stream_sequence
-from .noise_spread import build_bank, stamp_noise_stats
+from .noise_spread import build_bank, noise_sky, stamp_noise_stats
 
 __all__ = ["NoiseMatch", "target_noise_covariance", "build_noise_match", "remove_sim_noise",
            "FEASIBLE_RTOL", "REMOVED_NOISE_MAX"]
@@ -58,10 +57,8 @@ def target_noise_covariance(images: np.ndarray, border_px: int = 4, bad: np.ndar
     pairs = np.zeros((2 * h, 2 * w))
     for start in range(0, n, chunk):
         block = x[start:start + chunk]
-        sky, _ = sky_mask(block, border_px)
-        if bad is not None:  # the file's /mask: cosmic rays, hot pixels are not noise
-            sky &= np.asarray(bad[start:start + chunk]) == 0
-        wt = sky.astype(np.float64)
+        wt = noise_sky(block, border_px, None if bad is None else bad[start:start + chunk]
+                       ).astype(np.float64)
         mean = (block * wt).sum(axis=(1, 2)) / wt.sum(axis=(1, 2))
         d = (block - mean[:, None, None]) * wt
         fd = np.fft.rfft2(d, s=(2 * h, 2 * w))
@@ -248,10 +245,8 @@ def build_noise_match(real_images: np.ndarray, seed: int, border_px: int = 4,
         # target's own stamps are; on the whole field it would be ~15 % smaller, and a stationary
         # target would seem to spread (white_noise_12, session 10).
         idx = (start + np.arange(k)) % n_real
-        not_sky = ~sky_mask(np.asarray(real_images[idx], dtype=np.float64), border_px)[0]
-        if bad is not None:
-            not_sky |= np.asarray(bad[idx]) != 0
-        cal_stats.append(stamp_noise_stats(fields, border_px, not_sky))
+        target_sky = noise_sky(real_images[idx], border_px, None if bad is None else bad[idx])
+        cal_stats.append(stamp_noise_stats(fields, border_px, ~target_sky))
         n_done += k
     p_first = first.power
     p_back = np.fft.fft2(back / n_done * taper).real

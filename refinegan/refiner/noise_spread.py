@@ -26,7 +26,7 @@ import numpy as np
 
 from ..noise import robust_sigma, sky_mask
 
-__all__ = ["stamp_noise_stats", "build_bank", "class_bins", "STAT_NAMES",
+__all__ = ["noise_sky", "stamp_noise_stats", "build_bank", "class_bins", "STAT_NAMES",
            "SPREAD_SIGNIFICANCE", "MIN_CLASS_STAMPS", "MAX_BINS"]
 
 STAT_NAMES = ("variance", "lag-1 x", "lag-1 y")
@@ -60,15 +60,23 @@ def class_bins(levels: np.ndarray, n_stamps: int) -> tuple[int, ...]:
             return tuple(bins)
 
 
-def stamp_noise_stats(images: np.ndarray, border_px: int = 4, bad: np.ndarray | None = None
-                      ) -> np.ndarray:
-    """(N, 3) per stamp on its sky pixels: noise variance (counts^2) and lag-1 correlations in x
-    and y (pairs of sky pixels)."""
-    x = np.asarray(images, dtype=np.float64)
-    sky, _ = sky_mask(x, border_px)
+def noise_sky(images: np.ndarray, border_px: int = 4, bad: np.ndarray | None = None
+              ) -> np.ndarray:
+    """(N, H, W) bool: the pixels noise is measured on, each stamp's sky
+    (`refinegan.noise.sky_mask`) less those ``bad`` marks non-zero (the file's /mask: cosmic rays,
+    hot pixels are not noise)."""
+    sky, _ = sky_mask(np.asarray(images, dtype=np.float64), border_px)
     if bad is not None:
         sky &= np.asarray(bad) == 0
-    w = sky.astype(np.float64)
+    return sky
+
+
+def stamp_noise_stats(images: np.ndarray, border_px: int = 4, bad: np.ndarray | None = None
+                      ) -> np.ndarray:
+    """(N, 3) per stamp on its sky pixels (`noise_sky`): noise variance (counts^2) and lag-1
+    correlations in x and y (pairs of sky pixels)."""
+    x = np.asarray(images, dtype=np.float64)
+    w = noise_sky(x, border_px, bad).astype(np.float64)
     nw = np.maximum(w.sum(axis=(1, 2)), 1.0)
     mean = (x * w).sum(axis=(1, 2)) / nw
     d = (x - mean[:, None, None]) * w
