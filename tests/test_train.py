@@ -142,6 +142,28 @@ def test_watch_failure_modes():
     assert loud["noise_ratio"] == pytest.approx(2.0) and "noise level off" in loud["warnings"][0]
 
 
+def test_noise_drift_measures_r_own_change_of_the_noise_against_known_answers():
+    """White noise averaged over two pixels along x (a [1/2, 1/2] box): variance 1/2 of the input's
+    (sigma -29.3 %), lag-1 correlation 0.5 in x and 0 in y; R = identity changes nothing."""
+    g = torch.Generator().manual_seed(1)
+    white = torch.randn(64, 1, 48, 49, generator=g)
+    box = 0.5 * (white[..., :-1] + white[..., 1:])  # (64, 1, 48, 48)
+    sim = torch.asinh(white[..., :-1])  # the normalisation's inverse: sinh(z) is the noise
+    sky = torch.ones(64, 48, 48, dtype=torch.bool)
+    d = mon.noise_drift(sim, torch.asinh(box), sky)
+    assert d["sigma"] == pytest.approx(np.sqrt(0.5) - 1, abs=0.01)
+    assert d["lag1_x"] == pytest.approx(0.5, abs=0.01) and abs(d["lag1_y"]) < 0.01
+    assert mon.noise_drift(sim, sim, sky) == {"sigma": 0.0, "lag1_x": 0.0, "lag1_y": 0.0}
+    # the watch warns only when R's input had the target's noise already (train.noise_match)
+    acc = (0.6, 0.6)
+    assert any("R changed the matched noise" in w
+               for w in mon.watch(sim, torch.asinh(box), *acc, sim_sky=sky, matched_noise=True)["warnings"])
+    assert not any("matched noise" in w for w in mon.watch(sim, torch.asinh(box), *acc, sim_sky=sky)["warnings"])
+    small = torch.asinh(white[..., :-1] + 0.001 * white[..., 1:])  # lag-1 x +0.001: within the bar
+    assert not any("matched noise" in w
+                   for w in mon.watch(sim, small, *acc, sim_sky=sky, matched_noise=True)["warnings"])
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, files, monkeypatch):
     sim, real = files
     calls = {"n": 0}

@@ -23,6 +23,7 @@ import torch
 from ..atomic import atomic_path
 from ..errors import TrainingError
 from ..noise import border_sigma
+from .losses import border_acf, border_variance
 from .settings import TrainSettings
 
 __all__ = [
@@ -37,6 +38,9 @@ __all__ = [
     "IDENTITY_RMS",
     "D_WIN_ACCURACY",
     "COLLAPSE_RATIO",
+    "noise_drift",
+    "DRIFT_SIGMA",
+    "DRIFT_LAG1",
 ]
 
 # One row per step; these are the columns, in order.
@@ -53,6 +57,9 @@ D_WIN_ACCURACY = 0.99  # D's accuracy on both real and refined, averaged over th
 COLLAPSE_RATIO = 0.5  # refined diversity / sim diversity (pixel std across stamps) below = collapse
 NOISE_RATIO_RANGE = (0.8, 1.25)  # refined / real border-frame robust sigma (normalised units) outside = warn
 BORDER_PX = 4  # frame used for the noise level
+# R's own change of the matched Gaussian noise (`noise_drift`) beyond which the watch warns:
+DRIFT_SIGMA = 0.01  # the 1 % bar on sigma of issue 15
+DRIFT_LAG1 = 0.003  # ~2x the standard error of a 4,096-stamp coadd target's mean lag-1 (docs/benchmarks.md)
 
 logger = logging.getLogger(__name__)
 
@@ -199,13 +206,46 @@ def _border_std(z: torch.Tensor) -> float:
 
 
 @torch.no_grad()
+def noise_drift(sim_z: torch.Tensor, refined_z: torch.Tensor, sky: torch.Tensor | None = None
+                ) -> dict:
+    """R's own change of the noise on the same stamps: ``sim_z`` (R's input, B, 1, H, W) and
+    ``refined_z`` = R(``sim_z``), measured over ``sky`` (B, H, W bool; the border frame of
+    `BORDER_PX` pixels when None) in linear units (``sinh(z)``).
+
+    Returns ``sigma`` = sqrt(median over stamps of var(refined) / var(input)) - 1 and
+    ``lag1_x``, ``lag1_y`` = mean over stamps of acf(refined) - acf(input) at lag (0, 1), (1, 0):
+    paired on the same noise, so they resolve what R did to the noise that physics matched
+    (compare's ``R's own lag-1 change`` over all stamps is the same statistic).
+    """
+    region = BORDER_PX if sky is None else sky
+    lags = ((0, 1), (1, 0))
+    ratio = border_variance(refined_z, region) / border_variance(sim_z, region)
+    d_acf = (border_acf(refined_z, region, lags) - border_acf(sim_z, region, lags)).mean(dim=0)
+    return {"sigma": float(ratio.median().sqrt()) - 1.0, "lag1_x": float(d_acf[0]),
+            "lag1_y": float(d_acf[1])}
+
+
+def _drift_warning(drift: Mapping) -> str | None:
+    """The watch's warning when `noise_drift` exceeds `DRIFT_SIGMA` or `DRIFT_LAG1`, else None."""
+    if abs(drift["sigma"]) <= DRIFT_SIGMA and max(abs(drift["lag1_x"]), abs(drift["lag1_y"])) <= DRIFT_LAG1:
+        return None
+    return (f"R changed the matched noise: sigma {100 * drift['sigma']:+.2f} % (bar {100 * DRIFT_SIGMA:.0f} %), "
+            f"lag-1 correlation x {drift['lag1_x']:+.4f}, y {drift['lag1_y']:+.4f} (bar {DRIFT_LAG1}) "
+            "on the watch stamps; the refined noise is further from the target's than R's input. "
+            "Check compare's R-only rows, or train with another seed")
+
+
+@torch.no_grad()
 def watch(sim_z: torch.Tensor, refined_z: torch.Tensor, acc_real: float, acc_fake: float,
-          real_z: torch.Tensor | None = None) -> dict:
+          real_z: torch.Tensor | None = None, sim_sky: torch.Tensor | None = None,
+          matched_noise: bool = False) -> dict:
     """Check the known SimGAN failure modes on a fixed batch of sim stamps and their refinements.
 
     Returns a dict with the measured ``identity_rms``, ``diversity_ratio``,
-    ``noise_ratio`` (refined / real border std; NaN without ``real_z``) and a list ``warnings``
-    of the modes found (identity, discriminator wins, collapse, noise level off).
+    ``noise_ratio`` (refined / real border std; NaN without ``real_z``), ``noise_drift``
+    (`noise_drift` of R's input and output over ``sim_sky``) and a list ``warnings`` of the modes
+    found (identity, discriminator wins, collapse, noise level off, and with ``matched_noise``
+    (R's input already has the target's Gaussian noise, ``train.noise_match``) R changed it).
     """
     diff = (refined_z.float() - sim_z.float())
     identity_rms = float(diff.pow(2).mean().sqrt())
@@ -227,5 +267,8 @@ def watch(sim_z: torch.Tensor, refined_z: torch.Tensor, acc_real: float, acc_fak
     if not lo <= noise_ratio <= hi and noise_ratio == noise_ratio:
         warnings.append(f"noise level off: refined border std is {noise_ratio:.2f}x the target's "
                         f"(normalised units; outside {lo}-{hi}); R amplifies or removes noise")
+    drift = noise_drift(sim_z, refined_z, sim_sky)
+    if matched_noise and (w := _drift_warning(drift)) is not None:
+        warnings.append(w)
     return {"identity_rms": identity_rms, "diversity_ratio": ratio, "noise_ratio": noise_ratio,
-            "warnings": warnings}
+            "noise_drift": drift, "warnings": warnings}

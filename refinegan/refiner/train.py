@@ -144,15 +144,18 @@ def _train(config: RunConfig, s: TrainSettings, device: torch.device, world: Wor
         clear_previous_run(out_dir)
     n_watch = min(WATCH_STAMPS, data.sim_z.shape[0])
     watch_z, watch_real = data.sim_z[:n_watch], data.real_z[:n_watch]
+    watch_sky = None if data.sim_sky is None else data.sim_sky[:n_watch]
     n_samples = min(s.sample_count, n_watch, data.real_z.shape[0])
     meta = {"config": config.to_dict(), "device": str(device),
             "sim_files": [str(p) for p in data.sim_paths], "real_file": str(data.real_path)}
     log = mon.TrainLog(s, device, ckpt_path, done)
     samples = (watch_z[:n_samples], data.real_z[:n_samples])
     end = s.total_steps if stop_after_step is None else min(s.total_steps, stop_after_step)
-    _run_steps(t, data, log, end, out_dir, samples, world, progress, config.seed)
+    _run_steps(t, data, log, end, out_dir, samples, world, progress, config.seed,
+               (watch_z, watch_sky))
     log.flush(t.step)
-    report = mon.watch(watch_z, t.refine_eval(watch_z), *log.d_accuracy(), watch_real)
+    report = mon.watch(watch_z, t.refine_eval(watch_z), *log.d_accuracy(), watch_real,
+                       watch_sky, matched_noise=s.noise_match)
     for w in report["warnings"]:
         logger.warning("failure mode: %s", w)
     finished = t.step >= s.total_steps
@@ -165,6 +168,7 @@ def _train(config: RunConfig, s: TrainSettings, device: torch.device, world: Wor
                                                     "identity_rms": report["identity_rms"],
                                                     "diversity_ratio": report["diversity_ratio"],
                                                     "noise_ratio": report["noise_ratio"],
+                                                    "noise_drift": report["noise_drift"],
                                                     "finished": finished})
     _log_learned_kernel(t)
     world.barrier()  # the other ranks wait until rank 0 has written its files
@@ -189,9 +193,11 @@ def clear_previous_run(out_dir: Path) -> list[Path]:
 
 def _run_steps(t: Trainer, data: TrainData, log: mon.TrainLog, end: int, out_dir: Path,
                samples: tuple[torch.Tensor, torch.Tensor], world: World, progress: bool,
-               seed: int) -> None:
+               seed: int, watch: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> None:
     """Step ``t`` up to global step ``end``: each step logged, flushed at log and checkpoint
-    steps, checkpointed and sampled (rank 0) on the schedules of ``t.s``."""
+    steps, checkpointed and sampled (rank 0) on the schedules of ``t.s``; at each checkpoint
+    R's own change of the noise on the ``watch`` stamps (and their sky masks) is logged
+    (`refinegan.refiner.monitor.noise_drift`), so a drift shows when it began."""
     s = t.s
     bar = _progress_bar(s, t.step) if progress and world.is_main else None
     while t.step < end:
@@ -204,6 +210,10 @@ def _run_steps(t: Trainer, data: TrainData, log: mon.TrainLog, end: int, out_dir
             log.report(step, log.flush(step), bar)
         if at_ckpt and world.is_main:
             save_checkpoint(log.checkpoint_path, t, s, log, seed, data.stamp_shape)
+            if watch is not None:
+                d = mon.noise_drift(watch[0], t.refine_eval(watch[0]), watch[1])
+                logger.info("step %d: R's own change of the noise on the watch stamps: sigma %+.2f %%, "
+                            "lag-1 x %+.4f, y %+.4f", step, 100 * d["sigma"], d["lag1_x"], d["lag1_y"])
         if s.sample_every and step % s.sample_every == 0 and world.is_main:
             save_samples(out_dir, step, t, *samples)
     if bar is not None:
