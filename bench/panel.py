@@ -17,6 +17,7 @@ Each run is its own Snakemake call, so an interrupted bench resumes where it sto
 
     python bench/panel.py [--cores 2] [--set train.steps=300] [--tag panel] [--targets a b]
     python bench/panel.py --tag panel --reread --json rows.json   # rows again, no runs
+    python bench/panel.py --r-gain rows.json more_rows.json       # R - physics alone, paired
 """
 
 from __future__ import annotations
@@ -190,6 +191,32 @@ HEADER = ("| target | refined sigma vs target | target lag-1 x / y (refined - ta
           "R's own paired dm | R's own lag-1 change x / y |\n|---|---|---|---|---|---|---|---|---|---|---|")
 
 
+def r_gain(files: list[Path]) -> str:
+    """What R adds over its own input, paired: for every refined row of the ``--json`` files, its
+    AUC (gradient boosting on all statistics, pixel CNN) minus its physics-only row's (same run,
+    same target and control; negative = R made the stamps harder to tell from the target), one
+    line per run, then mean +- sem over runs and how many are above zero."""
+    out = ["| file | target | AUC GB refined - physics only | AUC CNN refined - physics only |",
+           "|---|---|---|---|"]
+    diffs: dict[str, list[float]] = {"gb_all": [], "cnn_pixels": []}
+    for f in files:
+        rows = json.loads(Path(f).read_text())
+        for t, row in rows.items():
+            phys = rows.get(f"{t} (physics only)")
+            if t.endswith("(physics only)") or phys is None:
+                continue
+            d = {k: row[k]["auc"][1] - phys[k]["auc"][1] for k in diffs}
+            for k, v in d.items():
+                diffs[k].append(v)
+            out.append(f"| {Path(f).name} | {t} | {d['gb_all']:+.3f} | {d['cnn_pixels']:+.3f} |")
+    for k, v in diffs.items():
+        x = np.asarray(v)
+        if len(x) > 1:
+            out.append(f"{k}: mean {x.mean():+.4f} +- {x.std(ddof=1) / np.sqrt(len(x)):.4f} over {len(x)} "
+                       f"runs, {(x > 0).sum()} above zero, median {np.median(x):+.4f}")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cores", type=int, default=2)
@@ -202,7 +229,13 @@ def main() -> None:
     ap.add_argument("--table", type=Path, help="only print the table of rows written by --json")
     ap.add_argument("--reread", action="store_true", help="no runs: rows from the compare.h5 files "
                     "already in results/<name>_<tag>/ (after a change to what a row holds)")
+    ap.add_argument("--r-gain", nargs="+", type=Path, metavar="ROWS_JSON",
+                    help="only print what R adds over the physics alone, paired, over the runs "
+                    "in these --json files (mean +- sem)")
     args = ap.parse_args()
+    if args.r_gain:
+        print(r_gain(args.r_gain))
+        return
     if args.table:
         print(HEADER)
         for t, row in json.loads(args.table.read_text()).items():

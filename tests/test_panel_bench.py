@@ -25,3 +25,20 @@ def test_cluster_sem_of_singletons_is_the_plain_one_and_skips_nan():
     x = np.random.default_rng(1).standard_normal(300)
     x[7] = np.nan
     assert np.isclose(panel._cluster_sem(x, np.arange(300)), stats.sem(x[np.isfinite(x)]))
+
+
+def test_r_gain_pairs_each_refined_row_with_its_own_physics_only_row(tmp_path):
+    import json
+
+    def row(gb, cnn):
+        return {"gb_all": {"auc": [1.0, gb, 0.5]}, "cnn_pixels": {"auc": [1.0, cnn, 0.5]}}
+
+    a = {"t1": row(0.70, 0.72), "t1 (physics only)": row(0.68, 0.74),
+         "t2": row(0.60, 0.61), "t2 (physics only)": row(0.60, 0.60)}
+    b = {"t1": row(0.66, 0.80), "t1 (physics only)": row(0.65, 0.70)}
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    out = panel.r_gain([tmp_path / "a.json", tmp_path / "b.json"])
+    assert "| a.json | t1 | +0.020 | -0.020 |" in out and "| b.json | t1 | +0.010 | +0.100 |" in out
+    gb = np.array([0.02, 0.0, 0.01])
+    assert f"gb_all: mean {gb.mean():+.4f} +- {gb.std(ddof=1) / np.sqrt(3):.4f} over 3 runs, 2 above zero" in out
