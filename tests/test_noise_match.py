@@ -382,3 +382,50 @@ def test_a_stationary_target_with_galaxies_gets_no_spread_from_its_source_masks(
     match = build_noise_match(target, seed=4)
     assert match.bank is None
     assert abs(match.sigma / 5.0 - 1.0) < 0.01
+
+
+def test_a_refiner_that_drifted_is_saved_as_the_last_checkpoint_within_the_bar(
+        tmp_path, one_torch_thread, monkeypatch):
+    """The noise-drift guard: checkpoints at steps 2 and 4; the watch sees R's own lag-1 change
+    past the bar from step 4 on, so refiner.pt holds step 2's weights (not the last ones), says
+    so in train_log.h5, and the watch warns."""
+    import json
+
+    import h5py
+    import torch
+    from refiner_helpers import write_set
+
+    from refinegan.refiner import monitor as mon
+    from refinegan.refiner.refiner_file import RefinerFile, TrainCheckpoint
+    from refinegan.refiner.train import train
+
+    rng = np.random.default_rng(11)
+    sim, _, _ = write_set(tmp_path / "sim.h5", 128, 24, rng, sigma=0.1)
+    real, _, _ = write_set(tmp_path / "real.h5", 128, 24, rng, domain="real",
+                           noise_field=_correlated(128, 3.0, rng, size=24))
+    measured = mon.noise_drift
+    calls = []
+
+    def drifting(sim_z, refined_z, sky=None):
+        d = measured(sim_z, refined_z, sky)
+        calls.append(d)
+        return d if len(calls) < 2 else {**d, "lag1_y": 0.05}
+
+    monkeypatch.setattr(mon, "noise_drift", drifting)
+    res = train(_train_config("train.steps=4", "train.checkpoint_every=2"), [sim], real,
+                tmp_path / "o")
+    assert len(calls) == 3  # steps 2, 4 and the final watch
+    model = RefinerFile.read(res.model_path)
+    assert model.step == 2 and res.step == 4
+    last = TrainCheckpoint.read(res.checkpoint_path).trainer["refiner"]
+    assert any(not torch.equal(model.state_dict[k], last[k].float()) for k in last)
+    assert any("R changed the matched noise" in w for w in res.watch["warnings"])
+    with h5py.File(res.log_path) as f:
+        assert f.attrs["model_step"] == 2
+        assert json.loads(f.attrs["noise_drift"])["lag1_y"] == 0.05
+
+    calls.clear()
+    monkeypatch.setattr(mon, "noise_drift", measured)  # no drift: the last weights are kept
+    res = train(_train_config("train.steps=4", "train.checkpoint_every=2"), [sim], real,
+                tmp_path / "o2")
+    assert RefinerFile.read(res.model_path).step == 4

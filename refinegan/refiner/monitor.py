@@ -39,6 +39,7 @@ __all__ = [
     "D_WIN_ACCURACY",
     "COLLAPSE_RATIO",
     "noise_drift",
+    "drift_warning",
     "DRIFT_SIGMA",
     "DRIFT_LAG1",
 ]
@@ -225,14 +226,15 @@ def noise_drift(sim_z: torch.Tensor, refined_z: torch.Tensor, sky: torch.Tensor 
             "lag1_y": float(d_acf[1])}
 
 
-def _drift_warning(drift: Mapping) -> str | None:
+def drift_warning(drift: Mapping) -> str | None:
     """The watch's warning when `noise_drift` exceeds `DRIFT_SIGMA` or `DRIFT_LAG1`, else None."""
     if abs(drift["sigma"]) <= DRIFT_SIGMA and max(abs(drift["lag1_x"]), abs(drift["lag1_y"])) <= DRIFT_LAG1:
         return None
     return (f"R changed the matched noise: sigma {100 * drift['sigma']:+.2f} % (bar {100 * DRIFT_SIGMA:.0f} %), "
             f"lag-1 correlation x {drift['lag1_x']:+.4f}, y {drift['lag1_y']:+.4f} (bar {DRIFT_LAG1}) "
             "on the watch stamps; the refined noise is further from the target's than R's input. "
-            "Check compare's R-only rows, or train with another seed")
+            "Check compare's R-only rows, or train with another seed (refiner.pt then holds the "
+            "last checkpoint's weights within the bar, if one was)")
 
 
 @torch.no_grad()
@@ -268,7 +270,7 @@ def watch(sim_z: torch.Tensor, refined_z: torch.Tensor, acc_real: float, acc_fak
         warnings.append(f"noise level off: refined border std is {noise_ratio:.2f}x the target's "
                         f"(normalised units; outside {lo}-{hi}); R amplifies or removes noise")
     drift = noise_drift(sim_z, refined_z, sim_sky)
-    if matched_noise and (w := _drift_warning(drift)) is not None:
+    if matched_noise and (w := drift_warning(drift)) is not None:
         warnings.append(w)
     return {"identity_rms": identity_rms, "diversity_ratio": ratio, "noise_ratio": noise_ratio,
             "noise_drift": drift, "warnings": warnings}

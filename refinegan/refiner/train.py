@@ -151,17 +151,23 @@ def _train(config: RunConfig, s: TrainSettings, device: torch.device, world: Wor
     log = mon.TrainLog(s, device, ckpt_path, done)
     samples = (watch_z[:n_samples], data.real_z[:n_samples])
     end = s.total_steps if stop_after_step is None else min(s.total_steps, stop_after_step)
-    _run_steps(t, data, log, end, out_dir, samples, world, progress, config.seed,
-               (watch_z, watch_sky))
+    good = _run_steps(t, data, log, end, out_dir, samples, world, progress, config.seed,
+                      (watch_z, watch_sky))
     log.flush(t.step)
     report = mon.watch(watch_z, t.refine_eval(watch_z), *log.d_accuracy(), watch_real,
                        watch_sky, matched_noise=s.noise_match)
     for w in report["warnings"]:
         logger.warning("failure mode: %s", w)
     finished = t.step >= s.total_steps
+    kept = None  # (step, weights) saved instead of the last ones: the noise-drift guard
+    if (finished and s.noise_match and good is not None and good[0] < t.step
+            and mon.drift_warning(report["noise_drift"]) is not None):
+        kept = good
+        logger.warning("R's last weights changed the matched noise (above); refiner.pt holds the "
+                       "weights of step %d, the last checkpoint within the bar", kept[0])
     if finished and world.is_main:
         save_samples(out_dir, t.step, t, *samples)
-        refiner_file(config, s, t, data, meta).write(model_path)
+        refiner_file(config, s, t, data, meta, kept).write(model_path)
     if world.is_main:
         mon.write_log(log_path, log.done(), meta | {"world_size": world.size,
                                                     "warnings": report["warnings"],
@@ -169,6 +175,7 @@ def _train(config: RunConfig, s: TrainSettings, device: torch.device, world: Wor
                                                     "diversity_ratio": report["diversity_ratio"],
                                                     "noise_ratio": report["noise_ratio"],
                                                     "noise_drift": report["noise_drift"],
+                                                    "model_step": t.step if kept is None else kept[0],
                                                     "finished": finished})
     _log_learned_kernel(t)
     world.barrier()  # the other ranks wait until rank 0 has written its files
@@ -193,12 +200,19 @@ def clear_previous_run(out_dir: Path) -> list[Path]:
 
 def _run_steps(t: Trainer, data: TrainData, log: mon.TrainLog, end: int, out_dir: Path,
                samples: tuple[torch.Tensor, torch.Tensor], world: World, progress: bool,
-               seed: int, watch: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> None:
+               seed: int, watch: tuple[torch.Tensor, torch.Tensor | None] | None = None
+               ) -> tuple[int, dict] | None:
     """Step ``t`` up to global step ``end``: each step logged, flushed at log and checkpoint
     steps, checkpointed and sampled (rank 0) on the schedules of ``t.s``; at each checkpoint
     R's own change of the noise on the ``watch`` stamps (and their sky masks) is logged
-    (`refinegan.refiner.monitor.noise_drift`), so a drift shows when it began."""
+    (`refinegan.refiner.monitor.noise_drift`), so a drift shows when it began.
+
+    Returns (step, R's weights) of the last checkpoint whose drift was within the watch's bar
+    (`refinegan.refiner.monitor.drift_warning`) when R's input has the target's noise
+    (``train.noise_match``), else None; `_train` saves them instead of the last weights when
+    those drifted. Kept in memory only: after a resume, only checkpoints since count."""
     s = t.s
+    good = None
     bar = _progress_bar(s, t.step) if progress and world.is_main else None
     while t.step < end:
         log.append(t.one_step(data.sim_z, data.real_z))
@@ -214,10 +228,13 @@ def _run_steps(t: Trainer, data: TrainData, log: mon.TrainLog, end: int, out_dir
                 d = mon.noise_drift(watch[0], t.refine_eval(watch[0]), watch[1])
                 logger.info("step %d: R's own change of the noise on the watch stamps: sigma %+.2f %%, "
                             "lag-1 x %+.4f, y %+.4f", step, 100 * d["sigma"], d["lag1_x"], d["lag1_y"])
+                if s.noise_match and mon.drift_warning(d) is None:
+                    good = (step, {k: v.clone() for k, v in t.model_state().items()})
         if s.sample_every and step % s.sample_every == 0 and world.is_main:
             save_samples(out_dir, step, t, *samples)
     if bar is not None:
         bar.close()
+    return good
 
 
 def set_noise_targets(t: Trainer, data: TrainData) -> None:
@@ -300,13 +317,15 @@ def save_samples(out_dir: Path, step: int, t: Trainer, sim_z: torch.Tensor,
 
 
 def refiner_file(config: RunConfig, s: TrainSettings, t: Trainer, data: TrainData,
-                 meta: Mapping) -> RefinerFile:
-    """The `RefinerFile` of the trained R (EMA weights when enabled)."""
+                 meta: Mapping, kept: tuple[int, dict] | None = None) -> RefinerFile:
+    """The `RefinerFile` of the trained R (EMA weights when enabled), or of ``kept`` = (step,
+    weights) of an earlier checkpoint (the noise-drift guard, `_run_steps`)."""
+    step, state = (int(t.step), t.model_state()) if kept is None else kept
     return RefinerFile(
-        arch=s.arch(), state_dict=t.model_state(), normalization=data.norm.to_dict(),
+        arch=s.arch(), state_dict=state, normalization=data.norm.to_dict(),
         pixel_scale=data.pixel_scale, stamp_shape=[int(v) for v in data.stamp_shape],
         sim_sigma_median=data.sim_sigma_median, real_sigma_median=data.real_sigma_median,
-        config=config.to_dict(), step=int(t.step), versions=package_versions(),
+        config=config.to_dict(), step=int(step), versions=package_versions(),
         sim_files=meta["sim_files"], real_file=meta["real_file"],
         psf_match=data.match.to_dict() if data.match is not None else None,
         noise_match=data.noise_match.to_dict() if data.noise_match is not None else None)
