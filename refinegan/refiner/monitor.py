@@ -258,7 +258,9 @@ def watch(sim_z: torch.Tensor, refined_z: torch.Tensor, acc_real: float, acc_fak
     warnings = []
     if identity_rms < IDENTITY_RMS:
         warnings.append(f"refiner stayed the identity: rms(R(x) - x) = {identity_rms:.4f} "
-                        f"normalised units < {IDENTITY_RMS} (refined indistinguishable from sim)")
+                        f"normalised units < {IDENTITY_RMS} (refined indistinguishable from "
+                        + ("R's input, the sims after PSF and noise matching: R added nothing to "
+                           "the physics)" if matched_noise else "sim)"))
     if acc_real >= D_WIN_ACCURACY and acc_fake >= D_WIN_ACCURACY:
         warnings.append(f"discriminator wins completely: accuracy {acc_real:.3f} on real, "
                         f"{acc_fake:.3f} on refined (>= {D_WIN_ACCURACY}); R gets no useful gradient")
