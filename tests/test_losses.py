@@ -17,6 +17,7 @@ from refinegan.refiner.losses import (
     border_variance,
     d_accuracy,
     d_loss,
+    d_stamp_auc,
     g_loss,
     moment_loss,
     noise_acf_loss,
@@ -68,6 +69,29 @@ def test_accuracy_thresholds():
     assert float(d_accuracy((local, None), real=True)) == 0.75
     assert float(d_accuracy((local, None), real=False)) == 0.25
     assert float(d_accuracy((local, None), real=True, kind="lsgan")) == 0.5
+
+
+def test_stamp_auc_known_answer():
+    """Scores real (3, 2) vs refined (1, 2): three pairs right, one tie -> 3.5 / 4."""
+    real = (torch.tensor([3.0, 2.0]).reshape(2, 1, 1, 1).expand(2, 1, 4, 4), None)
+    fake = (torch.tensor([1.0, 2.0]).reshape(2, 1, 1, 1).expand(2, 1, 4, 4), None)
+    assert float(d_stamp_auc(real, fake)) == 0.875
+    # the global logit, weighted as in the loss, reverses the order when it dominates
+    glob_r, glob_f = torch.tensor([[-10.0], [-10.0]]), torch.tensor([[10.0], [10.0]])
+    assert float(d_stamp_auc((real[0], glob_r), (fake[0], glob_f), global_weight=1.0)) == 0.0
+    assert float(d_stamp_auc((real[0], glob_r), (fake[0], glob_f), global_weight=0.0)) == 0.875
+
+
+def test_patch_accuracy_at_chance_while_stamps_rank_perfectly():
+    """One bright patch per real stamp on a sky of slightly negative logits: D classifies 1 of
+    16 real patches and every refined patch right (accuracies sum to ~1, 'chance'), yet ranks
+    every real stamp above every refined one."""
+    real = torch.full((8, 1, 4, 4), -0.01)
+    real[:, 0, 0, 0] = 5.0
+    fake = (torch.full((8, 1, 4, 4), -0.02), None)
+    acc = float(d_accuracy((real, None), True)) + float(d_accuracy(fake, False))
+    assert acc == pytest.approx(1.0625)
+    assert float(d_stamp_auc((real, None), fake)) == 1.0
 
 
 def test_unknown_adversarial_loss():

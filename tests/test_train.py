@@ -97,6 +97,9 @@ def test_outputs_log_samples_and_weights_only_checkpoints(tmp_path, files):
         assert list(f["phase"][()]) == [0, 1, 1, 2, 2, 2]
         assert np.all(f["step_time_s"][()] > 0)
         assert np.all(f["loss_d"][1:] > 0) and f["loss_d"][0] == 0
+        auc = f["d_auc"][()]
+        assert auc[0] == 0 and np.all((auc[1:] >= 0) & (auc[1:] <= 1))
+        assert f.attrs["d_stamp_auc"] == pytest.approx(auc[-2:].mean())  # the last log_every rows
         assert "warnings" in f.attrs and f.attrs["finished"]
     samples = sorted((tmp_path / "out" / "samples").glob("*.png"))
     assert [p.name for p in samples] == ["step-000003.png", "step-000006.png"]

@@ -30,6 +30,7 @@ __all__ = [
     "d_loss",
     "g_loss",
     "d_accuracy",
+    "d_stamp_auc",
     "r1_penalty",
     "SelfRegularization",
     "moment_loss",
@@ -100,6 +101,25 @@ def d_accuracy(out, real: bool, kind: str = "bce") -> torch.Tensor:
     local = out[0].float()
     hit = local > threshold if real else local <= threshold
     return hit.float().mean()
+
+
+def d_stamp_auc(real_out, fake_out, global_weight: float = 1.0) -> torch.Tensor:
+    """D's stamp-level AUC on one batch (a 0-d tensor; no host sync): the fraction of (real,
+    refined) stamp pairs that D ranks the right way round (ties count 1/2), each stamp scored by
+    its patch-logit mean and global logit combined as the loss combines them. 0.5 = D cannot rank
+    the two sets. Patch accuracies (`d_accuracy`) can sit at chance while this does not: most
+    patches are sky, where nothing differs."""
+
+    def score(out):
+        local, glob = out
+        s = local.float().mean(dim=tuple(range(1, local.ndim)))
+        if glob is None or global_weight == 0:
+            return s
+        return (s + global_weight * glob.float().reshape(-1)) / (1.0 + global_weight)
+
+    sr, sf = score(real_out), score(fake_out)
+    diff = sr[:, None] - sf[None, :]
+    return ((diff > 0).float() + 0.5 * (diff == 0).float()).mean()
 
 
 def r1_penalty(discriminator, real: torch.Tensor, global_weight: float = 1.0) -> torch.Tensor:

@@ -3,7 +3,9 @@ grids, and the failure-mode watch.
 
 ``train_log.h5`` has one row per step: ``step``, ``phase`` (0 pretrain R, 1 pretrain D,
 2 adversarial), the losses, D's accuracy on real and on refined stamps (fraction of local patches
-classified correctly), lambda and the step time; its attributes hold the config (JSON), the
+classified correctly), D's stamp-level AUC on the batch (``d_auc``: patches are mostly sky, so the
+accuracies sit near chance even when D ranks whole stamps well; both 0 on steps without a D
+update), lambda and the step time; its attributes hold the config (JSON), the
 device and the failure-mode warnings (JSON list).
 """
 
@@ -46,11 +48,12 @@ __all__ = [
 
 # One row per step; these are the columns, in order.
 LOG_COLUMNS = ("step", "phase", "loss_r_adv", "loss_r_reg", "loss_r_moment", "loss_d",
-               "acc_real", "acc_fake", "r1", "loss_r_noise", "lambda", "step_time_s")
+               "acc_real", "acc_fake", "r1", "loss_r_noise", "d_auc", "lambda", "step_time_s")
 COL = {name: j for j, name in enumerate(LOG_COLUMNS)}
 PHASES = ("pretrain_r", "pretrain_d", "adversarial")  # the names of the phase column's values
 LOG_UNITS = {"step_time_s": "s", "loss_r_reg": "normalised (asinh) units",
-             "acc_real": "fraction of patches", "acc_fake": "fraction of patches"}
+             "acc_real": "fraction of patches", "acc_fake": "fraction of patches",
+             "d_auc": "fraction of (real, refined) stamp pairs ranked right"}
 
 # Failure-mode thresholds (docs/refiner.md):
 IDENTITY_RMS = 0.02  # rms of R(z) - z in normalised units (noise std 0.8) below which R is "identity"
@@ -92,7 +95,7 @@ class TrainLog:
         self.window_start = time.perf_counter()
 
     def append(self, row: torch.Tensor) -> None:
-        """Keep one step's device metrics row (8,) until the next `flush`."""
+        """Keep one step's device metrics row (9,) until the next `flush`."""
         self.pending.append(row)
 
     def done(self) -> np.ndarray:
@@ -127,7 +130,7 @@ class TrainLog:
             i = int(np.flatnonzero(bad)[0])
             raise TrainingError(
                 f"loss became NaN/inf at step {int(steps[i])} ({PHASES[s.phase(int(steps[i]))]} phase: "
-                f"{dict(zip(LOG_COLUMNS[2:10], m[i], strict=True))}); stopped, the last good "
+                f"{dict(zip(LOG_COLUMNS[2:11], m[i], strict=True))}); stopped, the last good "
                 f"checkpoint {self.checkpoint_path} is kept (lower train.lr_r / lr_d or check the inputs)")
         block = np.column_stack([steps, [s.phase(int(q)) for q in steps], m,
                                  np.full(len(steps), s.reg_lambda), np.full(len(steps), dt)])
@@ -141,11 +144,20 @@ class TrainLog:
         last = dict(zip(LOG_COLUMNS, block[-1], strict=True))
         loss_r = sum(last[c] for c in ("loss_r_adv", "loss_r_reg", "loss_r_moment", "loss_r_noise"))
         logger.info("step %d | %s | loss_R %.4f (adv %.4f reg %.4f noise %.4f) | loss_D %.4f | acc "
-                    "real %.2f fake %.2f | %.1f ms/step", step, PHASES[int(last["phase"])],
+                    "real %.2f fake %.2f | stamp AUC %.2f | %.1f ms/step", step, PHASES[int(last["phase"])],
                     loss_r, last["loss_r_adv"], last["loss_r_reg"], last["loss_r_noise"],
-                    last["loss_d"], last["acc_real"], last["acc_fake"], 1e3 * last["step_time_s"])
+                    last["loss_d"], last["acc_real"], last["acc_fake"], last["d_auc"],
+                    1e3 * last["step_time_s"])
         if bar is not None:
             bar.set_postfix(loss_R=f"{loss_r:.3f}", loss_D=f"{last['loss_d']:.3f}")
+
+    def d_auc(self) -> float:
+        """D's mean stamp-level AUC (``d_auc``) over the last ``log_every`` rows with a D update
+        (NaN when there are none)."""
+        rows = self.done()
+        d_rows = rows[(rows[:, COL["phase"]] >= 1) & (rows[:, COL["loss_d"]] != 0)] if len(rows) else rows
+        tail = d_rows[-self.s.log_every:]
+        return float(tail[:, COL["d_auc"]].mean()) if len(tail) else float("nan")
 
     def d_accuracy(self) -> tuple[float, float]:
         """D's mean accuracy on real and on refined stamps over the last ``log_every`` rows of

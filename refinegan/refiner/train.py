@@ -175,6 +175,7 @@ def _train(config: RunConfig, s: TrainSettings, device: torch.device, world: Wor
                                                     "diversity_ratio": report["diversity_ratio"],
                                                     "noise_ratio": report["noise_ratio"],
                                                     "noise_drift": report["noise_drift"],
+                                                    "d_stamp_auc": log.d_auc(),
                                                     "model_step": t.step if kept is None else kept[0],
                                                     "finished": finished})
     _log_learned_kernel(t)
@@ -294,9 +295,14 @@ def resume_from(t: Trainer, s: TrainSettings, path: Path, seed: int, stamp_shape
         raise TrainingError(f"{path}: the checkpoint is at step {step}, past the {s.total_steps} "
                             f"steps the config gives (train.steps {s.steps} + pretraining "
                             f"{s.pretrain_r_steps + s.pretrain_d_steps}); a resume may only add steps")
+    rows = ckpt.log_rows.numpy()
+    if rows.ndim != 2 or rows.shape[1] != len(mon.LOG_COLUMNS):
+        raise TrainingError(f"{path}: the checkpoint's log rows have {rows.shape[-1]} columns, this "
+                            f"refinegan logs {len(mon.LOG_COLUMNS)} ({', '.join(mon.LOG_COLUMNS)}); "
+                            f"it was made by another version: train afresh without --resume")
     t.load_state_dict(ckpt.trainer)
     logger.info("resumed from %s at step %d", path, t.step)
-    return ckpt.log_rows.numpy()
+    return rows
 
 
 def save_checkpoint(path: Path, t: Trainer, s: TrainSettings, log: mon.TrainLog, seed: int,

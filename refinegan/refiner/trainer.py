@@ -28,6 +28,7 @@ from .losses import (
     border_variance,
     d_accuracy,
     d_loss,
+    d_stamp_auc,
     g_loss,
     moment_loss,
     noise_acf_loss,
@@ -259,7 +260,8 @@ class Trainer:
 
     def d_step(self, sim: torch.Tensor, real: torch.Tensor):
         """One D update on batches of ``real`` and of refined ``sim`` mixed with the history
-        buffer; returns D's loss, its accuracy on real and on refined stamps, and R1."""
+        buffer; returns D's loss, its accuracy on real and on refined patches, R1 and its
+        stamp-level AUC on the batch (`refinegan.refiner.losses.d_stamp_auc`)."""
         s = self.s
         x, r = self._batch(sim), self._batch(real)
         with torch.no_grad(), self._autocast():
@@ -277,28 +279,30 @@ class Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         total.backward()
         self.opt_d.step()
+        with torch.no_grad():
+            auc = d_stamp_auc(out_r, out_f, s.global_weight)
         return (loss.detach(), d_accuracy(out_r, True, s.adv_loss),
-                d_accuracy(out_f, False, s.adv_loss), r1.detach())
+                d_accuracy(out_f, False, s.adv_loss), r1.detach(), auc)
 
     def one_step(self, sim, real) -> torch.Tensor:
         """One global step; returns its metrics row (device tensor, no host sync)."""
         s, z = self.s, self.zero
         phase = s.phase(self.step)
-        adv = reg = mom = ld = acc_r = acc_f = r1 = noise = z
+        adv = reg = mom = ld = acc_r = acc_f = r1 = noise = auc = z
         # adv_weight 0 (`TrainSettings.adversarial` false): D is never called nor stepped, so R's
         # gradient cannot depend on D; the pretrain-D steps do nothing (the schedule is kept)
         if phase == 0:
             adv, reg, mom, noise = self.r_step(sim, adversarial=False)
         elif phase == 1:
             if s.adversarial:
-                ld, acc_r, acc_f, r1 = self.d_step(sim, real)
+                ld, acc_r, acc_f, r1, auc = self.d_step(sim, real)
         else:
             for _ in range(s.k_g):
                 adv, reg, mom, noise = self.r_step(sim, adversarial=s.adversarial)
             for _ in range(s.k_d if s.adversarial else 0):
-                ld, acc_r, acc_f, r1 = self.d_step(sim, real)
+                ld, acc_r, acc_f, r1, auc = self.d_step(sim, real)
         self.step += 1
-        return self.world.mean(torch.stack([adv, reg, mom, ld, acc_r, acc_f, r1, noise]).float())
+        return self.world.mean(torch.stack([adv, reg, mom, ld, acc_r, acc_f, r1, noise, auc]).float())
 
     def model_state(self) -> dict:
         """R's weights for ``refiner.pt`` (the EMA weights when enabled), float32 on the CPU."""
