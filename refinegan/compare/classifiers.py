@@ -23,7 +23,7 @@ from .measure import pick_groups
 from .params import MORPH_STATS, NOISE_STATS, SCALAR_STATS, CompareParams
 from .samples import Samples, triples
 
-__all__ = ["CNNParams", "cnn_fit_predict", "classifier_tests", "tests_vs_real"]
+__all__ = ["CNNParams", "cnn_fit_predict", "classifier_tests", "pixel_cnn", "tests_vs_real"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,10 @@ class CNNParams:
         return cnn_fit_predict(x_train, y_train, x_test, seed, self)
 
 
-def _net(c: int):
+def pixel_cnn(c: int):
+    """The pixel classifier: conv3x3 (1->c), two stride-2 conv3x3 (->2c), mean and max pooled,
+    a linear logit; (B, 1, H, W) -> (B, 1). Also the training's harm check
+    (`refinegan.refiner.harm_check`)."""
     import torch
     from torch import nn
 
@@ -104,7 +107,7 @@ def _train_and_score(x_train, y_train, x_test, seed, params, prep) -> np.ndarray
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = _net(params.channels)
+        net = pixel_cnn(params.channels)
     opt = torch.optim.Adam(net.parameters(), lr=params.lr)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     net.train()

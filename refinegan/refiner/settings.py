@@ -31,7 +31,7 @@ RESUME_EXTRA = ("psf_match", "moment_mode", "history_size", "ema_decay")
 # reports, and where it runs. Every other field, the seed and the stamp shape must be the
 # checkpoint's: they change what the remaining steps compute.
 RESUME_MAY_CHANGE = ("steps", "log_every", "checkpoint_every", "sample_every", "sample_count",
-                     "device", "cuda_bf16", "cuda_channels_last", "compile")
+                     "device", "cuda_bf16", "cuda_channels_last", "compile", "harm_check")
 # noise anchor -> the TrainSettings field of its weight; R's loss sums them in this order
 NOISE_ANCHORS = {"level": "noise_lambda", "acf": "noise_acf_lambda",
                  "spread": "noise_acf_spread_lambda", "shape": "noise_shape_lambda"}
@@ -97,6 +97,7 @@ class TrainSettings:
     cuda_bf16: bool
     cuda_channels_last: bool
     compile: bool
+    harm_check: bool
 
     @classmethod
     def from_config(cls, config: Mapping) -> TrainSettings:

@@ -27,9 +27,11 @@ import torch
 from ..config import RunConfig
 from ..errors import ConfigError, TrainingError
 from ..io import package_versions
+from ..seeds import stream_sequence
 from . import monitor as mon
 from .data import TrainData, prepare_data
 from .distributed import World, init_world
+from .harm_check import CHECK_STAMPS, HARM_AUC, harm_check
 from .refiner_file import RefinerFile, TrainCheckpoint
 from .settings import TrainSettings
 from .trainer import Trainer
@@ -165,6 +167,9 @@ def _train(config: RunConfig, s: TrainSettings, device: torch.device, world: Wor
         kept = good
         logger.warning("R's last weights changed the matched noise (above); refiner.pt holds the "
                        "weights of step %d, the last checkpoint within the bar", kept[0])
+    harm = {"skipped": "train.harm_check is false" if not s.harm_check else "training not finished"}
+    if finished and world.is_main and s.harm_check:
+        kept, harm = _harm_check(t, data, kept, config.seed)
     if finished and world.is_main:
         save_samples(out_dir, t.step, t, *samples)
         refiner_file(config, s, t, data, meta, kept).write(model_path)
@@ -176,6 +181,7 @@ def _train(config: RunConfig, s: TrainSettings, device: torch.device, world: Wor
                                                     "noise_ratio": report["noise_ratio"],
                                                     "noise_drift": report["noise_drift"],
                                                     "d_stamp_auc": log.d_auc(),
+                                                    "harm_check": harm,
                                                     "model_step": t.step if kept is None else kept[0],
                                                     "finished": finished})
     _log_learned_kernel(t)
@@ -184,6 +190,30 @@ def _train(config: RunConfig, s: TrainSettings, device: torch.device, world: Wor
                 "finished" if finished else "stopped", t.step, s.total_steps,
                 s.pretrain_r_steps + s.pretrain_d_steps, s.steps, report["warnings"] or "none")
     return TrainResult(model_path, ckpt_path, log_path, t.step, report)
+
+
+def _harm_check(t: Trainer, data: TrainData, kept: tuple[int, dict] | None, seed: int
+                ) -> tuple[tuple[int, dict] | None, dict]:
+    """`refinegan.refiner.harm_check` on the weights about to be saved (``kept`` or the last);
+    returns what to save instead (step 0's, the identity, when R harmed) and the check's result."""
+    n = min(CHECK_STAMPS, data.sim_z.shape[0])
+    x = data.sim_z[:n]
+    check_seed = int(stream_sequence(seed, "harm_check").generate_state(1)[0])
+    res = harm_check(x, t.refine_eval(x, None if kept is None else kept[1]), data.real_z[:CHECK_STAMPS],
+                     check_seed)
+    if "skipped" in res:
+        logger.info("harm check skipped: %s", res["skipped"])
+        return kept, res
+    logger.info("harm check: pixel CNN AUC vs the target %.3f for R's input, %.3f for its output "
+                "(paired difference %+.3f +- %.3f, %d seeds, %d stamps a side)", res["auc_input"],
+                res["auc_refined"], res["diff"], res["err"], res["seeds"], res["n"])
+    if res["harmed"]:
+        logger.warning("R's output is easier to tell from the target than its input (AUC %+.3f +- "
+                       "%.3f, past %.2f): refiner.pt holds R's initial weights, the identity, so "
+                       "refined = R's input (the matched sims); the watch above describes the "
+                       "weights not saved", res["diff"], res["err"], HARM_AUC)
+        return (0, t.initial_model_state()), res
+    return kept, res
 
 
 def clear_previous_run(out_dir: Path) -> list[Path]:

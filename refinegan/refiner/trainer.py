@@ -9,6 +9,7 @@ The loop, I/O and logging live in `refinegan.refiner.train`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -99,6 +100,7 @@ class Trainer:
             raise ConfigError("train.r1_gamma > 0 is not supported with several processes")
         ss = stream_sequence(seed, "train")
         r_seed, d_seed, batch_seed, hist_seed = (int(x) for x in ss.generate_state(4))
+        self.r_seed = r_seed
         self.refiner = build_refiner(s.arch(), r_seed).to(device)
         self.disc = build_discriminator(s.disc_arch(), d_seed).to(device)
         self.cuda = device.type == "cuda"
@@ -332,13 +334,24 @@ class Trainer:
         self.gen.set_state(st["gen"])
         self.history.load_state_dict(st["history"])
 
+    def initial_model_state(self) -> dict:
+        """R's weights at step 0, the identity (its last layer is zero), as `model_state`."""
+        r0 = build_refiner(self.s.arch(), self.r_seed)
+        return {k: v.detach().float().cpu().contiguous() for k, v in r0.state_dict().items()}
+
     @torch.no_grad()
-    def refine_eval(self, z: torch.Tensor) -> torch.Tensor:
+    def refine_eval(self, z: torch.Tensor, state: dict | None = None) -> torch.Tensor:
         """R applied to sim stamps ``z`` (B, 1, H, W); latent codes from a fixed seed, so the
-        watch and sample grids compare like with like across steps."""
+        watch and sample grids compare like with like across steps. ``state``: other weights
+        for R (e.g. a checkpoint's, `model_state`), applied to a copy."""
+        model, call = self.refiner, self.r_call
+        if state is not None:
+            model = copy.deepcopy(self.refiner)
+            model.load_state_dict(state)
+            call = model
         d = self.s.latent_dim
         if d:
             g = torch.Generator(device=self.device).manual_seed(EVAL_LATENT_SEED)
-            z = self.refiner.with_latent(z, torch.randn((z.shape[0], d), generator=g, device=self.device))
+            z = model.with_latent(z, torch.randn((z.shape[0], d), generator=g, device=self.device))
         with self._autocast():
-            return self.r_call(z).float()
+            return call(z).float()
