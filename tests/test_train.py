@@ -56,12 +56,13 @@ def _weights(path):
 def test_resume_gives_the_same_weights(tmp_path, files):
     """Kill at step 4 (of 1 + 2 + 4), resume: same R, D, optimizers as an uninterrupted run.
 
-    EMA, spectral norm, R1 and the history buffer are on, so every piece of state is exercised.
+    EMA, spectral norm, R1, D's symmetry augmentation and the history buffer are on, so every
+    piece of state is exercised.
     """
     sim, real = files
     opts = ["train.steps=4", "train.pretrain_r_steps=1", "train.pretrain_d_steps=2",
             "train.checkpoint_every=3", "train.ema_decay=0.9", "train.r1_gamma=1.0",
-            "train.disc_spectral_norm=true"]
+            "train.disc_spectral_norm=true", "train.d_augment=true"]
     cfg = _config(*opts)
     full = train(cfg, [sim], real, tmp_path / "full")
     part = train(cfg, [sim], real, tmp_path / "part", stop_after_step=4)
@@ -620,3 +621,25 @@ def test_adv_weight_scales_the_adversarial_term():
     _, _, _, quarter = _adv_run(0.25, steps=1)
     assert float(one[-1, 0]) > 0
     assert float(quarter[-1, 0]) == pytest.approx(0.25 * float(one[-1, 0]), rel=1e-6)
+
+
+def test_d_augment_draws_the_squares_eight_symmetries():
+    """train.d_augment: each stamp comes out as one of the 8 images of the square's symmetries
+    of itself (a marked pixel lands on one of its 8 images), all 8 occur, and the draws follow
+    the batch generator (a checkpoint resumes them); off, the stamps pass unchanged."""
+    cfg = _config("train.d_augment=true")
+    t = Trainer(TrainSettings.from_config(cfg), 1, (SIZE, SIZE), torch.device("cpu"))
+    z = torch.zeros((400, 1, SIZE, SIZE))
+    z[:, 0, 1, 3] = 1.0
+    images = {(1, 3), (3, SIZE - 2), (SIZE - 2, SIZE - 4), (SIZE - 4, 1),  # rotations
+              (1, SIZE - 4), (SIZE - 4, SIZE - 2), (SIZE - 2, 3), (3, 1)}  # mirror images
+    state = t.gen.get_state()
+    out = t._augment(z)
+    seen = {tuple(int(v) for v in torch.nonzero(o[0])[0]) for o in out}
+    assert seen == images and float(out.sum()) == 400.0
+    t.gen.set_state(state)
+    assert torch.equal(t._augment(z), out)
+    plain = Trainer(TrainSettings.from_config(_config()), 1, (SIZE, SIZE), torch.device("cpu"))
+    assert plain._augment(z) is z
+    with pytest.raises(ConfigError, match="d_augment needs square stamps"):
+        Trainer(TrainSettings.from_config(cfg), 1, (SIZE, SIZE + 2), torch.device("cpu"))

@@ -59,6 +59,7 @@ class TrainSettings:
     disc_channels: int
     disc_global_branch: bool
     disc_spectral_norm: bool
+    d_augment: bool
     global_weight: float
     adv_weight: float
     adv_loss: str

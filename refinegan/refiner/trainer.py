@@ -98,6 +98,9 @@ class Trainer:
                               f"processes ({world.size}): each takes an equal slice of the batch")
         if world.distributed and s.r1_gamma > 0:
             raise ConfigError("train.r1_gamma > 0 is not supported with several processes")
+        if s.d_augment and shape[-1] != shape[-2]:
+            raise ConfigError(f"train.d_augment needs square stamps (the square's symmetries), got "
+                              f"{shape[-2]} x {shape[-1]} pixels; set train.d_augment: false")
         ss = stream_sequence(seed, "train")
         r_seed, d_seed, batch_seed, hist_seed = (int(x) for x in ss.generate_state(4))
         self.r_seed = r_seed
@@ -205,6 +208,23 @@ class Trainer:
     def _batch(self, data: torch.Tensor) -> torch.Tensor:
         return data[self._batch_idx(data.shape[0])]
 
+    def _augment(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` (B, 1, H, W) with each stamp under a random one of the square's 8 symmetries
+        (``train.d_augment``; a no-op otherwise), drawn from the batch generator for the global
+        batch, so a checkpoint resumes the same draws and every rank agrees. D then sees real and
+        refined stamps in every orientation alike: it cannot learn one stamp's orientation, and a
+        difference it finds must hold in all of them."""
+        if not self.s.d_augment:
+            return z
+        n = z.shape[0] * self.world.size
+        k = torch.randint(8, (n,), generator=self.gen, device=self.device)[self.world.local_slice(n)]
+        k = k.view(-1, 1, 1, 1)
+        out = torch.where(k >= 4, z.flip(-1), z)
+        turned = out
+        for r in (1, 2, 3):
+            turned = torch.where(k % 4 == r, torch.rot90(out, r, dims=(-2, -1)), turned)
+        return turned
+
     def _cond(self, x: torch.Tensor) -> torch.Tensor:
         """R's input for sim stamps ``x``: with ``latent_dim`` > 0, fresh latent codes appended
         (drawn for the global batch, so every rank and a single process agree)."""
@@ -231,7 +251,7 @@ class Trainer:
             reg = s.reg_lambda * self.selfreg(y, base) if s.reg_lambda > 0 else self.zero
             mom = (s.moment_lambda * moment_loss(y, base, self.moments)
                    if s.moment_mode == "loss" else self.zero)
-            adv = g_loss(self.d_call(y), s.adv_loss, s.global_weight) if adversarial else self.zero
+            adv = g_loss(self.d_call(self._augment(y)), s.adv_loss, s.global_weight) if adversarial else self.zero
             if adversarial and s.adv_weight != 1.0:  # at 1, SimGAN's loss, bit for bit
                 adv = s.adv_weight * adv
             noise = self.noise_loss(y, region)
@@ -270,6 +290,7 @@ class Trainer:
             y = self.r_call(self._cond(x))
         # The buffer sees the whole global batch, so it stays the same on every rank.
         fake = self.history.mix(self.world.gather(y))[self.world.local_slice(self.s.batch_size)]
+        r, fake = self._augment(r), self._augment(fake)
         with self._autocast():
             out = self.d_train(torch.cat([r, fake]))  # one pass over real and refined stamps
             n = r.shape[0]
