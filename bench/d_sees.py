@@ -17,7 +17,10 @@ target, so no adversarial lever can teach R anything; an AUC near the compare CN
 architecture sees what is left. Errors: std over ``--seeds`` / sqrt(seeds).
 
     python bench/d_sees.py results/panel_knots_no_bulge_mmnone [--steps 1000] [--seeds 3]
-        [--variants default maxpool cnn] [--json out.json]
+        [--variants default maxpool cnn] [--fill-masked] [--json out.json]
+
+``--fill-masked`` replaces the target's masked pixels (cosmic rays, hot pixels) by noise first,
+as training does (`refinegan.refiner.data.fill_masked`): what D can see in training.
 
 Variants: ``default`` (the training's D: local map + mean-pooled global branch), ``maxpool``
 (the same D whose global branch pools mean and max, as the compare CNN does), ``cnn`` (the compare
@@ -42,6 +45,7 @@ from torch.nn import functional as F  # noqa: E402
 
 from refinegan.compare.classifiers import pixel_cnn as cnn_net  # noqa: E402
 from refinegan.io import read_many  # noqa: E402
+from refinegan.refiner.data import fill_masked  # noqa: E402
 from refinegan.refiner.discriminator import Discriminator  # noqa: E402
 from refinegan.refiner.normalize import Normalization  # noqa: E402
 
@@ -78,12 +82,14 @@ def build(variant: str) -> nn.Module:
             "maxpool": lambda: MaxPoolD(32), "cnn": lambda: CnnD(8)}[variant]()
 
 
-def normalised(paths) -> tuple[torch.Tensor, np.ndarray]:
-    """(N, 1, H, W) float32 asinh stamps as training normalises them, and a group id per stamp."""
+def normalised(paths, fill: bool = False) -> tuple[torch.Tensor, np.ndarray]:
+    """(N, 1, H, W) float32 asinh stamps as training normalises them, and a group id per stamp;
+    ``fill``: masked pixels (cosmic rays, hot pixels) replaced by noise first, as training does."""
     s = read_many(paths)
     norm = Normalization()
     sigma = norm.sigmas(s.images, s.labels, where=str(paths[0]))
-    z = norm.forward(np.asarray(s.images, np.float64), sigma).astype(np.float32)
+    images = fill_masked(s.images, s.mask, sigma, seed=0)[0] if fill else s.images
+    z = norm.forward(np.asarray(images, np.float64), sigma).astype(np.float32)
     groups = np.asarray(s.labels["pair_id"]) if "pair_id" in s.labels else np.arange(len(z)) // 4
     return torch.from_numpy(z)[:, None], groups
 
@@ -146,20 +152,23 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--fake", default="psf_matched", help="subfolder of shards to test against the target")
+    ap.add_argument("--fill-masked", action="store_true",
+                    help="replace masked pixels (cosmic rays, hot pixels) by noise, as training does")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     shards = sorted((a.run / a.fake).glob("shard-*.h5"))
     if not shards or not (a.run / "real.h5").exists():
         sys.exit(f"{a.run}: needs {a.fake}/shard-*.h5 and real.h5 (a finished run's results folder)")
-    fake, real = normalised(shards), normalised([a.run / "real.h5"])
+    fake, real = normalised(shards, a.fill_masked), normalised([a.run / "real.h5"], a.fill_masked)
     rows = {}
     for v in a.variants:
         res = [one(v, fake, real, 1000 + s, a.steps, a.batch, a.lr) for s in range(a.seeds)]
         rows[v] = {k: (float(np.mean([r[k] for r in res])),
                        float(np.std([r[k] for r in res]) / np.sqrt(len(res)))) for k in res[0]}
         print(v, {k: f"{m:.3f} +- {e:.3f}" for k, (m, e) in rows[v].items()}, flush=True)
-    print(f"\n{a.run.name}: {a.fake} vs target, held-out AUC ({a.steps} steps x {a.batch}, {a.seeds} seeds)")
+    print(f"\n{a.run.name}: {a.fake} vs target{' (masked pixels filled)' if a.fill_masked else ''}, "
+          f"held-out AUC ({a.steps} steps x {a.batch}, {a.seeds} seeds)")
     print("| D | local | global | both |\n|---|---|---|---|")
     for v, r in rows.items():
         cells = [f"{r[k][0]:.3f} +- {r[k][1]:.3f}" if k in r else "" for k in ("local", "global", "both")]

@@ -385,3 +385,31 @@ def test_the_psf_matching_residual_goes_from_the_refined_file_to_compare_h5_and_
     text = write_summary(tmp_path / "b" / "compare.h5", tmp_path / "b.html").read_text()
     assert ("<p>PSF matching residual: not recorded (the refined set was not PSF-matched "
             "(train.psf_match off))</p>") in text
+
+
+def test_cnn_sees_bad_pixels_filled_with_noise(rng):
+    """The pixel CNN's input: masked pixels (here +500-count hot pixels on sigma-10 noise) become
+    noise of the stamp's sky std, the other pixels stay as they were, a set without a mask is
+    untouched, and the fill is the same on every call."""
+    from types import SimpleNamespace
+
+    from refinegan.compare.classifiers import cnn_pixels
+
+    n, size = 200, 16
+    images = rng.normal(0.0, 10.0, (n, size, size)).astype(np.float32)
+    mask = np.zeros((n, size, size), np.int32)
+    iy, ix = rng.integers(0, size, n), rng.integers(0, size, n)
+    images[np.arange(n), iy, ix] += 500.0
+    mask[np.arange(n), iy, ix] = 1
+    meas = SimpleNamespace(scalars={"noise_std": np.full(n, 10.0)})
+    data = SimpleNamespace(sets={"real": SimpleNamespace(images=images, mask=mask),
+                                 "sim": SimpleNamespace(images=images, mask=None)},
+                           meas={"real": meas, "sim": meas})
+    idx = np.arange(n)
+    x = cnn_pixels(data, "real", idx)
+    filled = x[mask != 0]
+    assert np.abs(filled).max() < 60.0 and 7.0 < filled.std() < 13.0  # noise, not +500
+    assert np.array_equal(x[mask == 0], images[mask == 0])
+    assert np.array_equal(cnn_pixels(data, "real", idx), x)
+    assert np.array_equal(cnn_pixels(data, "sim", idx), images)
+    assert images[np.arange(n), iy, ix].min() > 400  # the input is not modified

@@ -23,7 +23,7 @@ from .measure import pick_groups
 from .params import MORPH_STATS, NOISE_STATS, SCALAR_STATS, CompareParams
 from .samples import Samples, triples
 
-__all__ = ["CNNParams", "cnn_fit_predict", "classifier_tests", "pixel_cnn", "tests_vs_real"]
+__all__ = ["CNNParams", "cnn_fit_predict", "cnn_pixels", "classifier_tests", "pixel_cnn", "tests_vs_real"]
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +168,31 @@ def _features(data: Samples, d: str, names, with_power: bool) -> np.ndarray:
     return np.where(np.isfinite(x), x, np.nan)
 
 
+def cnn_pixels(data: Samples, d: str, idx: np.ndarray) -> np.ndarray:
+    """The stamps ``idx`` of set ``d`` as the pixel CNN sees them: counts (k, H, W), with bad
+    pixels (``/mask`` non-zero: cosmic rays, hot pixels) replaced by white noise of the stamp's
+    sky noise std, as training replaces them (`refinegan.refiner.data.fill_masked`), so that the
+    CNN does not count against the refined stamps the artefacts refinegan by design never adds
+    (docs/compare.md). Deterministic: the noise comes from a fixed stream, drawn per bad pixel in
+    stamp order."""
+    from ..seeds import stream_sequence
+
+    s = data.sets[d]
+    x = np.asarray(s.images[idx], dtype=np.float32)
+    if s.mask is None:
+        return x
+    bad = np.asarray(s.mask[idx]) != 0
+    if not bad.any():
+        return x
+    sigma = np.asarray(data.meas[d].scalars["noise_std"], np.float64)[idx]
+    sigma = np.where(np.isfinite(sigma), sigma, np.nanmedian(sigma)).astype(np.float32)
+    rng = np.random.default_rng(stream_sequence(0, "mask_fill"))
+    x = x.copy()
+    x[bad] = rng.standard_normal(int(bad.sum())).astype(np.float32) * np.broadcast_to(
+        sigma[:, None, None], bad.shape)[bad]
+    return x
+
+
 def _cnn_test(data: Samples, p: CompareParams, rng: np.random.Generator) -> dict:
     """The pixel CNN on at most ``p.cnn_max_stamps`` stamps (whole groups) per domain."""
     cnn = CNNParams(data.scale, channels=p.cnn_channels, epochs=p.cnn_epochs, threads=p.threads)
@@ -177,7 +202,7 @@ def _cnn_test(data: Samples, p: CompareParams, rng: np.random.Generator) -> dict
     idx["real"] = pick_groups(groups["real"], p.cnn_max_stamps, rng)
     if data.has_control:
         idx["control"] = pick_groups(groups["control"], p.cnn_max_stamps, rng)
-    xs = {d: np.asarray(data.sets[d].images[idx[d]]) for d in idx}
+    xs = {d: cnn_pixels(data, d, idx[d]) for d in idx}
     gs = {d: groups[d][idx[d]] for d in idx}
     return _auc_triple(xs, gs, data.half_b[idx["real"]], cnn.fit_predict, p.cnn_seeds, p, rng)
 
@@ -254,6 +279,6 @@ def tests_vs_real(data: Samples, d: str, p: CompareParams, rng: np.random.Genera
     if p.cnn_seeds > 0:
         cnn = CNNParams(data.scale, channels=p.cnn_channels, epochs=p.cnn_epochs, threads=p.threads)
         idx = {x: pick_groups(g[x], p.cnn_max_stamps, rng) for x in (d, "real")}
-        out["cnn_pixels"] = one(*(np.asarray(data.sets[x].images[idx[x]]) for x in (d, "real")),
+        out["cnn_pixels"] = one(*(cnn_pixels(data, x, idx[x]) for x in (d, "real")),
                                 g[d][idx[d]], g["real"][idx["real"]], cnn.fit_predict, p.cnn_seeds)
     return out
