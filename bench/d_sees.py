@@ -43,8 +43,8 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from refinegan.compare.classifiers import pixel_cnn as cnn_net  # noqa: E402
 from refinegan.io import read_many  # noqa: E402
+from refinegan.pixel_cnn import pixel_cnn as cnn_net  # noqa: E402
 from refinegan.refiner.data import fill_masked  # noqa: E402
 from refinegan.refiner.discriminator import Discriminator  # noqa: E402
 from refinegan.refiner.normalize import Normalization  # noqa: E402

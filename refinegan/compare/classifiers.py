@@ -18,12 +18,13 @@ import logging
 
 import numpy as np
 
+from ..pixel_cnn import pixel_cnn
 from . import distances as dist
 from .measure import pick_groups
 from .params import MORPH_STATS, NOISE_STATS, SCALAR_STATS, CompareParams
 from .samples import Samples, triples
 
-__all__ = ["CNNParams", "cnn_fit_predict", "cnn_pixels", "classifier_tests", "pixel_cnn", "tests_vs_real"]
+__all__ = ["CNNParams", "cnn_fit_predict", "cnn_pixels", "classifier_tests", "tests_vs_real"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,25 +62,6 @@ class CNNParams:
 
     def fit_predict(self, x_train, y_train, x_test, seed: int) -> np.ndarray:
         return cnn_fit_predict(x_train, y_train, x_test, seed, self)
-
-
-def pixel_cnn(c: int):
-    """The pixel classifier: conv3x3 (1->c), two stride-2 conv3x3 (->2c), mean and max pooled,
-    a linear logit; (B, 1, H, W) -> (B, 1). Also the training's harm check
-    (`refinegan.refiner.harm_check`)."""
-    import torch
-    from torch import nn
-
-    class _PoolCat(nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, 2C)
-            return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
-
-    return nn.Sequential(
-        nn.Conv2d(1, c, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1), nn.ReLU(),
-        _PoolCat(), nn.Linear(4 * c, 1),
-    )
 
 
 def cnn_fit_predict(

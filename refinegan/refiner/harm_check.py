@@ -4,7 +4,7 @@ R is trained against a discriminator, and a trajectory can go wrong in ways the 
 the noise watch do not show: one panel run in four on a target made stamps that the compare
 stage's pixel CNN told from the target at AUC 0.93 where R's own input, the physics-matched
 sims, stood at 0.72 (docs/benchmarks.md, sessions 10-12). At the end of training, `harm_check`
-trains that CNN (`refinegan.compare.classifiers.pixel_cnn`) twice per seed, with the same
+trains that CNN (`refinegan.pixel_cnn`) twice per seed, with the same
 initial weights, batches and split, once on R's input vs the target and once on R's output vs
 the target, and compares the held-out AUCs, paired. ``train.harm_check`` then saves R's initial
 weights (the identity: refined = R's input) instead of weights that raise the AUC by more than
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..compare.classifiers import pixel_cnn
+from ..pixel_cnn import pixel_cnn
 
 __all__ = ["harm_check", "HARM_AUC", "CHECK_STAMPS", "MIN_STAMPS"]
 
