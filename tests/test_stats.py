@@ -163,3 +163,20 @@ def test_half_light_radius_gaussian(sigma_pix):
     hlr = half_light_radius(img, h["hsm_dx"], h["hsm_dy"], h["hsm_sigma"])
     assert_allclose(hlr, np.sqrt(2 * np.log(2)) * sigma_pix, rtol=0.02)
     assert np.isnan(half_light_radius(img, h["hsm_dx"], h["hsm_dy"], np.array([np.nan])))[0]
+
+
+def test_flux_counts_bad_pixels_as_sky():
+    """A +1000-count hot pixel flagged bad adds nothing to `flux`; unflagged it adds 1000."""
+    from refinegan.compare.stats import image_stats
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(0.0, 1.0, (3, 32, 32))
+    hot = x.copy()
+    hot[:, 3, 5] += 1000.0
+    bad = np.zeros(x.shape, bool)
+    bad[:, 3, 5] = True
+    clean = image_stats(x, bad)[0]["flux"]
+    flagged = image_stats(hot, bad)[0]["flux"]
+    assert np.allclose(flagged, clean)
+    assert np.allclose(clean, np.where(bad, 0.0, x).sum(axis=(1, 2)))
+    assert np.allclose(image_stats(hot, None)[0]["flux"], x.sum(axis=(1, 2)) + 1000.0)

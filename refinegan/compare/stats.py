@@ -260,7 +260,7 @@ def image_stats(
     out["acf_10"] = acf[:, acf_lag, acf_lag + 1]  # x-lag 1
     out["acf_01"] = acf[:, acf_lag + 1, acf_lag]  # y-lag 1
     out["acf_11"] = acf[:, acf_lag + 1, acf_lag + 1]
-    out["flux"] = x.sum(axis=(1, 2))
+    out["flux"] = np.where(bad, 0.0, x).sum(axis=(1, 2))  # bad pixels count as sky (0)
     with np.errstate(invalid="ignore", divide="ignore"):
         out["peak_snr"] = np.where(bad, -np.inf, x).max(axis=(1, 2)) / out["noise_std"]
     hsm = hsm_moments(x, bad if bad.any() else None)
