@@ -643,3 +643,19 @@ def test_d_augment_draws_the_squares_eight_symmetries():
     assert plain._augment(z) is z
     with pytest.raises(ConfigError, match="d_augment needs square stamps"):
         Trainer(TrainSettings.from_config(cfg), 1, (SIZE, SIZE + 2), torch.device("cpu"))
+
+
+def test_resume_refuses_a_checkpoint_with_other_log_columns(tmp_path, files):
+    """A checkpoint whose log rows have another number of columns (an older refinegan's) is
+    refused by --resume with a message naming both counts; --resume-if-matches trains afresh."""
+    sim, real = files
+    cfg = _config("train.steps=4", "train.pretrain_d_steps=1", "train.checkpoint_every=2")
+    part = train(cfg, [sim], real, tmp_path / "o", stop_after_step=2)
+    ck = TrainCheckpoint.read(part.checkpoint_path)
+    TrainCheckpoint(trainer=ck.trainer, log_rows=ck.log_rows[:, :-1],
+                    arch_settings=ck.arch_settings).write(part.checkpoint_path)
+    n = len(mon.LOG_COLUMNS)
+    with pytest.raises(TrainingError, match=f"log rows have {n - 1} columns, this refinegan logs {n}"):
+        train(cfg, [sim], real, tmp_path / "o", resume=True)
+    res = train(cfg, [sim], real, tmp_path / "o", resume="if_matches")
+    assert res.step == TrainSettings.from_config(cfg).total_steps
