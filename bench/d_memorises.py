@@ -28,16 +28,21 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from d_sees import normalised  # noqa: E402
 
 from refinegan.config import load_config  # noqa: E402
-from refinegan.refiner.harm_check import _auc  # noqa: E402
 from refinegan.refiner.model import build_discriminator  # noqa: E402
 from refinegan.refiner.refiner_file import TrainCheckpoint  # noqa: E402
 from refinegan.refiner.settings import TrainSettings  # noqa: E402
 from refinegan.target.prepare_real import prepare_real  # noqa: E402
+
+
+def _auc(neg: np.ndarray, pos: np.ndarray) -> float:
+    """AUC of scores ``pos`` (label 1) above ``neg`` (label 0)."""
+    return float(roc_auc_score(np.r_[np.zeros(len(neg)), np.ones(len(pos))], np.r_[neg, pos]))
 
 
 def d_scores(run: Path):
