@@ -20,7 +20,7 @@ architecture sees what is left. Errors: std over ``--seeds`` / sqrt(seeds).
         [--variants default maxpool cnn] [--fill-masked] [--json out.json]
 
 ``--fill-masked`` replaces the target's masked pixels (cosmic rays, hot pixels) by noise first,
-as training does (`refinegan.refiner.data.fill_masked`): what D can see in training.
+as training does (`refinegan.noise.fill_masked`): what D can see in training.
 
 Variants: ``default`` (the training's D: local map + mean-pooled global branch), ``maxpool``
 (the same D whose global branch pools mean and max, as the compare CNN does), ``cnn`` (the compare
@@ -44,8 +44,8 @@ from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from refinegan.io import read_many  # noqa: E402
+from refinegan.noise import fill_masked  # noqa: E402
 from refinegan.pixel_cnn import pixel_cnn as cnn_net  # noqa: E402
-from refinegan.refiner.data import fill_masked  # noqa: E402
 from refinegan.refiner.discriminator import Discriminator  # noqa: E402
 from refinegan.refiner.normalize import Normalization  # noqa: E402
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import ndimage
 
+from .seeds import stream_sequence
+
 __all__ = [
     "MAD_TO_SIGMA",
     "MaskParams",
@@ -34,6 +36,7 @@ __all__ = [
     "source_mask",
     "sky_mask",
     "noise_moments",
+    "fill_masked",
 ]
 
 # Gaussian sigma / median absolute deviation, 1 / Phi^-1(3/4) = 1.482602..., rounded to the value
@@ -203,3 +206,40 @@ def noise_moments(images: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]
         kurt = m4 / m2**2 - 3.0
     return {"noise_mean": mean, "noise_std": std, "noise_skew": skew, "noise_kurt": kurt,
             "n_noise_pix": n}
+
+
+def fill_masked(images: np.ndarray, mask: np.ndarray | None, sigma: np.ndarray,
+                seed: int) -> tuple[np.ndarray, int]:
+    """Replace bad pixels by white noise of each stamp's sigma.
+
+    Bad pixels (``mask`` non-zero: cosmic rays, hot pixels) become noise so D never learns them
+    as a feature of the target and R never learns to add them (training,
+    `refinegan.refiner.data`), and compare's pixel CNN does not count them
+    (`refinegan.compare.classifiers.cnn_pixels`).
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (N, H, W) counts.
+    mask : numpy.ndarray or None
+        (N, H, W) integer mask, non-zero = bad.
+    sigma : numpy.ndarray
+        (N,) noise sigma in counts.
+    seed : int
+        The run's seed (stream ``mask_fill``).
+
+    Returns
+    -------
+    images : numpy.ndarray
+        The images (a copy when anything changed).
+    n : int
+        The number of pixels replaced.
+    """
+    if mask is None or not mask.any():
+        return images, 0
+    bad = mask != 0  # (N, H, W)
+    rng = np.random.default_rng(stream_sequence(seed, "mask_fill"))
+    out = images.copy()
+    fill = rng.standard_normal(int(bad.sum())).astype(np.float32)
+    out[bad] = fill * np.broadcast_to(sigma.astype(np.float32)[:, None, None], bad.shape)[bad]
+    return out, int(bad.sum())

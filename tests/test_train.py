@@ -271,7 +271,7 @@ def test_bf16_autocast_path_runs_and_keeps_float32_where_needed(rng):
 
 
 def test_masked_target_pixels_become_noise():
-    from refinegan.refiner.data import fill_masked
+    from refinegan.noise import fill_masked
 
     rng = np.random.default_rng(0)
     images = rng.normal(0, 3.0, (40, 16, 16)).astype(np.float32)

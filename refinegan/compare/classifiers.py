@@ -18,6 +18,7 @@ import logging
 
 import numpy as np
 
+from ..noise import fill_masked
 from ..pixel_cnn import pixel_cnn
 from . import distances as dist
 from .measure import pick_groups
@@ -153,26 +154,16 @@ def _features(data: Samples, d: str, names, with_power: bool) -> np.ndarray:
 def cnn_pixels(data: Samples, d: str, idx: np.ndarray) -> np.ndarray:
     """The stamps ``idx`` of set ``d`` as the pixel CNN sees them: counts (k, H, W), with bad
     pixels (``/mask`` non-zero: cosmic rays, hot pixels) replaced by white noise of the stamp's
-    sky noise std, as training replaces them (`refinegan.refiner.data.fill_masked`), so that the
-    CNN does not count against the refined stamps the artefacts refinegan by design never adds
-    (docs/compare.md). Deterministic: the noise comes from a fixed stream, drawn per bad pixel in
-    stamp order."""
-    from ..seeds import stream_sequence
-
+    sky noise std by `refinegan.noise.fill_masked`, as training replaces them, so that the CNN
+    does not count against the refined stamps the artefacts refinegan by design never adds
+    (docs/compare.md). Deterministic: the noise comes from a fixed stream (seed 0)."""
     s = data.sets[d]
     x = np.asarray(s.images[idx], dtype=np.float32)
     if s.mask is None:
         return x
-    bad = np.asarray(s.mask[idx]) != 0
-    if not bad.any():
-        return x
     sigma = np.asarray(data.meas[d].scalars["noise_std"], np.float64)[idx]
-    sigma = np.where(np.isfinite(sigma), sigma, np.nanmedian(sigma)).astype(np.float32)
-    rng = np.random.default_rng(stream_sequence(0, "mask_fill"))
-    x = x.copy()
-    x[bad] = rng.standard_normal(int(bad.sum())).astype(np.float32) * np.broadcast_to(
-        sigma[:, None, None], bad.shape)[bad]
-    return x
+    sigma = np.where(np.isfinite(sigma), sigma, np.nanmedian(sigma))
+    return fill_masked(x, np.asarray(s.mask[idx]), sigma, seed=0)[0]
 
 
 def _cnn_test(data: Samples, p: CompareParams, rng: np.random.Generator) -> dict:

@@ -21,14 +21,14 @@ import torch
 from .. import noise
 from ..errors import TrainingError
 from ..io import StampSet, open_stamps, read_many
-from ..seeds import stream_sequence
+from ..noise import fill_masked
 from .noise_match import NoiseMatch, build_noise_match
 from .normalize import Normalization
 from .psf_match import PsfMatch, build_psf_match
 from .reobserve import Reobserve, known_noise_seed
 from .settings import TrainSettings
 
-__all__ = ["TrainData", "prepare_data", "load_domain", "check_pair", "psf_match_for", "fill_masked",
+__all__ = ["TrainData", "prepare_data", "load_domain", "check_pair", "psf_match_for",
            "sky_mask", "PIXEL_SCALE_RTOL"]
 
 logger = logging.getLogger(__name__)
@@ -270,41 +270,6 @@ def psf_match_for(sim: StampSet, sim_path: Path, real: StampSet, real_path: Path
                 "%.1f%% of Fourier modes clipped to |K| = 1", sim_path, real_path, q["psf_residual"],
                 100 * q["clipped_fraction"])
     return dataclasses.replace(match, residual=q["psf_residual"], residual_max=PSF_RESIDUAL_MAX)
-
-
-def fill_masked(images: np.ndarray, mask: np.ndarray | None, sigma: np.ndarray,
-                seed: int) -> tuple[np.ndarray, int]:
-    """Replace bad pixels by white noise of each stamp's sigma.
-
-    Bad pixels (``mask`` non-zero: cosmic rays, hot pixels) become noise so D never learns them
-    as a feature of the target and R never learns to add them.
-
-    Parameters
-    ----------
-    images : numpy.ndarray
-        (N, H, W) counts.
-    mask : numpy.ndarray or None
-        (N, H, W) integer mask, non-zero = bad.
-    sigma : numpy.ndarray
-        (N,) noise sigma in counts.
-    seed : int
-        The run's seed (stream ``mask_fill``).
-
-    Returns
-    -------
-    images : numpy.ndarray
-        The images (a copy when anything changed).
-    n : int
-        The number of pixels replaced.
-    """
-    if mask is None or not mask.any():
-        return images, 0
-    bad = mask != 0  # (N, H, W)
-    rng = np.random.default_rng(stream_sequence(seed, "mask_fill"))
-    out = images.copy()
-    fill = rng.standard_normal(int(bad.sum())).astype(np.float32)
-    out[bad] = fill * np.broadcast_to(sigma.astype(np.float32)[:, None, None], bad.shape)[bad]
-    return out, int(bad.sum())
 
 
 def sky_mask(images: np.ndarray, border_px: int, where: str) -> np.ndarray:
