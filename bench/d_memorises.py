@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from d_sees import normalised  # noqa: E402
 
 from refinegan.config import load_config  # noqa: E402
+from refinegan.refiner.losses import stamp_score  # noqa: E402
 from refinegan.refiner.model import build_discriminator  # noqa: E402
 from refinegan.refiner.refiner_file import TrainCheckpoint  # noqa: E402
 from refinegan.refiner.settings import TrainSettings  # noqa: E402
@@ -53,14 +54,8 @@ def d_scores(run: Path):
     d.eval()
 
     def score(z: torch.Tensor) -> np.ndarray:
-        out = []
         with torch.no_grad():
-            for i in range(0, len(z), 512):
-                local, glob = d(z[i:i + 512])
-                sc = local.mean(dim=(1, 2, 3))
-                if glob is not None and s.global_weight:
-                    sc = (sc + s.global_weight * glob[:, 0]) / (1 + s.global_weight)
-                out.append(sc)
+            out = [stamp_score(d(z[i:i + 512]), s.global_weight) for i in range(0, len(z), 512)]
         return torch.cat(out).numpy().astype(np.float64)
 
     return score

@@ -17,6 +17,7 @@ import logging
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 from torch.nn import functional as F
 
 from ..pixel_cnn import pixel_cnn
@@ -29,15 +30,6 @@ MIN_STAMPS = 256  # fewer stamps on either side: the check is skipped (an AUC er
 TRAIN_FRACTION = 0.75  # the first 3/4 of each side train the CNN, the rest measure the AUC
 
 logger = logging.getLogger(__name__)
-
-
-def _auc(neg: np.ndarray, pos: np.ndarray) -> float:
-    """Mann-Whitney AUC of scores ``pos`` (label 1) above ``neg`` (label 0), ties 1/2."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(np.r_[neg, pos])
-    n0, n1 = len(neg), len(pos)
-    return float((ranks[n0:].sum() - n1 * (n1 + 1) / 2) / (n0 * n1))
 
 
 def _fit_auc(fake: torch.Tensor, real: torch.Tensor, n_fake: int, n_real: int, seed: int,
@@ -63,7 +55,8 @@ def _fit_auc(fake: torch.Tensor, real: torch.Tensor, n_fake: int, n_real: int, s
     with torch.no_grad():
         score = lambda z: torch.cat([net(z[k:k + 512].float())[:, 0] for k in range(0, len(z), 512)])  # noqa: E731
         neg, pos = score(fake[n_fake:]).cpu().numpy(), score(real[n_real:]).cpu().numpy()
-    return _auc(neg.astype(np.float64), pos.astype(np.float64))
+    y = np.r_[np.zeros(len(neg)), np.ones(len(pos))]
+    return float(roc_auc_score(y, np.r_[neg, pos].astype(np.float64)))
 
 
 def harm_check(input_z: torch.Tensor, refined_z: torch.Tensor, real_z: torch.Tensor, seed: int,

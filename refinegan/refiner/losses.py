@@ -31,6 +31,7 @@ __all__ = [
     "g_loss",
     "d_accuracy",
     "d_stamp_auc",
+    "stamp_score",
     "r1_penalty",
     "SelfRegularization",
     "moment_loss",
@@ -103,22 +104,22 @@ def d_accuracy(out, real: bool, kind: str = "bce") -> torch.Tensor:
     return hit.float().mean()
 
 
+def stamp_score(out, global_weight: float = 1.0) -> torch.Tensor:
+    """D's score per stamp (B,): its patch-logit mean and global logit, weighted as the loss
+    weighs them (the global logit alone is left out when ``global_weight`` is 0)."""
+    local, glob = out
+    s = local.float().mean(dim=tuple(range(1, local.ndim)))
+    if glob is None or global_weight == 0:
+        return s
+    return (s + global_weight * glob.float().reshape(-1)) / (1.0 + global_weight)
+
+
 def d_stamp_auc(real_out, fake_out, global_weight: float = 1.0) -> torch.Tensor:
     """D's stamp-level AUC on one batch (a 0-d tensor; no host sync): the fraction of (real,
-    refined) stamp pairs that D ranks the right way round (ties count 1/2), each stamp scored by
-    its patch-logit mean and global logit combined as the loss combines them. 0.5 = D cannot rank
-    the two sets. Patch accuracies (`d_accuracy`) can sit at chance while this does not: most
-    patches are sky, where nothing differs."""
-
-    def score(out):
-        local, glob = out
-        s = local.float().mean(dim=tuple(range(1, local.ndim)))
-        if glob is None or global_weight == 0:
-            return s
-        return (s + global_weight * glob.float().reshape(-1)) / (1.0 + global_weight)
-
-    sr, sf = score(real_out), score(fake_out)
-    diff = sr[:, None] - sf[None, :]
+    refined) stamp pairs that D ranks the right way round (ties count 1/2) by `stamp_score`.
+    0.5 = D cannot rank the two sets. Patch accuracies (`d_accuracy`) can sit at chance while
+    this does not: most patches are sky, where nothing differs."""
+    diff = stamp_score(real_out, global_weight)[:, None] - stamp_score(fake_out, global_weight)[None, :]
     return ((diff > 0).float() + 0.5 * (diff == 0).float()).mean()
 
 

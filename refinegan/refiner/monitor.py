@@ -151,20 +151,27 @@ class TrainLog:
         if bar is not None:
             bar.set_postfix(loss_R=f"{loss_r:.3f}", loss_D=f"{last['loss_d']:.3f}")
 
+    def _d_tail(self, updated_only: bool) -> np.ndarray:
+        """The last ``log_every`` rows of the D phases (only those with a D update, loss_d != 0,
+        when ``updated_only``)."""
+        rows = self.done()
+        if len(rows):
+            keep = rows[:, COL["phase"]] >= 1
+            if updated_only:
+                keep &= rows[:, COL["loss_d"]] != 0
+            rows = rows[keep]
+        return rows[-self.s.log_every:]
+
     def d_auc(self) -> float:
         """D's mean stamp-level AUC (``d_auc``) over the last ``log_every`` rows with a D update
         (NaN when there are none)."""
-        rows = self.done()
-        d_rows = rows[(rows[:, COL["phase"]] >= 1) & (rows[:, COL["loss_d"]] != 0)] if len(rows) else rows
-        tail = d_rows[-self.s.log_every:]
+        tail = self._d_tail(updated_only=True)
         return float(tail[:, COL["d_auc"]].mean()) if len(tail) else float("nan")
 
     def d_accuracy(self) -> tuple[float, float]:
         """D's mean accuracy on real and on refined stamps over the last ``log_every`` rows of
         the D phases (NaN when there are none)."""
-        rows = self.done()
-        d_rows = rows[rows[:, COL["phase"]] >= 1] if len(rows) else rows
-        tail = d_rows[-self.s.log_every:]
+        tail = self._d_tail(updated_only=False)
         acc_r = float(tail[:, COL["acc_real"]].mean()) if len(tail) else float("nan")
         acc_f = float(tail[:, COL["acc_fake"]].mean()) if len(tail) else float("nan")
         return acc_r, acc_f
