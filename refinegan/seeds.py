@@ -44,6 +44,7 @@ STREAMS = {
     "noise_match_calibration": 15,  # Gaussian fields measuring the noise matching's sky-selection bias
     "noise_match_class": 16,  # the noise matching's covariance class (per sim noise realisation)
     "harm_check": 17,  # the training's harm check: its classifiers' weights and batches
+    "compare_closer": 18,  # compare's bootstrap of how much closer to the target's m than the sims
 }
 # Extra words after the galaxy id on the target streams (`galaxy_rng`).
 MOCK_EFFECT_WORDS = {"intrinsic": 1, "cosmic_rays": 2, "hot_pixels": 3, "cosmos_draw": 4}

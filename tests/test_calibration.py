@@ -5,8 +5,10 @@ import pytest
 from compare_helpers import make_pairs
 
 from refinegan.compare.calibration import (
+    Groups,
     calibrate,
     calibrate_sets,
+    closer_than_sims,
     fit_mc,
     group_means,
     paired_difference,
@@ -217,3 +219,56 @@ def test_groups_of_one_catalog_galaxy_bootstrap_as_one():
     assert abs(e_clus / expect - 1) < 0.1, (e_clus, expect)
     assert 2.5 < e_clus / e_plain < 4.0, (e_clus, e_plain)  # ~sqrt(10) = 3.16
     np.testing.assert_allclose(fit_mc(clustered)[0][0], m_gal.mean(), atol=1e-12)
+
+
+def _response_groups(m: float, noise: np.ndarray, d: float = 0.04) -> Groups:
+    """Groups whose +/-g response is (1 + m) d plus ``noise`` (G, 2): the shape and pixel noise of
+    each group's eps_+ - eps_-, as `group_means` gives it."""
+    g = len(noise)
+    dd = np.full((g, 2), d)
+    return Groups(np.arange(g), (1 + m) * dd + noise, dd, np.zeros((g, 2)), np.zeros((g, 2)),
+                  0, 0, True, n_stamps=2 * g)
+
+
+@pytest.mark.parametrize("m_sets", [(0.04, 0.02, 0.0), (0.02, -0.02, 0.0)],
+                         ids=["one side", "straddling"])
+def test_closer_than_sims_error_is_the_scatter_over_experiments(m_sets):
+    """Known answer: 150 experiments of 400 groups; the refined set shares 90 % of its noise with
+    the sims (the same galaxies re-observed), the target has its own. The bootstrap error of
+    closer_by = |m_sim - m_t| - |m_ref - m_t| matches the scatter of closer_by over experiments
+    within 20 %; its mean is the true value within 3 sigma of that mean. With both sets on one
+    side of the target the error is that of m_sim - m_ref (the target's drops out) and well
+    below the quadrature of the two |dm| errors that `transfer` gives; straddling it is not."""
+    m_s, m_r, m_t = m_sets
+    rng = np.random.default_rng(11)
+    n_exp, n_grp, sd, a = 150, 400, 0.004, 0.9  # m errors 0.005 per set
+    points, errs, quad = [], [], []
+    for _ in range(n_exp):
+        n_s, n_new, n_t = (rng.normal(0, sd, (n_grp, 2)) for _ in range(3))
+        grs = {"sim": _response_groups(m_s, n_s),
+               "refined": _response_groups(m_r, a * n_s + np.sqrt(1 - a**2) * n_new),
+               "real": _response_groups(m_t, n_t)}
+        out = closer_than_sims(grs, ("refined", "psf_matched"), 60, rng)
+        assert "closer_by_psf_matched" not in out and out["closer_n_groups"] == n_grp
+        points.append(out["closer_by_refined"])
+        errs.append(out["closer_by_refined_err"])
+        cals = {k: calibrate(v, 30, rng) for k, v in grs.items()}
+        t = transfer(cals["sim"], cals["refined"], cals["real"], {"dm": np.zeros(2)})
+        quad.append(np.hypot(t["abs_dm_sim_real_err"], t["abs_dm_refined_real_err"]))
+    points, errs, quad = np.array(points), np.array(errs), np.array(quad)
+    scatter, err = points.std(axis=0, ddof=1), errs.mean(axis=0)
+    truth = abs(m_s - m_t) - abs(m_r - m_t)
+    assert np.all(np.abs(err / scatter - 1) < 0.2), (err, scatter)
+    assert np.all(np.abs(points.mean(axis=0) - truth) < 3 * scatter / np.sqrt(n_exp) + 1e-3)
+    if m_s > m_t and m_r > m_t:
+        expect = sd / 0.04 / np.sqrt(n_grp) * np.sqrt(2 * (1 - a))  # std of m_sim - m_ref
+        assert np.all(np.abs(err / expect - 1) < 0.2), (err, expect)
+        assert np.all(err < 0.5 * quad.mean(axis=0))
+
+
+def test_closer_than_sims_needs_the_paired_selection():
+    grs = {"sim": _response_groups(0.0, np.zeros((4, 2))),
+           "refined": _response_groups(0.0, np.zeros((3, 2))),
+           "real": _response_groups(0.0, np.zeros((4, 2)))}
+    with pytest.raises(ValueError, match="refined groups are not the sims' groups"):
+        closer_than_sims(grs, ("refined",), 5, np.random.default_rng(0))

@@ -76,6 +76,11 @@ def test_compare_end_to_end(tmp_path, files, config, caplog):
     np.testing.assert_array_equal(tree["calibration"]["refined_target_psf"]["m"],
                                   tree["calibration"]["refined"]["m"])
     assert "abs_dm_refined_real" in tree["calibration"]["transfer_target_psf"]
+    # closer_by on the paired sets' common selection: exactly the difference of the two |dm|
+    t = tree["calibration"]["transfer"]
+    np.testing.assert_allclose(t["closer_by_refined"],
+                               t["abs_dm_sim_real"] - t["abs_dm_refined_real"], atol=1e-12)
+    assert np.all(t["closer_by_refined_err"] > 0) and "closer_by_psf_matched" not in t
     # morphology (8 of 32 stamps) on the same galaxies for sim and refined
     np.testing.assert_array_equal(tree["stats"]["sim"]["morph_index"],
                                   tree["stats"]["refined"]["morph_index"])

@@ -38,8 +38,27 @@ def test_summary_reports_the_numbers_it_reads(tmp_path):
     assert ("<td>|m1 refined - m1 real| within the bar (unpaired)</td><td>0.001 ± 0.004</td>"
             "<td>&lt;= 0.002</td><td>not resolved (error 0.004 &gt; bar 0.002)</td>") in text
     assert "m2 refined" not in text  # NaN component: no row
-    # a compare.h5 from before /psf_match: the residual line says so, no crash
-    assert "<p>PSF matching residual: not recorded (compare.h5 has no /psf_match)</p>" in text
+    # |m_sim - m_real| - |m_ref - m_real| = 0.049 +- 0.011 in quadrature: closer, resolved
+    assert ("<td>0.001 ± 0.004 vs 0.05 ± 0.01</td><td>smaller</td><td>yes</td>") in text
+
+
+def test_summary_reads_the_paired_closer_by():
+    """With compare's paired closer_by the verdict reads it, not the quadrature: 0.02 vs 0.03
+    (+- 0.01 each, quadrature 0.014: not resolved) but closer by 0.01 +- 0.002 paired: yes."""
+    from refinegan.compare.summary import _calibration_headline
+
+    t = {"abs_dm_sim_real": np.array([0.03, 0.03]), "abs_dm_sim_real_err": np.array([0.01, 0.01]),
+         "abs_dm_refined_real": np.array([0.02, 0.029]),
+         "abs_dm_refined_real_err": np.array([0.01, 0.01]), "meets_bar": np.array([False, False]),
+         "closer_by_refined": np.array([0.01, 0.001]),
+         "closer_by_refined_err": np.array([0.002, 0.002]), "bar": 0.002}
+    rows = {r[0]: r for r in _calibration_headline({"transfer": t})}
+    r1 = rows["|m1 refined - m1 real| < |m1 sim - m1 real|"]
+    assert r1[1].endswith("closer by 0.01 ± 0.002 (paired)") and r1[3] == "yes", r1
+    assert rows["|m2 refined - m2 real| < |m2 sim - m2 real|"][3] == "not resolved"
+    del t["closer_by_refined"], t["closer_by_refined_err"]
+    rows = {r[0]: r for r in _calibration_headline({"transfer": t})}
+    assert rows["|m1 refined - m1 real| < |m1 sim - m1 real|"][3] == "not resolved"
 
 
 def test_psf_match_record_from_the_refined_attributes():

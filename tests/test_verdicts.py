@@ -97,12 +97,16 @@ def test_shortfall_and_calibration_minimum():
            "paired": {"dm": np.zeros(2), "dc": np.zeros(2), "n_groups": 40},
            "transfer": {"abs_dm_refined_real": np.array([0.01, 0.0]),
                         "abs_dm_refined_real_err": np.zeros(2), "meets_bar": np.array([False, True]),
+                        "closer_by_refined": np.array([0.01, 0.0]),
+                        "closer_by_refined_err": np.full(2, 0.001), "closer_n_groups": 40,
                         "bar": 0.002}}
     vd.apply_minimums({"calibration": cal}, None)
     assert cal["sim"]["verdict"] == "measured" and cal["sim"]["m"][0] == 0.01
     assert cal["real"]["verdict"].startswith("not measured") and np.isnan(cal["real"]["m"]).all()
     assert "it reads real" in cal["transfer"]["verdict"]
     assert np.isnan(cal["transfer"]["abs_dm_refined_real"]).all()
+    assert np.isnan(cal["transfer"]["closer_by_refined"]).all()
+    assert np.isnan(cal["transfer"]["closer_by_refined_err"]).all()
     assert not cal["transfer"]["meets_bar"].any()
 
 

@@ -349,6 +349,46 @@ def transfer(sim: dict, refined: dict, real: dict, paired: dict, bar: float = BA
     return out
 
 
+def closer_than_sims(grs: dict[str, Groups], names: tuple[str, ...], n_boot: int,
+                     rng: np.random.Generator) -> dict:
+    """How much closer to the target's m each set of ``names`` is than the sims, with its error.
+
+    closer_by = |m_sim - m_real| - |m_set - m_real| per component (> 0: the set is closer). The
+    sets in ``names`` are the sims' galaxies re-observed (``refined``, ``psf_matched``) on the
+    paired sets' common selection, so one bootstrap draw of galaxy groups serves the sims and
+    all of them (their shape and pixel noise partly cancel), and an independent draw the target;
+    the error is the bootstrap std of closer_by. Errors of |m_sim - m_real| and
+    |m_set - m_real| added in quadrature (`transfer`) overstate it: when both sets lie on one
+    side of the target, closer_by is m_sim - m_set and the target's error drops out.
+
+    Returns ``closer_by_<name>`` and ``closer_by_<name>_err`` (2,) per name, and
+    ``closer_n_groups`` (the sims' groups drawn).
+    """
+    sim, real = grs["sim"], grs["real"]
+    names = tuple(n for n in names if n in grs)
+    for n in names:
+        if not np.array_equal(grs[n].pair_id, sim.pair_id):
+            raise ValueError(f"closer_than_sims: the {n} groups are not the sims' groups in one "
+                             "order; call it after _common_selection")
+
+    def closer(idx_s: np.ndarray | None, idx_r: np.ndarray | None) -> np.ndarray:
+        def m_of(gr: Groups, idx) -> np.ndarray:
+            return fit_mc(gr if idx is None else gr.take(idx))[0]
+
+        m_s, m_t = m_of(sim, idx_s), m_of(real, idx_r)
+        return np.array([np.abs(m_s - m_t) - np.abs(m_of(grs[n], idx_s) - m_t) for n in names])
+
+    point = closer(None, None).reshape(len(names), 2)
+    boots = np.array([closer(i_s, i_r) for i_s, i_r in
+                      zip(_boot_indices(sim, n_boot, rng), _boot_indices(real, n_boot, rng),
+                          strict=True)]).reshape(n_boot, len(names), 2)
+    out: dict = {"closer_n_groups": len(sim)}
+    for j, n in enumerate(names):
+        out[f"closer_by_{n}"] = point[j]
+        out[f"closer_by_{n}_err"] = _std(boots[:, j])
+    return out
+
+
 @dataclass(frozen=True)
 class Calibration:
     """The result of compare's calibration step.
@@ -511,8 +551,8 @@ def _paired_extras(grs: dict[str, Groups], out: dict, p: CompareParams,
 
 
 def calibrate_sets(data: Samples, p: CompareParams, rng: np.random.Generator,
-                   shape_sets: tuple[dict[str, ShapeSet], dict[str, str]] | None = None
-                   ) -> Calibration:
+                   shape_sets: tuple[dict[str, ShapeSet], dict[str, str]] | None = None,
+                   rng_closer: np.random.Generator | None = None) -> Calibration:
     """REGAUSS m, c of every set with true shear; paired refined - sim; calibration transfer.
 
     Parameters
@@ -530,6 +570,9 @@ def calibrate_sets(data: Samples, p: CompareParams, rng: np.random.Generator,
         Shapes measured elsewhere (compare's calibration mode streams every stamp through
         REGAUSS, `refinegan.compare.stream`) and the skipped sets' reasons [default:
         `set_shapes` of ``data``].
+    rng_closer : numpy.random.Generator, optional
+        The bootstrap of `closer_than_sims` (its own stream, so the draws above do not depend on
+        it) [default: a child spawned from ``rng``, which draws nothing from ``rng``].
 
     Returns
     -------
@@ -565,6 +608,9 @@ def calibrate_sets(data: Samples, p: CompareParams, rng: np.random.Generator,
         if "real" in grs:
             out["transfer"] = transfer(out["sim"], out["refined"], out["real"], out["paired"],
                                        p.bar_m, out.get("refined_reweighted"))
+            out["transfer"].update(closer_than_sims(
+                grs, ("refined", "psf_matched"), p.n_bootstrap,
+                rng_closer if rng_closer is not None else rng.spawn(1)[0]))
         if TARGET_PSF in sets:
             # a refiner may learn PSF features the sim PSF lacks: calibrate refined stamps with
             # the target's PSF too

@@ -243,7 +243,9 @@ def compare(
         shape_sets = set_shapes(data, p)
         if twin is not None:
             shape_sets[0]["twin"] = twin_shape_set(twin, p)
-    calibration = calibrate_sets(data, p, rng, shape_sets)
+    calibration = calibrate_sets(
+        data, p, rng, shape_sets,
+        rng_closer=np.random.default_rng(stream_sequence(config.seed, "compare_closer")))
     result["calibration"] = calibration.tables
     n_drift = len(sets["sim"])  # the shapes of the stamps measured (all of them in full mode)
     result["labels"] = label_drift(

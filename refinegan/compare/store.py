@@ -143,4 +143,7 @@ def summary_lines(result: Mapping) -> list[str]:
                 f"{t['abs_dm_refined_real_err']} vs |m_sim-m_real|={t['abs_dm_sim_real']} +- "
                 f"{t['abs_dm_sim_real_err']}; meets {t['bar']:g}: {t['meets_bar']}"
             )
+            if "closer_by_refined" in t:
+                lines.append(f"  refined closer to the target's m than the sims by "
+                             f"{t['closer_by_refined']} +- {t['closer_by_refined_err']} (paired)")
     return lines + [psf_match_line(result)] + matching_and_r_lines(result)

@@ -261,7 +261,7 @@ def _calibration(cal: dict) -> list[str]:
         t["verdict"] = _not_measured(f"it reads {', '.join(missing)}, below the calibration "
                                      f"minimum of {MIN_GROUPS_CALIBRATION} galaxy groups")
         for name, v in list(t.items()):
-            if name.startswith("abs_dm"):
+            if name.startswith(("abs_dm", "closer_by")):
                 t[name] = _nan_like(v)
             elif name in ("meets_bar", "resolved", "paired_meets_bar"):
                 t[name] = np.zeros(np.shape(v), bool)
