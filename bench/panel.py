@@ -18,6 +18,7 @@ Each run is its own Snakemake call, so an interrupted bench resumes where it sto
     python bench/panel.py [--cores 2] [--set train.steps=300] [--tag panel] [--targets a b]
     python bench/panel.py --tag panel --reread --json rows.json   # rows again, no runs
     python bench/panel.py --r-gain rows.json more_rows.json       # R - physics alone, paired
+    python bench/panel.py --over-seeds a.json b.json ...          # bounds met over runs
 """
 
 from __future__ import annotations
@@ -78,6 +79,43 @@ def _mean_diff_err(f: h5py.File, name: str, key: str) -> float:
     return float(np.hypot(one(name), one("real")))
 
 
+def _closer(f: h5py.File) -> dict:
+    """compare's ``closer_by_<set>`` (|m_sim - m_target| - |m_set - m_target|, paired bootstrap
+    error; `refinegan.compare.calibration.closer_than_sims`) for refined and psf_matched. A
+    compare.h5 written before compare stored them gets them here from its REGAUSS shapes and its
+    input files' labels, on the same selection and with the same draws as compare makes now."""
+    t = f["calibration/transfer"]
+    if "closer_by_refined" in t:
+        return {k: t[k][()] for k in t if k.startswith("closer_by")}
+    from refinegan.compare.calibration import PAIRED_SETS, closer_than_sims, group_means
+    from refinegan.compare.params import CompareParams
+    from refinegan.io import open_stamps
+    from refinegan.seeds import stream_sequence
+
+    inputs, config = json.loads(f.attrs["inputs"]), json.loads(f.attrs["config"])
+    grs = {}
+    for name in ("sim", "refined", "psf_matched", "twin", "real"):
+        cal = f.get(f"calibration/{name}")
+        if cal is None or "eps1" not in cal:
+            continue
+        parts = []
+        for path, _sha in inputs[name]:
+            sf = open_stamps(ROOT / path)
+            parts.append(sf.labels())
+        labels = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        grs[name] = group_means(cal["eps1"][()], cal["eps2"][()], cal["regauss_status"][()] == 0,
+                                labels)
+    paired = [n for n in PAIRED_SETS if n in grs]
+    common = grs[paired[0]].pair_id
+    for n in paired[1:]:
+        common = np.intersect1d(common, grs[n].pair_id)
+    for n in paired:
+        grs[n] = grs[n].select(common)
+    rng = np.random.default_rng(stream_sequence(config["seed"], "compare_closer"))
+    return closer_than_sims(grs, ("refined", "psf_matched"),
+                            CompareParams.from_config(config).n_bootstrap, rng)
+
+
 def _row(path: Path, refined: str = "refined") -> dict:
     """The panel's numbers from one compare.h5, for the refined set or (``psf_matched``) R's input,
     the sims re-observed by physics alone."""
@@ -113,6 +151,9 @@ def _row(path: Path, refined: str = "refined") -> dict:
         row["dm_r_only"] = r["dm"][()].tolist()
         row["dm_r_only_err"] = r["dm_err"][()].tolist()
         row["m_real"] = f["calibration/real/m"][()].tolist()
+        closer = _closer(f)
+        row["closer_by"] = closer["closer_by_refined"].tolist()
+        row["closer_by_err"] = closer["closer_by_refined_err"].tolist()
         row["lag1_r_only"], row["lag1_r_only_err"] = _r_only_lag1(f)
     return row
 
@@ -154,6 +195,9 @@ def _physics_row(path: Path) -> dict:
             "dm_r_only": [0.0, 0.0], "dm_r_only_err": [0.0, 0.0],
             "lag1_r_only": [0.0, 0.0], "lag1_r_only_err": [0.0, 0.0],
         }
+        closer = _closer(f)
+        row["closer_by"] = closer["closer_by_psf_matched"].tolist()
+        row["closer_by_err"] = closer["closer_by_psf_matched_err"].tolist()
         for clf in ("gb_all", "cnn_pixels"):
             g = f[f"classifier/{clf}"]
             auc, err = g["auc"][()].tolist(), g["err"][()].tolist()
@@ -169,8 +213,14 @@ def _line(name: str, r: dict) -> str:
         return (f"{a['auc'][1]:.3f} +- {a['err'][1]:.3f} ({a['control']:.3f} +- {a['control_err']:.3f}; "
                 f"{a['auc'][2]:.3f})")
 
-    better = [r["dm_sim"][i] - r["dm_refined"][i] > np.hypot(r["dm_sim_err"][i], r["dm_refined_err"][i])
-              for i in (0, 1)]
+    if "closer_by" in r:  # paired bootstrap (compare's closer_by)
+        better = [r["closer_by"][i] > r["closer_by_err"][i] for i in (0, 1)]
+        closer = (f"{'/'.join('yes' if b else 'no' for b in better)} ({r['closer_by'][0]:+.3f} / "
+                  f"{r['closer_by'][1]:+.3f} +- {r['closer_by_err'][0]:.3f} / {r['closer_by_err'][1]:.3f})")
+    else:  # rows of older --json files: the two errors in quadrature
+        better = [r["dm_sim"][i] - r["dm_refined"][i] > np.hypot(r["dm_sim_err"][i], r["dm_refined_err"][i])
+                  for i in (0, 1)]
+        closer = f"{'/'.join('yes' if b else 'no' for b in better)} (quadrature)"
     lag_t = r["lag1_real"]
     lag_d = [(1 + q) * t - t for q, t in zip(r["lag1_ratio"], lag_t, strict=True)]
     lag_e = r.get("lag1_err", [float("nan")] * 2)
@@ -180,14 +230,15 @@ def _line(name: str, r: dict) -> str:
             f"({lag_d[0]:+.4f} / {lag_d[1]:+.4f} +- {lag_e[0]:.4f}) | {auc('gb_all')} | {auc('cnn_pixels')} | "
             f"{r['gap_noise']:.2f} / {r['gap_morph']:.2f} | "
             f"{r['dm_refined'][0]:.3f} / {r['dm_refined'][1]:.3f} +- {r['dm_refined_err'][0]:.3f} | "
-            f"{r['dm_sim'][0]:.3f} / {r['dm_sim'][1]:.3f} | {'/'.join('yes' if b else 'no' for b in better)} | "
+            f"{r['dm_sim'][0]:.3f} / {r['dm_sim'][1]:.3f} | {closer} | "
             f"{r['dm_r_only'][0]:+.4f} / {r['dm_r_only'][1]:+.4f} +- {r['dm_r_only_err'][0]:.4f} | "
             f"{lag_r[0]:+.4f} / {lag_r[1]:+.4f} +- {lag_re[0]:.4f} |")
 
 
 HEADER = ("| target | refined sigma vs target | target lag-1 x / y (refined - target) | AUC gradient boosting "
           "(control; floor) | AUC CNN (control; floor) | gap closed noise / morphology | "
-          "\\|m_refined - m_target\\| 1 / 2 | \\|m_sim - m_target\\| | refined closer by > error | "
+          "\\|m_refined - m_target\\| 1 / 2 | \\|m_sim - m_target\\| | refined closer by > error "
+          "(closer by 1 / 2 +- paired error) | "
           "R's own paired dm | R's own lag-1 change x / y |\n|---|---|---|---|---|---|---|---|---|---|---|")
 
 
@@ -217,6 +268,71 @@ def r_gain(files: list[Path]) -> str:
     return "\n".join(out)
 
 
+def bounds(r: dict) -> dict[str, bool | None]:
+    """Issue 15's bounds on one row, each True / False, or None where it cannot be judged.
+
+    - ``sigma``: refined noise sigma within 1 % of the target's;
+    - ``lag1``: each lag-1 correlation within 1 % of the target's, or not resolved from that
+      (|refined - target| < 1 % of the target's + 2 errors; on a white target 2 errors);
+    - ``gb``, ``cnn``: the AUC below the noise-only control's by more than the two errors, or
+      within 2 errors of the real-vs-real floor (nothing left to tell apart);
+    - ``closer``: |m_refined - m_target| smaller than |m_sim - m_target| by more than its paired
+      error, both components; None where the sims are already within 2 errors of the target in
+      both (nothing to close at this size).
+    """
+    out: dict[str, bool | None] = {"sigma": abs(r["sigma_ratio"]) < 0.01}
+    lag_t = np.asarray(r["lag1_real"])
+    lag_d = np.asarray(r["lag1_ratio"]) * lag_t
+    out["lag1"] = bool(np.all(np.abs(lag_d) < 0.01 * np.abs(lag_t) + 2 * np.asarray(r["lag1_err"])))
+    for key, clf in (("gb", "gb_all"), ("cnn", "cnn_pixels")):
+        a = r[clf]
+        auc, err, floor = a["auc"][1], a["err"][1], a["auc"][2]
+        below = a["control"] - auc > np.hypot(err, a["control_err"])
+        out[key] = bool(below or abs(auc - floor) < 2 * err)
+    if "closer_by" in r:
+        nothing = all(r["dm_sim"][i] < 2 * r["dm_sim_err"][i] for i in (0, 1))
+        out["closer"] = None if nothing else all(r["closer_by"][i] > r["closer_by_err"][i]
+                                                 for i in (0, 1))
+    return out
+
+
+def over_seeds(files: list[Path]) -> str:
+    """One line per panel row name over the runs in ``files`` (``--json`` files, e.g. one per
+    target and seed): runs, how many met each bound (`bounds`), and the mean +- sem over runs of
+    the AUCs, their controls and closer_by."""
+    by: dict[str, list[dict]] = {}
+    for f in files:
+        for t, row in json.loads(Path(f).read_text()).items():
+            by.setdefault(t, []).append(row)
+
+    def ms(x) -> str:
+        x = np.asarray(x, float)
+        sem = x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
+        return f"{x.mean():.3f} +- {sem:.3f}"
+
+    out = ["| target | runs | sigma / lag-1 / GB / CNN / closer met (runs) | AUC GB (control) | "
+           "AUC CNN (control) | closer by 1 / 2 (paired error, mean) |", "|---|---|---|---|---|---|"]
+    for t in sorted(by, key=lambda k: (k.replace(" (physics only)", ""), k)):
+        rows = by[t]
+        b = [bounds(r) for r in rows]
+
+        def met(k: str, b: list[dict] = b) -> str:
+            v = [x.get(k) for x in b]
+            if all(x is None for x in v):
+                return "n/a"
+            return f"{sum(bool(x) for x in v)}/{sum(x is not None for x in v)}"
+
+        closer = [r for r in rows if "closer_by" in r]
+        cl = ("" if not closer else
+              f"{ms([r['closer_by'][0] for r in closer])} / {ms([r['closer_by'][1] for r in closer])} "
+              f"({np.mean([r['closer_by_err'] for r in closer]):.3f})")
+        out.append(f"| {t} | {len(rows)} | {' / '.join(met(k) for k in ('sigma', 'lag1', 'gb', 'cnn', 'closer'))} | "
+                   f"{ms([r['gb_all']['auc'][1] for r in rows])} ({ms([r['gb_all']['control'] for r in rows])}) | "
+                   f"{ms([r['cnn_pixels']['auc'][1] for r in rows])} ({ms([r['cnn_pixels']['control'] for r in rows])}) | "
+                   f"{cl} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cores", type=int, default=2)
@@ -232,7 +348,13 @@ def main() -> None:
     ap.add_argument("--r-gain", nargs="+", type=Path, metavar="ROWS_JSON",
                     help="only print what R adds over the physics alone, paired, over the runs "
                     "in these --json files (mean +- sem)")
+    ap.add_argument("--over-seeds", nargs="+", type=Path, metavar="ROWS_JSON",
+                    help="only print, per target, how many runs in these --json files met each "
+                    "bound and the AUCs and closer_by as mean +- sem over runs")
     args = ap.parse_args()
+    if args.over_seeds:
+        print(over_seeds(args.over_seeds))
+        return
     if args.r_gain:
         print(r_gain(args.r_gain))
         return
