@@ -301,8 +301,14 @@ def over_seeds(files: list[Path]) -> str:
     target and seed): runs, how many met each bound (`bounds`), and the mean +- sem over runs of
     the AUCs, their controls and closer_by."""
     by: dict[str, list[dict]] = {}
+    seen: dict[str, dict[str, Path]] = {}
     for f in files:
         for t, row in json.loads(Path(f).read_text()).items():
+            key = json.dumps(row, sort_keys=True)
+            if key in seen.setdefault(t, {}):
+                raise SystemExit(f"{f}: row {t!r} is the same run as in {seen[t][key]}; "
+                                 "give each run (target and seed) once")
+            seen[t][key] = Path(f)
             by.setdefault(t, []).append(row)
 
     def ms(x) -> str:

@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 from scipy import stats
 
 _SPEC = importlib.util.spec_from_file_location(
@@ -78,3 +79,13 @@ def test_over_seeds_counts_runs_and_bounds(tmp_path):
     out = panel.over_seeds([tmp_path / "a.json", tmp_path / "b.json"])
     assert "| t | 2 | 1/2 / 2/2 / 2/2 / 2/2 / 2/2 | 0.650 +- 0.050 (0.800 +- 0.000) |" in out
     assert "| t (physics only) | 1 | 1/1 / 1/1 / 1/1 / 1/1 / 1/1 |" in out
+
+
+def test_over_seeds_refuses_one_run_given_twice(tmp_path):
+    """A run counted twice would halve its sem; the message names both files."""
+    import json
+
+    (tmp_path / "a.json").write_text(json.dumps({"t": _row(gb=0.60)}))
+    (tmp_path / "all.json").write_text(json.dumps({"t": _row(gb=0.60), "u": _row()}))
+    with pytest.raises(SystemExit, match=r"all\.json: row 't' is the same run as in .*a\.json"):
+        panel.over_seeds([tmp_path / "a.json", tmp_path / "all.json"])
