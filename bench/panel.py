@@ -16,6 +16,7 @@ compare.h5 is read:
 Each run is its own Snakemake call, so an interrupted bench resumes where it stopped.
 
     python bench/panel.py [--cores 2] [--set train.steps=300] [--tag panel] [--targets a b]
+    python bench/panel.py --targets my_target.yaml                # a target outside the panel
     python bench/panel.py --tag panel --reread --json rows.json   # rows again, no runs
     python bench/panel.py --r-gain rows.json more_rows.json       # R - physics alone, paired
     python bench/panel.py --over-seeds a.json b.json ...          # bounds met over runs
@@ -339,6 +340,26 @@ def over_seeds(files: list[Path]) -> str:
     return "\n".join(out)
 
 
+def target_files(names: list[str] | None, panel: Path = ROOT / "config" / "targets") -> dict:
+    """Row name -> target overlay file (None: the default run's own mock). ``names`` are panel
+    targets (``panel/<name>.yaml``), 'default', or paths of .yaml files outside the panel (a user's
+    own target; its stem names the row); None = the whole panel and the default."""
+    known: dict[str, Path | None] = {p.stem: p for p in sorted(panel.glob("*.yaml"))}
+    known["default"] = None
+    if not names:
+        return known
+    out = {}
+    for t in names:
+        if t in known:
+            out[t] = known[t]
+        elif t.endswith((".yaml", ".yml")) and Path(t).is_file():
+            out[Path(t).stem] = Path(t).resolve()
+        else:
+            raise SystemExit(f"--targets {t}: not a panel target ({', '.join(known)}) "
+                             "nor a target .yaml file")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cores", type=int, default=2)
@@ -346,7 +367,8 @@ def main() -> None:
                     help="config override for every run (YAML value), e.g. train.steps=300")
     ap.add_argument("--tag", default="panel", help="suffix of each run's name")
     ap.add_argument("--targets", nargs="*", help="target names (config/targets/<name>.yaml) "
-                    "[default: all]; 'default' is the default run's own mock")
+                    "[default: all]; 'default' is the default run's own mock; a path to a .yaml file "
+                    "is a target outside the panel (its `real:` over the default config)")
     ap.add_argument("--json", type=Path, help="write the rows here too")
     ap.add_argument("--table", type=Path, help="only print the table of rows written by --json")
     ap.add_argument("--reread", action="store_true", help="no runs: rows from the compare.h5 files "
@@ -369,14 +391,13 @@ def main() -> None:
         for t, row in json.loads(args.table.read_text()).items():
             print(_line(t, row))
         return
-    paths = {p.stem: p for p in sorted((ROOT / "config" / "targets").glob("*.yaml"))}
-    paths["default"] = None
-    names = args.targets or list(paths)
+    paths = target_files(args.targets)
+    names = list(paths)
     rows = {}
     print(HEADER)
     for t in names:
         target = paths[t]
-        base = yaml.safe_load(target.read_text())["name"] if target else "default"
+        base = (yaml.safe_load(target.read_text()).get("name") or f"panel_{t}") if target else "default"
         name = f"{base}_{args.tag}"
         overlay = ROOT / "results" / f"{name}.overlay.yaml"
         overlay.parent.mkdir(parents=True, exist_ok=True)

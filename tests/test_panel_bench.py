@@ -89,3 +89,18 @@ def test_over_seeds_refuses_one_run_given_twice(tmp_path):
     (tmp_path / "all.json").write_text(json.dumps({"t": _row(gb=0.60), "u": _row()}))
     with pytest.raises(SystemExit, match=r"all\.json: row 't' is the same run as in .*a\.json"):
         panel.over_seeds([tmp_path / "a.json", tmp_path / "all.json"])
+
+
+def test_target_files_takes_panel_names_and_files_outside_the_panel(tmp_path):
+    panel_dir = tmp_path / "targets"
+    panel_dir.mkdir()
+    (panel_dir / "a.yaml").write_text("name: panel_a\n")
+    (panel_dir / "b.yaml").write_text("name: panel_b\n")
+    mine = tmp_path / "my_sky.yaml"
+    mine.write_text("real: {seed: 5}\n")
+    assert panel.target_files(None, panel_dir) == {"a": panel_dir / "a.yaml",
+                                                   "b": panel_dir / "b.yaml", "default": None}
+    assert panel.target_files(["b", str(mine), "default"], panel_dir) == {
+        "b": panel_dir / "b.yaml", "my_sky": mine.resolve(), "default": None}
+    with pytest.raises(SystemExit, match=r"--targets c: not a panel target \(a, b, default\)"):
+        panel.target_files(["c"], panel_dir)
