@@ -103,6 +103,13 @@ def test_pairs_follow_config():
     with pytest.raises(ConfigError, match=r"fraction_max = 1.2 must be below 1"):
         MockParams.from_config(load_config(None, ["real.mock.knots.fraction_max=0.9",
                                                   "real.mock.bulge.fraction_max=0.3"]))
+    # a disabled effect takes no flux, so its fraction_max does not count
+    p = MockParams.from_config(load_config(None, ["real.mock.knots.enabled=false",
+                                                  "real.mock.bulge.fraction_max=0.9"]))
+    assert not p.on("knots") and p.effects["bulge"]["fraction_max"] == 0.9
+    p = MockParams.from_config(load_config(None, ["real.mock.knots.fraction_max=0.9",
+                                                  "real.mock.bulge.enabled=false"]))
+    assert not p.on("bulge") and p.effects["knots"]["fraction_max"] == 0.9
 
 
 @pytest.mark.parametrize("kind", ["lanczos", "white"])

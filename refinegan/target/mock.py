@@ -80,9 +80,10 @@ class MockParams:
                 psf={**real["psf"], "sim": dict(config["sim"]["psf"])}, noise=dict(real["noise"]),
                 effects={k: dict(v) for k, v in real["mock"].items() if k != "pairs"})
         k = len(p.layout)
-        fmax = p.effects["knots"]["fraction_max"] + p.effects["bulge"]["fraction_max"]
+        on = [e for e in ("knots", "bulge") if p.on(e)]  # a disabled effect takes no flux
+        fmax = sum(p.effects[e]["fraction_max"] for e in on)
         if fmax >= 1:
-            raise ConfigError(f"real.mock.knots.fraction_max + real.mock.bulge.fraction_max = "
+            raise ConfigError(f"{' + '.join(f'real.mock.{e}.fraction_max' for e in on)} = "
                               f"{fmax:g} must be below 1 (the disk keeps the rest of the flux)")
         if p.n % k:
             raise ConfigError(f"real.n = {p.n} must be a multiple of {k} (mock pairs rot90={rot90}, "
