@@ -143,6 +143,9 @@ def _row(path: Path, refined: str = "refined") -> dict:
             row[clf] = {"auc": g["auc"][()].tolist(), "err": g["err"][()].tolist(),
                         "control": float(g["control_auc"][()]) if "control_auc" in g else float("nan"),
                         "control_err": float(g["control_err"][()]) if "control_err" in g else float("nan")}
+            if "r_auc_change" in g:  # R's own AUC change on psf_matched's splits, paired
+                row[clf]["r_change"] = float(g["r_auc_change"][()])
+                row[clf]["r_change_err"] = float(g["r_auc_change_err"][()])
         t = f["calibration/transfer"]
         row["dm_refined"] = t["abs_dm_refined_real"][()].tolist()
         row["dm_refined_err"] = t["abs_dm_refined_real_err"][()].tolist()
@@ -244,13 +247,18 @@ HEADER = ("| target | refined sigma vs target | target lag-1 x / y (refined - ta
 
 
 def r_gain(files: list[Path]) -> str:
-    """What R adds over its own input, paired: for every refined row of the ``--json`` files, its
-    AUC (gradient boosting on all statistics, pixel CNN) minus its physics-only row's (same run,
-    same target and control; negative = R made the stamps harder to tell from the target), one
-    line per run, then mean +- sem over runs and how many are above zero."""
-    out = ["| file | target | AUC GB refined - physics only | AUC CNN refined - physics only |",
-           "|---|---|---|---|"]
+    """What R adds over its own input: for every refined row of the ``--json`` files, its AUC
+    (gradient boosting on all statistics, pixel CNN) minus its physics-only row's (same run, same
+    target and control; negative = R made the stamps harder to tell from the target), one line per
+    run, then mean +- sem over runs and how many are above zero. The two AUCs come from splits
+    drawn apart, so each difference carries both sets' split noise (~0.01); rows of compare.h5
+    files with compare's paired test (``r_auc_change``: the same splits, classifier seeds and
+    bootstrap for both) add that one-run number with its paired error, and its mean over runs
+    weighted by those errors."""
+    out = ["| file | target | AUC GB refined - physics only | AUC CNN refined - physics only | "
+           "paired GB (same splits) | paired CNN (same splits) |", "|---|---|---|---|---|---|"]
     diffs: dict[str, list[float]] = {"gb_all": [], "cnn_pixels": []}
+    paired: dict[str, list[tuple[float, float]]] = {"gb_all": [], "cnn_pixels": []}
     for f in files:
         rows = json.loads(Path(f).read_text())
         for t, row in rows.items():
@@ -258,14 +266,33 @@ def r_gain(files: list[Path]) -> str:
             if t.endswith("(physics only)") or phys is None:
                 continue
             d = {k: row[k]["auc"][1] - phys[k]["auc"][1] for k in diffs}
+            cells = []
             for k, v in d.items():
                 diffs[k].append(v)
-            out.append(f"| {Path(f).name} | {t} | {d['gb_all']:+.3f} | {d['cnn_pixels']:+.3f} |")
+                if "r_change" in row[k]:
+                    paired[k].append((row[k]["r_change"], row[k]["r_change_err"]))
+                    cells.append(f"{row[k]['r_change']:+.4f} +- {row[k]['r_change_err']:.4f}")
+                else:
+                    cells.append("n/a")
+            out.append(f"| {Path(f).name} | {t} | {d['gb_all']:+.3f} | {d['cnn_pixels']:+.3f} | "
+                       f"{cells[0]} | {cells[1]} |")
     for k, v in diffs.items():
         x = np.asarray(v)
         if len(x) > 1:
             out.append(f"{k}: mean {x.mean():+.4f} +- {x.std(ddof=1) / np.sqrt(len(x)):.4f} over {len(x)} "
                        f"runs, {(x > 0).sum()} above zero, median {np.median(x):+.4f}")
+    for k, v in paired.items():
+        if v:
+            x, e = np.asarray(v).T
+            ok = np.isfinite(x) & np.isfinite(e) & (e > 0)
+            if ok.any():
+                w = 1 / e[ok] ** 2
+                out.append(f"{k} paired: weighted mean {np.sum(w * x[ok]) / w.sum():+.4f} +- "
+                           f"{1 / np.sqrt(w.sum()):.4f} over {ok.sum()} runs, "
+                           f"{(x[ok] > 2 * e[ok]).sum()} above zero by > 2 errors, "
+                           f"{(x[ok] < -2 * e[ok]).sum()} below"
+                           + (f"; {(e == 0).sum()} runs at exactly 0 +- 0 (an identity R, e.g. "
+                              "after the harm check) left out" if (e == 0).any() else ""))
     return "\n".join(out)
 
 

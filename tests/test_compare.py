@@ -311,6 +311,10 @@ def test_psf_matched_set_splits_matching_from_r(tmp_path, files, config, caplog)
         c = res["classifier"][test]
         if c["verdict"][1] == "measured":
             assert 0 <= c["psf_matched_auc"] <= 1 and np.isfinite(c["psf_matched_err"])
+            # R is the identity here: on the same splits its AUC change is exactly 0 +- 0
+            assert c["refined_auc_paired"] == c["psf_matched_auc"], test
+            assert c["r_auc_change"] == 0 and c["r_auc_change_err"] == 0, test
+            assert np.all(c["r_auc_change_seeds"] == 0), test
         else:  # below the test's minimum for refined: the same galaxies, not measured either
             assert np.isnan(c["psf_matched_auc"]) and np.isnan(c["gap_closed_r"])
     assert res["classifier"]["gb_all"]["verdict"][1] == "measured"
@@ -329,7 +333,8 @@ def test_psf_matched_set_splits_matching_from_r(tmp_path, files, config, caplog)
     with h5py.File(tmp_path / "b.h5") as f:
         for path in ("calibration/psf_matched/m", "calibration/paired_r_only/dm",
                      "calibration/paired_r_only/dm_err", "distances/psf_matched/energy_morph",
-                     "classifier/gb_all/psf_matched_auc", "stats/psf_matched/hsm_g1"):
+                     "classifier/gb_all/psf_matched_auc", "classifier/gb_all/r_auc_change",
+                     "classifier/cnn_pixels/r_auc_change_err", "stats/psf_matched/hsm_g1"):
             assert path in f, path
         assert "psf_matched" in f.attrs["inputs"]
     msgs = [r.message for r in caplog.records]

@@ -43,6 +43,28 @@ def test_r_gain_pairs_each_refined_row_with_its_own_physics_only_row(tmp_path):
     assert "| a.json | t1 | +0.020 | -0.020 |" in out and "| b.json | t1 | +0.010 | +0.100 |" in out
     gb = np.array([0.02, 0.0, 0.01])
     assert f"gb_all: mean {gb.mean():+.4f} +- {gb.std(ddof=1) / np.sqrt(3):.4f} over 3 runs, 2 above zero" in out
+    assert "paired" not in out.split("\n", 2)[2]  # old rows: no paired numbers, no summary line
+
+
+def test_r_gain_weights_the_paired_change_by_its_errors(tmp_path):
+    """Rows with compare's paired r_auc_change: the inverse-variance mean and its error, counts of
+    runs beyond 2 errors, and identity rows (0 +- 0) left out of the mean and counted."""
+    import json
+
+    def row(change, err):
+        c = {"auc": [1.0, 0.6, 0.5], "r_change": change, "r_change_err": err}
+        return {"gb_all": c, "cnn_pixels": dict(c)}
+
+    phys = {"gb_all": {"auc": [1.0, 0.6, 0.5]}, "cnn_pixels": {"auc": [1.0, 0.6, 0.5]}}
+    rows = {"t1": row(0.010, 0.002), "t1 (physics only)": phys, "t2": row(-0.002, 0.004),
+            "t2 (physics only)": phys, "t3": row(0.0, 0.0), "t3 (physics only)": phys}
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    out = panel.r_gain([tmp_path / "a.json"])
+    assert "| a.json | t1 | +0.000 | +0.000 | +0.0100 +- 0.0020 | +0.0100 +- 0.0020 |" in out
+    w = np.array([1 / 0.002**2, 1 / 0.004**2])
+    mean, err = (w * [0.010, -0.002]).sum() / w.sum(), 1 / np.sqrt(w.sum())
+    assert (f"gb_all paired: weighted mean {mean:+.4f} +- {err:.4f} over 2 runs, 1 above zero by "
+            "> 2 errors, 0 below; 1 runs at exactly 0 +- 0") in out
 
 
 def _row(sigma=0.0, lag=(0.113, 0.0), gb=0.55, cnn=0.52, control=0.8, floor=0.5,

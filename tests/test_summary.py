@@ -104,7 +104,12 @@ def test_summary_shows_what_matching_did_and_what_r_did(tmp_path):
                                       "gap_closed_r_energy": 1 / 3}},
         "classifier": {"gb_all": {"auc": np.array([0.9, 0.6, 0.5]), "err": np.array([0.01, 0.02, 0.03]),
                                   "gap_closed": 0.75, "psf_matched_auc": 0.7, "psf_matched_err": 0.02,
-                                  "gap_closed_matching": 0.5, "gap_closed_r": 0.5}},
+                                  "gap_closed_matching": 0.5, "gap_closed_r": 0.5},
+                       "cnn_pixels": {"auc": np.array([0.8, 0.55, 0.5]), "err": np.array([0.01, 0.02, 0.03]),
+                                      "gap_closed": 0.8, "psf_matched_auc": 0.56, "psf_matched_err": 0.02,
+                                      "gap_closed_matching": 0.8, "gap_closed_r": 1 / 6,
+                                      "r_auc_change": -0.012, "r_auc_change_err": 0.003,
+                                      "refined_auc_paired": 0.548, "refined_err_paired": 0.02}},
         "calibration": cal,
     }
     path = tmp_path / "compare.h5"
@@ -116,11 +121,15 @@ def test_summary_shows_what_matching_did_and_what_r_did(tmp_path):
             "<td>0.5</td><td>0.5</td>") in text
     assert ("<td>m1 (paired dm of each step)</td><td>-0.01 ± 0.001</td><td>-0.05 ± 0.001</td>"
             "<td>-0.04 ± 0.001</td><td>-0.04 ± 0.002</td><td>0.01 ± 0.003</td>") in text
+    assert ("<td>cnn_pixels AUC, paired (on psf_matched splits)</td><td></td><td>0.56 ± 0.02</td>"
+            "<td>0.548 ± 0.02</td><td></td><td>AUC change -0.012 ± 0.003</td>") in text
+    assert "gb_all AUC, paired" not in text  # no paired numbers stored: no row
     lines = matching_and_r_lines(tree)
     assert lines[0] == ("PSF matching did (sim -> psf_matched): gap closed (energy 0.25); gb_all AUC "
-                        "0.9 -> 0.7; dm1 -0.04 +- 0.002, dm2 -0.04 +- 0.002")
+                        "0.9 -> 0.7; cnn_pixels AUC 0.8 -> 0.56; dm1 -0.04 +- 0.002, dm2 -0.04 +- 0.002")
     assert lines[1] == ("R did (psf_matched -> refined, same galaxies): gap closed (energy 0.33); "
-                        "gb_all AUC 0.7 -> 0.6; dm1 0.01 +- 0.003, dm2 0.01 +- 0.003")
+                        "gb_all AUC 0.7 -> 0.6; cnn_pixels AUC 0.56 -> 0.55 (paired, same splits: "
+                        "-0.012 +- 0.003); dm1 0.01 +- 0.003, dm2 0.01 +- 0.003")
     assert "PSF matching did (sim -&gt; psf_matched)" in text
     del tree["distances"]["psf_matched"]
     assert matching_and_r_lines(tree) == []

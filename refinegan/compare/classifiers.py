@@ -225,33 +225,61 @@ def classifier_tests(data: Samples, p: CompareParams, rng: np.random.Generator) 
     return out
 
 
-def tests_vs_real(data: Samples, d: str, p: CompareParams, rng: np.random.Generator) -> dict:
+def tests_vs_real(data: Samples, d: str, p: CompareParams, rng: np.random.Generator,
+                  paired: str | None = None) -> dict:
     """The classifier tests of `classifier_tests` for one more set ``d`` (e.g. ``psf_matched``)
     against the real set only: a column beside sim's and refined's.
 
     ``rng`` is drawn in this order: gb_all, gb_noise, gb_morph, then the CNN's stamp picks (``d``
     then real) and splits. Returns per test ``auc``, ``err``, ``seed_aucs`` (seeds,) and ``n`` (2,).
+
+    With ``paired`` (a set that holds ``d``'s stamps, changed: ``refined`` for ``psf_matched``),
+    every test also runs on ``paired`` vs real with the same splits, classifier seeds and bootstrap
+    resamples (`refinegan.compare.distances.paired_classifier_auc`; the draws, and so ``d``'s own
+    AUCs, are those without it) and adds ``paired_auc``, ``paired_err``, ``diff`` (AUC of
+    ``paired`` - AUC of ``d``), ``diff_err`` (its paired error) and ``seed_diffs`` (seeds,).
     """
+    if paired is not None and not np.array_equal(data.groups[d], data.groups[paired]):
+        raise ValueError(f"paired classifier tests: sets {d!r} and {paired!r} do not hold the same "
+                         "galaxies in the same order (their groups differ)")
+
     def gb(xtr, ytr, xte, seed):
         return dist.gb_fit_predict(xtr, ytr, xte, seed, max_iter=p.gb_max_iter, threads=p.threads)
 
-    def one(xa, xb, ga, gb_, fit_predict, seeds):
-        r = dist.classifier_auc(xa, xb, ga, gb_, fit_predict=fit_predict, seeds=seeds,
-                                test_fraction=p.test_fraction, n_boot=p.n_bootstrap, rng=rng)
-        return {"auc": r.auc, "err": r.err, "seed_aucs": r.seed_aucs, "n": np.array([r.n_a, r.n_b])}
+    def one(xa, xb, ga, gb_, fit_predict, seeds, xa2=None):
+        kw = dict(fit_predict=fit_predict, seeds=seeds, test_fraction=p.test_fraction,
+                  n_boot=p.n_bootstrap, rng=rng)
+        if xa2 is None:
+            r = dist.classifier_auc(xa, xb, ga, gb_, **kw)
+            return {"auc": r.auc, "err": r.err, "seed_aucs": r.seed_aucs,
+                    "n": np.array([r.n_a, r.n_b])}
+        q = dist.paired_classifier_auc(xa, xa2, xb, ga, gb_, **kw)
+        r = q.first
+        return {"auc": r.auc, "err": r.err, "seed_aucs": r.seed_aucs, "n": np.array([r.n_a, r.n_b]),
+                "paired_auc": q.second.auc, "paired_err": q.second.err, "diff": q.diff,
+                "diff_err": q.err, "seed_diffs": q.seed_diffs}
+
+    def feats(x, names, power):
+        return None if x is None else _features(data, x, names, power)
 
     out, g = {}, data.groups
     for key, names in (("gb_all", SCALAR_STATS), ("gb_noise", NOISE_STATS)):
-        out[key] = one(_features(data, d, names, True), _features(data, "real", names, True),
-                       g[d], g["real"], gb, p.gb_seeds)
+        out[key] = one(feats(d, names, True), feats("real", names, True), g[d], g["real"], gb,
+                       p.gb_seeds, feats(paired, names, True))
     if data.has_morph:
         mi = {x: data.meas[x].morph_index for x in (d, "real")}
+        if paired is not None and not np.array_equal(data.meas[paired].morph_index, mi[d]):
+            # statmorph measured other stamps of the two sets: not paired, d's column only
+            xa2 = None
+        else:
+            xa2 = feats(paired, MORPH_STATS, False)
         out["gb_morph"] = one(_features(data, d, MORPH_STATS, False),
                               _features(data, "real", MORPH_STATS, False),
-                              g[d][mi[d]], g["real"][mi["real"]], gb, p.gb_seeds)
+                              g[d][mi[d]], g["real"][mi["real"]], gb, p.gb_seeds, xa2)
     if p.cnn_seeds > 0:
         cnn = CNNParams(data.scale, channels=p.cnn_channels, epochs=p.cnn_epochs, threads=p.threads)
         idx = {x: pick_groups(g[x], p.cnn_max_stamps, rng) for x in (d, "real")}
         out["cnn_pixels"] = one(*(cnn_pixels(data, x, idx[x]) for x in (d, "real")),
-                                g[d][idx[d]], g["real"][idx["real"]], cnn.fit_predict, p.cnn_seeds)
+                                g[d][idx[d]], g["real"][idx["real"]], cnn.fit_predict, p.cnn_seeds,
+                                None if paired is None else cnn_pixels(data, paired, idx[d]))
     return out

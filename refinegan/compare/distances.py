@@ -10,6 +10,10 @@
   rotated and +/-g twins share ``pair_id``) fall on the same side, so nothing leaks. Repeated over
   several seeds (new split and new classifier each); the error combines the scatter between seeds
   and a bootstrap over held-out groups.
+- `paired_classifier_auc`: the same test for two sets A and A2 that pair row for row (R's input
+  and R's output on the same stamps) against one B, with the same splits, classifier seeds and
+  bootstrap resamples for both, so that the difference AUC(A2 vs B) - AUC(A vs B) carries a
+  paired error: the split-to-split and group-to-group scatter that both arms share cancels.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ __all__ = [
     "bootstrap_auc",
     "AUCResult",
     "classifier_auc",
+    "paired_classifier_auc",
+    "PairedAUCResult",
     "gb_fit_predict",
     "gap_closed",
 ]
@@ -194,6 +200,92 @@ def classifier_auc(
     seed_var = aucs.var(ddof=1) if seeds > 1 else 0.0
     err = float(np.sqrt((seed_var + np.nanmean(errs**2)) / seeds))
     return AUCResult(float(aucs.mean()), err, aucs, errs, len(xa), len(xb))
+
+
+@dataclass
+class PairedAUCResult:
+    """`paired_classifier_auc`: each arm's `AUCResult` and their paired difference ``diff`` =
+    AUC(A2 vs B) - AUC(A vs B), ``err`` = sqrt((seed_std(diff)^2 + mean boot_err(diff)^2) /
+    n_seeds), ``seed_diffs`` (n_seeds,)."""
+
+    first: AUCResult
+    second: AUCResult
+    diff: float
+    err: float
+    seed_diffs: np.ndarray
+
+
+def _paired_bootstrap(y, score1, score2, groups, n_boot, rng) -> tuple[float, float, float]:
+    """Std of AUC 1, AUC 2 and AUC 2 - AUC 1 over the same bootstrap resamples of held-out
+    groups."""
+    uniq, inv = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inv == g) for g in range(len(uniq))]
+    out = []
+    for _ in range(n_boot):
+        idx = np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
+        if len(np.unique(y[idx])) == 2:
+            a, b = roc_auc_score(y[idx], score1[idx]), roc_auc_score(y[idx], score2[idx])
+            out.append((a, b, b - a))
+    if len(out) < 2:
+        return np.nan, np.nan, np.nan
+    s = np.std(np.asarray(out), axis=0, ddof=1)
+    return float(s[0]), float(s[1]), float(s[2])
+
+
+def paired_classifier_auc(
+    xa: np.ndarray,
+    xa2: np.ndarray,
+    xb: np.ndarray,
+    groups_a: np.ndarray,
+    groups_b: np.ndarray,
+    *,
+    fit_predict: FitPredict = gb_fit_predict,
+    seeds: int = 3,
+    test_fraction: float = 0.5,
+    n_boot: int = 200,
+    rng: np.random.Generator,
+) -> PairedAUCResult:
+    """`classifier_auc` of A vs B and of A2 vs B, paired: A2 holds the same stamps as A, changed
+    (R's output on R's input), so row i of A2 takes row i of A's place in every split.
+
+    Each seed draws one split (groups of A, which are A2's, and groups of B) and one classifier
+    seed, trains a classifier on each arm's training rows with them, and bootstraps the held-out
+    groups once for both arms. With A2 identical to A the two arms are the same computation and
+    the difference is exactly 0 +- 0. Parameters as `classifier_auc`; ``rng`` is drawn as there
+    (split, seed, bootstrap per seed), so the first arm's AUCs are those `classifier_auc` gives
+    for the same draws.
+    """
+    xa, xa2 = np.asarray(xa), np.asarray(xa2)
+    if xa.shape != xa2.shape:
+        raise ValueError(f"paired classifier test: the two arms differ in shape ({xa.shape} vs "
+                         f"{xa2.shape}); they must hold the same stamps, row for row")
+    if len(np.unique(groups_a)) < 2 or len(np.unique(groups_b)) < 2:
+        logger.warning("paired classifier test skipped: fewer than 2 galaxy groups in a set (%d, "
+                       "%d stamps)", len(xa), len(xb))
+        nan = np.full(seeds, np.nan)
+        r = AUCResult(np.nan, np.nan, nan, nan, len(xa), len(xb))
+        return PairedAUCResult(r, r, np.nan, np.nan, nan)
+    x1, x2 = np.concatenate([xa, xb]), np.concatenate([xa2, xb])
+    y = np.r_[np.zeros(len(xa)), np.ones(len(xb))].astype(np.int64)
+    ga = np.unique(np.asarray(groups_a), return_inverse=True)[1]
+    gb = np.unique(np.asarray(groups_b), return_inverse=True)[1] + ga.max() + 1
+    groups = np.r_[ga, gb]
+    aucs, errs = [], []
+    for _ in range(seeds):
+        test = np.r_[group_split(ga, test_fraction, rng), group_split(gb, test_fraction, rng)]
+        seed = int(rng.integers(0, 2**31 - 1))
+        s1 = fit_predict(x1[~test], y[~test], x1[test], seed)
+        s2 = fit_predict(x2[~test], y[~test], x2[test], seed)
+        a1, a2 = roc_auc_score(y[test], s1), roc_auc_score(y[test], s2)
+        aucs.append((a1, a2, a2 - a1))
+        errs.append(_paired_bootstrap(y[test], s1, s2, groups[test], n_boot, rng))
+    aucs, errs = np.asarray(aucs), np.asarray(errs)
+    seed_var = aucs.var(axis=0, ddof=1) if seeds > 1 else np.zeros(3)
+    err = np.sqrt((seed_var + np.nanmean(errs**2, axis=0)) / seeds)
+    first = AUCResult(float(aucs[:, 0].mean()), float(err[0]), aucs[:, 0], errs[:, 0], len(xa), len(xb))
+    second = AUCResult(float(aucs[:, 1].mean()), float(err[1]), aucs[:, 1], errs[:, 1], len(xa2),
+                       len(xb))
+    return PairedAUCResult(first, second, float(aucs[:, 2].mean()), float(err[2]), aucs[:, 2])
 
 
 def gap_closed(d_sim: np.ndarray, d_refined: np.ndarray) -> np.ndarray:

@@ -12,7 +12,14 @@ in two:
 - shear calibration (in `refinegan.compare.calibration.calibrate_sets`, where psf_matched is one
   of the paired sets on the sims' galaxies and shares their selection): ``psf_matched``'s m, c;
   ``paired_matching`` (psf_matched - sim) and ``paired_r_only`` (refined - psf_matched, R's own
-  dm on the same galaxies, with errors).
+  dm on the same galaxies, with errors);
+- classifiers: each test runs on psf_matched vs real and, with the same splits, classifier seeds
+  and bootstrap resamples, on refined vs real (`refinegan.compare.distances.paired_classifier_auc`):
+  ``r_auc_change`` = AUC(refined) - AUC(psf_matched) with a paired error, R's own change of how
+  well the target can be told apart in one run. compare's ``auc`` column for refined uses other
+  splits (the main stream), so ``auc[1] - psf_matched_auc`` carries both sets' split noise
+  (about 0.01: an identity R read +0.012 there, docs/benchmarks.md, session 14); an identity R
+  reads exactly 0 +- 0 here.
 
 `psf_match_record` carries the matching's own residual (max |K * psf_sim - psf_target| of the
 target PSF's peak, computed when the refiner was trained and bounded there) from the refined
@@ -68,7 +75,9 @@ def psf_matched_tables(data: Samples, result: Mapping, p: CompareParams,
         ``distances``: ``{"psf_matched": ...}`` (`distances_to_real`, with ``gap_closed_matching_*``
         and ``gap_closed_r_*`` per distance and ``gap_closed_*_w1`` (S,)); ``classifier``: per
         test ``psf_matched_auc``, ``psf_matched_err``, ``psf_matched_seed_aucs``,
-        ``gap_closed_matching``, ``gap_closed_r``.
+        ``gap_closed_matching``, ``gap_closed_r``, and the paired ``r_auc_change``,
+        ``r_auc_change_err``, ``r_auc_change_seeds`` (seeds,), ``refined_auc_paired``,
+        ``refined_err_paired`` (refined vs real on psf_matched's splits).
     """
     d = result["distances"]
     pm = distances_to_real(data, "psf_matched", p, rng)
@@ -84,7 +93,7 @@ def psf_matched_tables(data: Samples, result: Mapping, p: CompareParams,
     pm["definition"] = ("psf_matched vs real; gap_closed_matching = 1 - d(psf_matched, real) / "
                         "d(sim, real), gap_closed_r = 1 - d(refined, real) / d(psf_matched, real)")
     clf = {}
-    for test, r in tests_vs_real(data, "psf_matched", p, rng).items():
+    for test, r in tests_vs_real(data, "psf_matched", p, rng, paired="refined").items():
         if test not in result.get("classifier", {}):
             continue
         auc = np.asarray(result["classifier"][test]["auc"])
@@ -92,6 +101,11 @@ def psf_matched_tables(data: Samples, result: Mapping, p: CompareParams,
                      "psf_matched_seed_aucs": r["seed_aucs"], "psf_matched_n": r["n"],
                      "gap_closed_matching": _gap(auc[0] - 0.5, r["auc"] - 0.5),
                      "gap_closed_r": _gap(r["auc"] - 0.5, auc[1] - 0.5)}
+        if "diff" in r:
+            clf[test].update({"r_auc_change": r["diff"], "r_auc_change_err": r["diff_err"],
+                              "r_auc_change_seeds": r["seed_diffs"],
+                              "refined_auc_paired": r["paired_auc"],
+                              "refined_err_paired": r["paired_err"]})
     return {"distances": {"psf_matched": pm}, "classifier": clf}
 
 
@@ -121,6 +135,9 @@ def matching_and_r_lines(tree: Mapping) -> list[str]:
             auc = np.asarray(c["auc"])
             text["matching"].append(f"{test} AUC {_f(auc[0])} -> {_f(c['psf_matched_auc'])}")
             text["r"].append(f"{test} AUC {_f(c['psf_matched_auc'])} -> {_f(auc[1])}")
+            if "r_auc_change" in c:
+                text["r"][-1] += (f" (paired, same splits: {float(c['r_auc_change']):+.3f} +- "
+                                  f"{_f(c['r_auc_change_err'], 2)})")
     for key, who in (("paired_matching", "matching"), ("paired_r_only", "r")):
         if key in cal:
             q = cal[key]

@@ -320,6 +320,13 @@ def r_only_rows(tree: dict) -> list[list[str]]:
             rows.append([f"{test} AUC", _fmt(auc[0], err[0]),
                          _fmt(c["psf_matched_auc"], c["psf_matched_err"]), _fmt(auc[1], err[1]),
                          _fmt(c["gap_closed_matching"], digits=2), _fmt(c["gap_closed_r"], digits=2)])
+            if "r_auc_change" in c:  # the same splits for both: R's change with a paired error
+                change = _fmt(c["r_auc_change"], c["r_auc_change_err"])
+                rows.append([f"{test} AUC, paired (on psf_matched splits)", "",
+                             _fmt(c["psf_matched_auc"], c["psf_matched_err"]),
+                             _fmt(c["refined_auc_paired"], c["refined_err_paired"]), "",
+                             "AUC change " + (change if change == "n/a" or change.startswith("-")
+                                              else "+" + change)])
     if all(k in cal and "m" in cal[k] for k in ("sim", "psf_matched", "refined")):
         for k in (0, 1):
             steps = [_fmt(q["dm"][k], q["dm_err"][k]) if q is not None else "n/a"

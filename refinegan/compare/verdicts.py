@@ -194,9 +194,14 @@ def _classifier(test: str, res: dict) -> list[str]:
     res["auc"], res["err"], res["seed_aucs"] = auc, err, seed_aucs
     res["verdict"] = np.array(verdict)
     if "psf_matched_auc" in res and verdict[1] != MEASURED:  # the sims' galaxies, as refined
-        for key in ("psf_matched_auc", "psf_matched_err", "gap_closed_matching", "gap_closed_r"):
-            res[key] = np.nan
-        res["psf_matched_seed_aucs"] = np.full(np.shape(res["psf_matched_seed_aucs"]), np.nan)
+        for key in ("psf_matched_auc", "psf_matched_err", "gap_closed_matching", "gap_closed_r",
+                    "r_auc_change", "r_auc_change_err", "refined_auc_paired",
+                    "refined_err_paired"):
+            if key in res:
+                res[key] = np.nan
+        for key in ("psf_matched_seed_aucs", "r_auc_change_seeds"):
+            if key in res:
+                res[key] = np.full(np.shape(res[key]), np.nan)
     res["minimum_groups"] = minimum
     ok = [v == MEASURED for v in verdict]
     with np.errstate(invalid="ignore", divide="ignore"):
