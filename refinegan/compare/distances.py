@@ -98,15 +98,25 @@ def bootstrap_auc(
     y: np.ndarray, score: np.ndarray, groups: np.ndarray, n_boot: int, rng: np.random.Generator
 ) -> float:
     """Std of the AUC over bootstrap resamples of held-out groups."""
+    return float(_bootstrap_stds(y, [score], groups, n_boot, rng)[0])
+
+
+def _bootstrap_stds(y, scores, groups, n_boot: int, rng: np.random.Generator) -> list[float]:
+    """Std over the same bootstrap resamples of held-out groups of each score's AUC and, for two
+    scores, of their difference (second - first); NaN with fewer than 2 usable resamples."""
     uniq, inv = np.unique(groups, return_inverse=True)
     members = [np.flatnonzero(inv == g) for g in range(len(uniq))]
-    aucs = []
+    out = []
     for _ in range(n_boot):
         pick = rng.integers(0, len(uniq), len(uniq))
         idx = np.concatenate([members[g] for g in pick])
         if len(np.unique(y[idx])) == 2:
-            aucs.append(roc_auc_score(y[idx], score[idx]))
-    return float(np.std(aucs, ddof=1)) if len(aucs) > 1 else np.nan
+            a = [roc_auc_score(y[idx], sc[idx]) for sc in scores]
+            out.append(a + ([a[1] - a[0]] if len(a) == 2 else []))
+    k = 1 if len(scores) == 1 else 3
+    if len(out) < 2:
+        return [np.nan] * k
+    return [float(v) for v in np.std(np.asarray(out), axis=0, ddof=1)]
 
 
 @dataclass
@@ -183,8 +193,20 @@ def classifier_auc(
                        "stamps)", len(xa), len(xb))
         nan = np.full(seeds, np.nan)
         return AUCResult(np.nan, np.nan, nan, nan, len(xa), len(xb))
-    x = np.concatenate([xa, xb])
-    y = np.r_[np.zeros(len(xa)), np.ones(len(xb))].astype(np.int64)
+    aucs, errs, err = _over_seeds([xa], xb, groups_a, groups_b, fit_predict, seeds, test_fraction,
+                                  n_boot, rng)
+    return AUCResult(float(aucs[:, 0].mean()), float(err[0]), aucs[:, 0], errs[:, 0], len(xa),
+                     len(xb))
+
+
+def _over_seeds(arms, xb, groups_a, groups_b, fit_predict, seeds, test_fraction, n_boot, rng):
+    """The seed loop of `classifier_auc` for one or two arms (sets A, A2 that share their rows'
+    groups) against B: per seed one group-aware split and one classifier seed for every arm, and
+    one bootstrap of the held-out groups. Returns ``aucs``, ``boot_errs`` (seeds, k) and ``err``
+    (k,) = sqrt((seed variance + mean boot_err^2) / seeds), k = 1, or 3 for two arms (A, A2, and
+    A2 - A)."""
+    y = np.r_[np.zeros(len(arms[0])), np.ones(len(xb))].astype(np.int64)
+    xs = [np.concatenate([xa, xb]) for xa in arms]
     # groups of B are offset so they never coincide with groups of A
     ga = np.unique(np.asarray(groups_a), return_inverse=True)[1]
     gb = np.unique(np.asarray(groups_b), return_inverse=True)[1] + ga.max() + 1
@@ -193,13 +215,13 @@ def classifier_auc(
     for _ in range(seeds):
         test = np.r_[group_split(ga, test_fraction, rng), group_split(gb, test_fraction, rng)]
         seed = int(rng.integers(0, 2**31 - 1))
-        score = fit_predict(x[~test], y[~test], x[test], seed)
-        aucs.append(roc_auc_score(y[test], score))
-        errs.append(bootstrap_auc(y[test], score, groups[test], n_boot, rng))
-    aucs, errs = np.array(aucs), np.array(errs)
-    seed_var = aucs.var(ddof=1) if seeds > 1 else 0.0
-    err = float(np.sqrt((seed_var + np.nanmean(errs**2)) / seeds))
-    return AUCResult(float(aucs.mean()), err, aucs, errs, len(xa), len(xb))
+        scores = [fit_predict(x[~test], y[~test], x[test], seed) for x in xs]
+        a = [roc_auc_score(y[test], sc) for sc in scores]
+        aucs.append(a + ([a[1] - a[0]] if len(a) == 2 else []))
+        errs.append(_bootstrap_stds(y[test], scores, groups[test], n_boot, rng))
+    aucs, errs = np.asarray(aucs), np.asarray(errs)
+    seed_var = aucs.var(axis=0, ddof=1) if seeds > 1 else np.zeros(aucs.shape[1])
+    return aucs, errs, np.sqrt((seed_var + np.nanmean(errs**2, axis=0)) / seeds)
 
 
 @dataclass
@@ -213,23 +235,6 @@ class PairedAUCResult:
     diff: float
     err: float
     seed_diffs: np.ndarray
-
-
-def _paired_bootstrap(y, score1, score2, groups, n_boot, rng) -> tuple[float, float, float]:
-    """Std of AUC 1, AUC 2 and AUC 2 - AUC 1 over the same bootstrap resamples of held-out
-    groups."""
-    uniq, inv = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inv == g) for g in range(len(uniq))]
-    out = []
-    for _ in range(n_boot):
-        idx = np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
-        if len(np.unique(y[idx])) == 2:
-            a, b = roc_auc_score(y[idx], score1[idx]), roc_auc_score(y[idx], score2[idx])
-            out.append((a, b, b - a))
-    if len(out) < 2:
-        return np.nan, np.nan, np.nan
-    s = np.std(np.asarray(out), axis=0, ddof=1)
-    return float(s[0]), float(s[1]), float(s[2])
 
 
 def paired_classifier_auc(
@@ -265,24 +270,10 @@ def paired_classifier_auc(
         nan = np.full(seeds, np.nan)
         r = AUCResult(np.nan, np.nan, nan, nan, len(xa), len(xb))
         return PairedAUCResult(r, r, np.nan, np.nan, nan)
-    x1, x2 = np.concatenate([xa, xb]), np.concatenate([xa2, xb])
-    y = np.r_[np.zeros(len(xa)), np.ones(len(xb))].astype(np.int64)
-    ga = np.unique(np.asarray(groups_a), return_inverse=True)[1]
-    gb = np.unique(np.asarray(groups_b), return_inverse=True)[1] + ga.max() + 1
-    groups = np.r_[ga, gb]
-    aucs, errs = [], []
-    for _ in range(seeds):
-        test = np.r_[group_split(ga, test_fraction, rng), group_split(gb, test_fraction, rng)]
-        seed = int(rng.integers(0, 2**31 - 1))
-        s1 = fit_predict(x1[~test], y[~test], x1[test], seed)
-        s2 = fit_predict(x2[~test], y[~test], x2[test], seed)
-        a1, a2 = roc_auc_score(y[test], s1), roc_auc_score(y[test], s2)
-        aucs.append((a1, a2, a2 - a1))
-        errs.append(_paired_bootstrap(y[test], s1, s2, groups[test], n_boot, rng))
-    aucs, errs = np.asarray(aucs), np.asarray(errs)
-    seed_var = aucs.var(axis=0, ddof=1) if seeds > 1 else np.zeros(3)
-    err = np.sqrt((seed_var + np.nanmean(errs**2, axis=0)) / seeds)
-    first = AUCResult(float(aucs[:, 0].mean()), float(err[0]), aucs[:, 0], errs[:, 0], len(xa), len(xb))
+    aucs, errs, err = _over_seeds([xa, xa2], xb, groups_a, groups_b, fit_predict, seeds,
+                                  test_fraction, n_boot, rng)
+    first = AUCResult(float(aucs[:, 0].mean()), float(err[0]), aucs[:, 0], errs[:, 0], len(xa),
+                      len(xb))
     second = AUCResult(float(aucs[:, 1].mean()), float(err[1]), aucs[:, 1], errs[:, 1], len(xa2),
                        len(xb))
     return PairedAUCResult(first, second, float(aucs[:, 2].mean()), float(err[2]), aucs[:, 2])
