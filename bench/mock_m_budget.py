@@ -8,7 +8,10 @@ the sim PSF + optics), knots, bulge, neighbours, cosmic rays + hot pixels, every
 and the sims themselves matched to the target PSF (refinegan.refiner.psf_match) with the sim's own
 noise (unpaired: other galaxies). Prints one line per variant.
 
-Usage: python bench/mock_m_budget.py [--config config/config.yaml] [--n 4096] [--out DIR]
+Usage: python bench/mock_m_budget.py [--config config/config.yaml [TARGET.yaml ...]] [--n 4096]
+       [--set KEY=VALUE ...] [--out DIR]
+(e.g. ``--config config/config.yaml config/targets/knots_no_bulge.yaml``: that target's budget;
+the variants switch its effects off one at a time as they do the default mock's)
 """
 
 import argparse
@@ -58,12 +61,15 @@ def fmt(name, c, d=None):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", default="config/config.yaml")
+    ap.add_argument("--config", nargs="+", default=["config/config.yaml"],
+                    help="config files, later ones over earlier ones (a target overlay last)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override, e.g. real.seed=311")
     ap.add_argument("--n", type=int, default=4096)
     ap.add_argument("--n-boot", type=int, default=200)
     ap.add_argument("--out", default=None, help="keep the stamp files here (default: a temp dir)")
     a = ap.parse_args()
-    base = apply_overrides(load_config(a.config), [f"real.n={a.n}", f"sim.n={a.n}"])
+    base = apply_overrides(load_config(a.config), [*a.set, f"real.n={a.n}", f"sim.n={a.n}"])
     sigma = float(base["real"]["noise"]["sigma"])
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory() as tmp:

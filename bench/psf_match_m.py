@@ -1,0 +1,88 @@
+"""Does PSF matching give the sims the m that drawing them through the target PSF gives?
+
+The target's mock with every effect off, noiseless, drawn twice from the same seed (the same
+galaxies): through the sims' PSF (the noise-only control's PSF) and through the target PSF. The
+first, convolved with the matching kernel K (`refinegan.refiner.psf_match`, from the two files'
+``/psf``), should equal the second. Prints the pixel residual, the in-stamp flux ratio (K is
+normalised to the PSF images, which are unit-sum inside the stamp, so light the target PSF sends
+beyond the stamp is kept by K), and REGAUSS m of the three sets noiseless and, paired against the
+drawn set, with one white noise field added to all (also for K-matched stamps rescaled to the
+drawn set's flux). The noise field is shared by each galaxy's +g / -g twins, as in the sims.
+
+Usage: python bench/psf_match_m.py [--config config/config.yaml [TARGET.yaml ...]] [--n 1024]
+       [--set KEY=VALUE ...]
+"""
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from refinegan.compare import calibration as cal
+from refinegan.config import apply_overrides, load_config
+from refinegan.io import read_stamps
+from refinegan.refiner.psf_match import build_psf_match
+from refinegan.seeds import realisation_normals
+from refinegan.target.mock import prepare_mock
+
+EFFECTS = ["knots", "bulge", "neighbours", "cosmic_rays", "hot_pixels"]
+OFF = [f"real.mock.{e}.enabled=false" for e in EFFECTS]
+
+
+def m_of(images, psf, var, labels, n_boot, rng):
+    sh = cal.regauss_shapes(np.asarray(images, np.float32), np.asarray(psf, np.float32), var, None)
+    gr = cal.group_means(sh["eps1"], sh["eps2"], sh["status"] == 0, labels)
+    return gr, cal.calibrate(gr, n_boot, rng)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", nargs="+", default=["config/config.yaml"])
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--n", type=int, default=1024)
+    ap.add_argument("--sigma", type=float, nargs="+", default=[4.0, 8.0],
+                    help="white noise levels (counts) of the paired noisy comparison")
+    ap.add_argument("--n-boot", type=int, default=100)
+    a = ap.parse_args()
+    base = apply_overrides(load_config(a.config), [*a.set, f"real.n={a.n}", "real.noise.sigma=0"])
+    rng = np.random.default_rng(1)
+    sets = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, over in (("sim PSF", [*OFF, "real.psf.optical=false", "real.psf.use_sim_psf=true"]),
+                           ("target PSF", OFF)):
+            prepare_mock(apply_overrides(base, over), Path(tmp) / "x.h5")
+            sets[name] = read_stamps(Path(tmp) / "x.h5")
+    c, t = sets["sim PSF"], sets["target PSF"]
+    match = build_psf_match(c.psf, t.psf, c.images.shape[1:], 0)
+    matched = np.asarray(match.apply(c.images, np.zeros(len(c.images)), c.labels), np.float64)
+    drawn = np.asarray(t.images, np.float64)
+    flux = matched.sum() / drawn.sum()
+    peak = np.sqrt((drawn.max(axis=(1, 2)) ** 2).mean())
+    print(f"pixel residual rms (K-matched - drawn) / rms peak: {np.sqrt(((matched - drawn) ** 2).mean()) / peak:.4f}")
+    print(f"in-stamp flux K-matched / drawn: {flux:.4f}")
+    arms = {"drawn through the target PSF": (drawn, t.psf),
+            "sims' PSF * K": (matched, match.apply_psf(c.psf)),
+            "sims' PSF * K, flux / ratio": (matched / flux, match.apply_psf(c.psf))}
+    for name, (im, psf) in {"drawn through the sims' PSF": (np.asarray(c.images), c.psf), **arms}.items():
+        _, q = m_of(im, psf, 1.0, c.labels, a.n_boot, rng)
+        print(f"noiseless {name:30s} m {q['m'][0]:+.4f} / {q['m'][1]:+.4f} +- {q['m_err'][0]:.4f}")
+    for sig in a.sigma:
+        # one field per galaxy and orientation, shared by its +g / -g twins as the sims' and the
+        # mock's noise is: the shape noise cancels in m and the paired errors are small
+        w = sig * realisation_normals(c.labels, len(drawn), drawn.shape[1:], 7, "psf_match")
+        ref = None
+        for name, (im, psf) in arms.items():
+            gr, q = m_of(im + w, psf, sig**2, c.labels, a.n_boot, rng)
+            line = f"sigma {sig:g} {name:30s} m {q['m'][0]:+.4f} / {q['m'][1]:+.4f} +- {q['m_err'][0]:.4f}"
+            if ref is None:
+                ref = gr
+            else:
+                d = cal.paired_difference(ref, gr, a.n_boot, rng)
+                line += (f" | paired vs drawn {d['dm'][0]:+.4f} / {d['dm'][1]:+.4f} +- "
+                         f"{d['dm_err'][0]:.4f} / {d['dm_err'][1]:.4f}")
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
