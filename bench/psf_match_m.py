@@ -3,11 +3,11 @@
 The target's mock with every effect off, noiseless, drawn twice from the same seed (the same
 galaxies): through the sims' PSF (the noise-only control's PSF) and through the target PSF. The
 first, convolved with the matching kernel K (`refinegan.refiner.psf_match`, from the two files'
-``/psf``), should equal the second. Prints the pixel residual, the in-stamp flux ratio (K is
-normalised to the PSF images, which are unit-sum inside the stamp, so light the target PSF sends
-beyond the stamp is kept by K), and REGAUSS m of the three sets noiseless and, paired against the
-drawn set, with one white noise field added to all (also for K-matched stamps rescaled to the
-drawn set's flux). The noise field is shared by each galaxy's +g / -g twins, as in the sims.
+``/psf`` and, for K's sum, their ``psf_flux_in_stamp``, as training builds it), should equal the
+second. Prints the pixel residual, the in-stamp flux ratio, and REGAUSS m of the sets noiseless
+and, paired against the drawn set, with one white noise field added to all; beside K, the
+unit-sum K of before session 15 (which kept in the stamp the light the target PSF sends beyond
+it). The noise field is shared by each galaxy's +g / -g twins, as in the sims.
 
 Usage: python bench/psf_match_m.py [--config config/config.yaml [TARGET.yaml ...]] [--n 1024]
        [--set KEY=VALUE ...]
@@ -21,8 +21,8 @@ import numpy as np
 
 from refinegan.compare import calibration as cal
 from refinegan.config import apply_overrides, load_config
-from refinegan.io import read_stamps
-from refinegan.refiner.psf_match import build_psf_match
+from refinegan.io import PSF_FLUX_ATTR, read_stamps
+from refinegan.refiner.psf_match import build_psf_match, psf_flux_gain
 from refinegan.seeds import realisation_normals
 from refinegan.target.mock import prepare_mock
 
@@ -54,16 +54,18 @@ def main() -> None:
             prepare_mock(apply_overrides(base, over), Path(tmp) / "x.h5")
             sets[name] = read_stamps(Path(tmp) / "x.h5")
     c, t = sets["sim PSF"], sets["target PSF"]
-    match = build_psf_match(c.psf, t.psf, c.images.shape[1:], 0)
-    matched = np.asarray(match.apply(c.images, np.zeros(len(c.images)), c.labels), np.float64)
+    gain, why = psf_flux_gain(c.attrs.get(PSF_FLUX_ATTR), t.attrs.get(PSF_FLUX_ATTR))
+    print(f"PSF matching: {why}")
     drawn = np.asarray(t.images, np.float64)
-    flux = matched.sum() / drawn.sum()
     peak = np.sqrt((drawn.max(axis=(1, 2)) ** 2).mean())
-    print(f"pixel residual rms (K-matched - drawn) / rms peak: {np.sqrt(((matched - drawn) ** 2).mean()) / peak:.4f}")
-    print(f"in-stamp flux K-matched / drawn: {flux:.4f}")
-    arms = {"drawn through the target PSF": (drawn, t.psf),
-            "sims' PSF * K": (matched, match.apply_psf(c.psf)),
-            "sims' PSF * K, flux / ratio": (matched / flux, match.apply_psf(c.psf))}
+    arms = {"drawn through the target PSF": (drawn, t.psf)}
+    for name, g in (("sims' PSF * K", gain), ("sims' PSF * unit-sum K", 1.0)):
+        match = build_psf_match(c.psf, t.psf, c.images.shape[1:], 0, gain=g)
+        matched = np.asarray(match.apply(c.images, np.zeros(len(c.images)), c.labels), np.float64)
+        arms[name] = (matched, match.apply_psf(c.psf))
+        print(f"{name}: pixel residual rms (matched - drawn) / rms peak "
+              f"{np.sqrt(((matched - drawn) ** 2).mean()) / peak:.4f}, in-stamp flux matched / "
+              f"drawn {matched.sum() / drawn.sum():.4f}")
     for name, (im, psf) in {"drawn through the sims' PSF": (np.asarray(c.images), c.psf), **arms}.items():
         _, q = m_of(im, psf, 1.0, c.labels, a.n_boot, rng)
         print(f"noiseless {name:30s} m {q['m'][0]:+.4f} / {q['m'][1]:+.4f} +- {q['m_err'][0]:.4f}")

@@ -8,7 +8,10 @@ A stamp file holds one set of postage stamps (docs/data_contract.md)::
     /mask              optional uint8 (N, H, W), non-zero = bad pixel
     /psf               float32 (h, w) or (N, h, w), unit sum, at the stamp pixel scale
     attributes         schema_version, domain, pixel_scale, source, config (JSON), seed,
-                       created (UTC ISO), versions (JSON); refined sets add parent, model_sha256
+                       created (UTC ISO), versions (JSON); refined sets add parent, model_sha256;
+                       optional ``psf_flux_in_stamp`` (`PSF_FLUX_ATTR`): the share of the PSF's
+                       light that falls inside the stamp (``/psf`` is unit-sum inside it), where
+                       the writer drew the PSF and knows it (sims, mock, COSMOS)
 
 Files are written atomically (`refinegan.atomic`: a temporary file, fsync, `os.replace`): a file
 that exists is complete.
@@ -42,6 +45,7 @@ from .errors import ContractError, OutputWriteError
 
 __all__ = [
     "SCHEMA_VERSION",
+    "PSF_FLUX_ATTR",
     "DOMAINS",
     "SIM_LABELS",
     "StampSet",
@@ -59,6 +63,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+PSF_FLUX_ATTR = "psf_flux_in_stamp"  # file attribute: in-stamp share of the PSF's flux (0, 1]
 DOMAINS = ("sim", "real", "refined")
 CHUNK_STAMPS = 256  # stamps per HDF5 chunk along N (64x64 float32: 4 MiB a chunk)
 

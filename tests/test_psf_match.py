@@ -11,7 +11,8 @@ import pytest
 from numpy.testing import assert_allclose
 
 from refinegan.compare import calibration as cal
-from refinegan.refiner.psf_match import PsfMatch, build_psf_match, embed
+from refinegan.refiner.psf_match import PsfMatch, build_psf_match, embed, psf_flux_gain
+from refinegan.sim.simulate import psf_flux_in_stamp
 
 SCALE = 0.2  # arcsec / pixel
 SIZE = 48
@@ -183,3 +184,74 @@ def test_a_match_that_leaves_a_large_residual_stops_with_its_size():
     with pytest.raises(TrainingError, match=rf"sim.h5 -> real.h5 fails: .* reaches 0.1\d+ of the "
                                             rf"target's peak \(bound {PSF_RESIDUAL_MAX:g}"):
         psf_match_for(sim, "sim.h5", real, "real.h5", seed=1)
+
+
+def test_psf_flux_in_stamp_known_answer():
+    """A Gaussian of sigma 4 pixels in a 16 x 16 stamp centred on it: drawn with the pixel
+    response, each pixel holds the profile's integral over it, so the stamp holds
+    F^2 = (2 Phi(8 / 4) - 1)^2 = 0.9111 of the flux; a stamp far larger than the PSF holds all of
+    it; the answer is a share, whatever the profile's flux."""
+    from scipy.stats import norm
+
+    f = 2 * norm.cdf(8 / 4) - 1
+    gauss = galsim.Gaussian(sigma=4 * SCALE)
+    assert_allclose(psf_flux_in_stamp(gauss, 16, SCALE), f**2, rtol=1e-5)
+    assert_allclose(psf_flux_in_stamp(gauss, 256, SCALE), 1.0, rtol=1e-6)
+    assert_allclose(psf_flux_in_stamp(gauss.withFlux(7.0), 16, SCALE), f**2, rtol=1e-5)
+
+
+def test_psf_flux_gain_rules():
+    assert psf_flux_gain(0.9997, 0.956)[0] == 0.956 / 0.9997
+    assert "K's sum 0.9563" in psf_flux_gain(0.9997, 0.956)[1]
+    for fs, ft in ((None, 0.95), (0.99, None)):
+        gain, why = psf_flux_gain(fs, ft)
+        assert gain == 1.0 and "not recorded" in why
+    assert psf_flux_gain(0.95, 0.99)[0] == 1.0  # matching does not brighten
+    with pytest.raises(ValueError, match="target's psf_flux_in_stamp must be in"):
+        psf_flux_gain(0.99, 1.5)
+    with pytest.raises(ValueError, match=r"gain must be in \(0, 1\]"):
+        build_psf_match(_draw(SIM_PSF), _draw(TARGET_PSF), (SIZE, SIZE), seed=1, gain=1.2)
+
+
+def test_matched_galaxy_with_the_flux_gain_is_the_galaxy_through_the_untruncated_target_psf():
+    """With K's sum = the target PSF's in-stamp flux over the sims' (the files' attributes), the
+    matched stamp is the galaxy drawn through the untruncated target PSF, flux included (without
+    it, `test_matched_galaxy_is_the_galaxy_through_the_target_psf`, it is brighter by the ratio);
+    white noise still comes out white with its sigma; the gain survives refiner.pt."""
+    gain, _ = psf_flux_gain(psf_flux_in_stamp(SIM_PSF, SIZE, SCALE),
+                            psf_flux_in_stamp(TARGET_PSF, SIZE, SCALE))
+    assert 0.95 < gain < 0.99
+    m = build_psf_match(_draw(SIM_PSF), _draw(TARGET_PSF), (SIZE, SIZE), seed=11, gain=gain)
+    assert_allclose(m.kernel.sum(), 1.0, rtol=1e-12)  # stored unit-sum; K~(0) is the gain
+    assert_allclose(m.kernel_ft((SIZE, SIZE))[0, 0].real, gain, rtol=1e-12)
+    gal = _galaxy(0.02, -0.02)
+    sim = _draw(galsim.Convolve(gal, SIM_PSF))
+    want = _draw(galsim.Convolve(gal, TARGET_PSF))
+    got = m.apply(sim[None], np.zeros(1), {"id": np.array([0])})[0]
+    assert np.abs(got - want).max() < 2e-3 * want.max()
+    assert_allclose(got.sum() / want.sum(), 1.0, atol=3e-3)
+    assert abs(got.sum() / sim.sum() - gain) < 1e-5
+    assert_allclose(m.apply_psf(_draw(SIM_PSF)).sum(), 1.0, rtol=1e-6)  # /psf stays unit-sum
+    n, sigma = 400, 3.0
+    out = m.apply(np.random.default_rng(0).normal(0.0, sigma, (n, SIZE, SIZE)), np.full(n, sigma),
+                  {"id": np.arange(n)})
+    assert_allclose(out.std(), sigma, rtol=0.01)
+    assert abs((out * np.roll(out, 1, axis=2)).mean() / out.var()) < 0.01
+    assert PsfMatch.from_dict(m.to_dict()).gain == gain
+    old = {k: v for k, v in m.to_dict().items() if k != "gain"}  # a refiner.pt of before the gain
+    assert PsfMatch.from_dict(old).gain == 1.0
+
+
+def test_psf_match_for_reads_the_gain_from_the_files(caplog):
+    from refinegan.io import PSF_FLUX_ATTR, StampSet
+    from refinegan.refiner.data import psf_match_for
+
+    images = np.zeros((2, SIZE, SIZE), np.float32)
+    sim_psf, tgt_psf = _draw(SIM_PSF), _draw(TARGET_PSF)
+    sim = StampSet(images, {}, sim_psf / sim_psf.sum(), None, {PSF_FLUX_ATTR: 0.9997})
+    real = StampSet(images, {}, tgt_psf / tgt_psf.sum(), None, {PSF_FLUX_ATTR: 0.95})
+    with caplog.at_level("INFO", logger="refinegan.refiner.data"):
+        m = psf_match_for(sim, "sim.h5", real, "real.h5", seed=1)
+    assert m.gain == 0.95 / 0.9997 and "K's sum 0.9503" in caplog.text
+    real.attrs.clear()  # a user's cutouts: nothing recorded, unit-sum K as before
+    assert psf_match_for(sim, "sim.h5", real, "real.h5", seed=1).gain == 1.0

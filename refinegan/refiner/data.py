@@ -20,11 +20,11 @@ import torch
 
 from .. import noise
 from ..errors import TrainingError
-from ..io import StampSet, open_stamps, read_many
+from ..io import PSF_FLUX_ATTR, StampSet, open_stamps, read_many
 from ..noise import fill_masked
 from .noise_match import NoiseMatch, build_noise_match
 from .normalize import Normalization
-from .psf_match import PsfMatch, build_psf_match
+from .psf_match import PsfMatch, build_psf_match, psf_flux_gain
 from .reobserve import Reobserve, known_noise_seed
 from .settings import TrainSettings
 
@@ -257,7 +257,9 @@ def psf_match_for(sim: StampSet, sim_path: Path, real: StampSet, real_path: Path
     if target.ndim == 3:
         target = target.mean(axis=0)  # one PSF per target stamp: match to their mean
     check_psf_wider(sim.psf, target, sim_path, real_path)
-    match = build_psf_match(sim.psf, target, sim.images.shape[1:], seed)
+    gain, why = psf_flux_gain(sim.attrs.get(PSF_FLUX_ATTR), real.attrs.get(PSF_FLUX_ATTR))
+    logger.info("PSF matching %s -> %s: %s", sim_path, real_path, why)
+    match = build_psf_match(sim.psf, target, sim.images.shape[1:], seed, gain=gain)
     q = match.summary(target)
     if q["psf_residual"] > PSF_RESIDUAL_MAX:
         raise TrainingError(

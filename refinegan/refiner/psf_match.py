@@ -8,8 +8,17 @@ and with the shear label still true, so the refiner need not (and cannot) learn 
   P~t the discrete Fourier transforms of the sim's and the target's pixelised PSF images, scaled
   to unit sum and clipped to ``|K~| <= 1`` (modes where the sim PSF has no power are not
   amplified); the refined ``/psf`` is ``K * (sim /psf)``, i.e. the target PSF up to that clip;
-- each stamp is convolved with K (circularly: flux is kept exactly and the noise stays
-  stationary), which also filters its white noise to the power ``sigma^2 |K~|^2``;
+- each stamp is convolved with K (circularly: the noise stays stationary), which also filters
+  its white noise to the power ``sigma^2 |K~|^2``;
+- K's sum, its ``gain``, is the target PSF's in-stamp flux fraction over the sims' (each file's
+  ``psf_flux_in_stamp`` attribute, `refinegan.io.PSF_FLUX_ATTR`; 1 where either is not
+  recorded). The ``/psf`` images are unit-sum inside the stamp, so a unit-sum K would keep in the
+  stamp the light the target PSF sends beyond it: 4.4 % for the default mock's PSF, 5.4 % for a
+  more aberrated one, against 0.03 % for the sims' Moffat; the matched sims were that much
+  brighter than the same galaxies seen through the target, which moved REGAUSS's m by -0.005 to
+  -0.013 at 8 counts of noise (docs/benchmarks.md, session 15; `bench/psf_match_m.py`). With the
+  gain the matched stamp is ``gain * (K1 * sim)``, K1 of unit sum, and the refined ``/psf`` stays
+  unit-sum;
 - white noise is put back with an independent field of power ``sigma^2 (1 - |K~|^2)``, so the
   matched stamp's noise is white with the sim's sigma again (its ``noise_sigma`` label stays
   true) and R learns the target's noise from the sim's, as without matching. The field is drawn
@@ -33,7 +42,7 @@ import numpy as np
 
 from ..seeds import realisation_normals
 
-__all__ = ["PsfMatch", "build_psf_match", "embed", "WIENER_EPS"]
+__all__ = ["PsfMatch", "build_psf_match", "psf_flux_gain", "embed", "WIENER_EPS"]
 
 WIENER_EPS = 1e-3  # regularisation of the division by the sim PSF's transform (unit-sum PSFs)
 
@@ -68,9 +77,11 @@ class PsfMatch:
     """A matching kernel (centred on pixel (H//2, W//2), unit sum) and the whitening seed.
 
     ``residual`` is how far ``K * sim_psf`` stays from the target's PSF, max |difference| as a
-    fraction of the target PSF's peak (`summary`), and ``residual_max`` the bound training
-    accepted it under; both None until recorded (training records them, refine writes them to
-    the refined files' attributes ``psf_match_residual`` / ``psf_match_residual_max``).
+    fraction of the target PSF's peak (`summary`, both unit-sum), and ``residual_max`` the bound
+    training accepted it under; both None until recorded (training records them, refine writes
+    them to the refined files' attributes ``psf_match_residual`` / ``psf_match_residual_max``).
+    ``gain`` (0 < gain <= 1) is K's sum, the share of the sims' in-stamp flux that the target's
+    PSF keeps in the stamp (module docstring); ``kernel`` itself is unit-sum.
     """
 
     kernel: np.ndarray  # (H, W) float64
@@ -78,11 +89,12 @@ class PsfMatch:
     sim_psf: np.ndarray  # (h, w) float64: the PSF the kernel starts from (checked at refine)
     residual: float | None = None  # fraction of the target PSF's peak
     residual_max: float | None = None  # the bound it was accepted under (same unit)
+    gain: float = 1.0  # K's sum: target / sim in-stamp PSF flux fraction
 
     def kernel_ft(self, shape: tuple[int, int]) -> np.ndarray:
-        """K~ on a stamp grid of ``shape`` (the kernel embedded, re-normalised to unit sum)."""
+        """K~ on a stamp grid of ``shape`` (the kernel embedded, re-normalised to sum ``gain``)."""
         k = embed(self.kernel, shape)
-        return _ft(k / k.sum())
+        return _ft(k * (self.gain / k.sum()))
 
     def whiten_ft(self, shape: tuple[int, int]) -> np.ndarray:
         """The whitening filter sqrt(1 - |K~|^2) on a grid of ``shape`` (real, >= 0)."""
@@ -114,7 +126,8 @@ class PsfMatch:
         return (conv + sigma * fill).astype(np.float32)
 
     def to_dict(self) -> dict:
-        out = {"kernel": self.kernel.tolist(), "seed": int(self.seed), "sim_psf": self.sim_psf.tolist()}
+        out = {"kernel": self.kernel.tolist(), "seed": int(self.seed), "sim_psf": self.sim_psf.tolist(),
+               "gain": float(self.gain)}
         for key in ("residual", "residual_max"):
             if getattr(self, key) is not None:
                 out[key] = float(getattr(self, key))
@@ -128,7 +141,8 @@ class PsfMatch:
             return None
         return cls(np.asarray(d["kernel"], dtype=np.float64), int(d["seed"]),
                    np.asarray(d["sim_psf"], dtype=np.float64),
-                   *(None if d.get(k) is None else float(d[k]) for k in ("residual", "residual_max")))
+                   *(None if d.get(k) is None else float(d[k]) for k in ("residual", "residual_max")),
+                   gain=float(d.get("gain", 1.0)))  # older refiner.pt: unit-sum K
 
     def summary(self, target_psf: np.ndarray) -> dict:
         """How well K * sim_psf reproduces ``target_psf`` and how much of K~ was clipped."""
@@ -143,8 +157,9 @@ class PsfMatch:
 
 
 def build_psf_match(sim_psf: np.ndarray, target_psf: np.ndarray, shape: tuple[int, int],
-                    seed: int, eps: float = WIENER_EPS) -> PsfMatch:
-    """The kernel taking ``sim_psf`` (h, w) to ``target_psf`` (h', w') on a stamp grid ``shape``.
+                    seed: int, eps: float = WIENER_EPS, gain: float = 1.0) -> PsfMatch:
+    """The kernel taking ``sim_psf`` (h, w) to ``target_psf`` (h', w') on a stamp grid ``shape``,
+    with sum ``gain`` (0 < gain <= 1: `psf_flux_gain`).
 
     Both PSFs are pixelised images at the stamp scale, centred on pixel (h//2, w//2) or on the
     same sub-pixel point (a common offset cancels in the ratio); a target shift relative to the
@@ -161,4 +176,25 @@ def build_psf_match(sim_psf: np.ndarray, target_psf: np.ndarray, shape: tuple[in
     k /= k[0, 0].real
     k /= np.maximum(1.0, np.abs(k))  # no mode amplified: the whitening filter stays real
     kernel = np.fft.fftshift(np.fft.ifft2(k).real)
-    return PsfMatch(kernel / kernel.sum(), int(seed), sim_psf / sim_psf.sum())
+    if not (np.isfinite(gain) and 0 < gain <= 1):
+        raise ValueError(f"PSF matching gain must be in (0, 1], got {gain!r}")
+    return PsfMatch(kernel / kernel.sum(), int(seed), sim_psf / sim_psf.sum(), gain=float(gain))
+
+
+def psf_flux_gain(sim_fraction: float | None, target_fraction: float | None) -> tuple[float, str]:
+    """K's sum from the two files' in-stamp PSF flux fractions (`refinegan.io.PSF_FLUX_ATTR`):
+    ``target / sim``, and a line saying so; 1 where either is not recorded (a user's cutouts) or
+    where the target keeps more of its PSF's light in the stamp than the sims (matching can only
+    widen, so it does not brighten either)."""
+    if sim_fraction is None or target_fraction is None:
+        return 1.0, ("in-stamp PSF flux not recorded for "
+                     f"{'the sims' if sim_fraction is None else 'the target'}: K of unit sum")
+    fs, ft = float(sim_fraction), float(target_fraction)
+    for name, f in (("sims'", fs), ("target's", ft)):
+        if not (np.isfinite(f) and 0 < f <= 1):
+            raise ValueError(f"the {name} psf_flux_in_stamp must be in (0, 1], got {f!r}")
+    if ft >= fs:
+        return 1.0, (f"the target keeps {ft:.4f} of its PSF's flux in the stamp, the sims "
+                     f"{fs:.4f}: K of unit sum")
+    return ft / fs, (f"K's sum {ft / fs:.4f}: the target keeps {ft:.4f} of its PSF's flux in the "
+                     f"stamp, the sims {fs:.4f}")

@@ -310,6 +310,7 @@ def _provenance(in_path: Path, model_path, model_sha: str, match: PsfMatch | Non
              "model": str(Path(model_path).resolve()), "model_sha256": model_sha}
     if match is not None:
         extra["psf_match_kernel"] = match.kernel
+        extra["psf_match_gain"] = float(match.gain)  # K = gain x the unit-sum kernel
         for key, value in (("psf_match_residual", match.residual),
                            ("psf_match_residual_max", match.residual_max)):
             if value is not None:  # recorded at training (not by an older refiner.pt)

@@ -28,12 +28,12 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from ..io import StampWriter
+from ..io import PSF_FLUX_ATTR, StampWriter
 from ..seeds import NOISE_FIELDS, NOISE_FIELDS_ATTR, sim_noise_fields
 from .population import Population, build_galaxy, sample_population
 from .render import make_renderer
 
-__all__ = ["SimParams", "build_psf", "draw_psf_image", "group_layout", "shard_groups",
+__all__ = ["SimParams", "build_psf", "draw_psf_image", "psf_flux_in_stamp", "group_layout", "shard_groups",
            "simulate_groups", "simulate"]
 
 logger = logging.getLogger(__name__)
@@ -102,6 +102,14 @@ def draw_psf_image(psf: galsim.GSObject, stamp_size: int, pixel_scale: float) ->
     """The PSF (with pixel response) as drawn into a stamp, unit sum, float64 (H, W)."""
     im = psf.drawImage(nx=stamp_size, ny=stamp_size, scale=pixel_scale).array
     return im / im.sum()
+
+
+def psf_flux_in_stamp(psf: galsim.GSObject, stamp_size: int, pixel_scale: float) -> float:
+    """The share of the PSF's flux (with pixel response) that falls inside a centred stamp: the
+    file attribute `refinegan.io.PSF_FLUX_ATTR`, which PSF matching reads (K's sum is the
+    target's over the sims', `refinegan.refiner.psf_match`)."""
+    im = psf.drawImage(nx=stamp_size, ny=stamp_size, scale=pixel_scale).array
+    return float(im.sum() / psf.flux)
 
 
 def shard_groups(n_groups: int, shard: int, nshards: int) -> np.ndarray:
@@ -203,7 +211,8 @@ def simulate(config: RunConfig | dict, out: str | os.PathLike, shard: int = 0, n
     psf = build_psf(p.psf_type, p.psf_fwhm, p.psf_beta, p.psf_e1, p.psf_e2)
     renderer = make_renderer(psf, p.stamp_size, p.pixel_scale, method)
     attrs = {"shard": shard, "nshards": nshards, "n_total": p.n, "group_size": k,
-             "renderer": type(renderer).__name__, NOISE_FIELDS_ATTR: NOISE_FIELDS}
+             "renderer": type(renderer).__name__, NOISE_FIELDS_ATTR: NOISE_FIELDS,
+             PSF_FLUX_ATTR: psf_flux_in_stamp(psf, p.stamp_size, p.pixel_scale)}
     with StampWriter(
         out, groups.size * k, (p.stamp_size, p.stamp_size), domain="sim",
         pixel_scale=p.pixel_scale, source=_source_line(p, pop), config=config, seed=p.seed,

@@ -39,11 +39,11 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..errors import ConfigError, InputDataError
-from ..io import StampWriter
+from ..io import PSF_FLUX_ATTR, StampWriter
 from ..seeds import MOCK_EFFECT_WORDS, MOCK_NOISE_WORDS, galaxy_rng
 from ..sim.population import Population, draw_shear
 from ..sim.render import make_renderer
-from ..sim.simulate import draw_psf_image, group_layout
+from ..sim.simulate import draw_psf_image, group_layout, psf_flux_in_stamp
 from .observe import build_target_psf, correlated_noise, psf_fwhm_arcsec
 
 __all__ = ["open_catalog", "cosmos_layout", "prepare_cosmos"]
@@ -200,7 +200,8 @@ def prepare_cosmos(config: RunConfig | dict, out: str | os.PathLike, progress: b
     ident = np.array([int(x) if str(x).isdigit() else -1 for x in cat.ident], dtype=np.int64)
     attrs = {"catalog": str(Path(sec["dir"]) / sec["file_name"]), "n_galaxies": len(galaxies),
              "n_rejected": 0, "is_mock": False, "renderer": type(renderer).__name__,
-             "whitened": bool(sec["whiten"]), "group_size": k, "n_total": n}
+             "whitened": bool(sec["whiten"]), "group_size": k, "n_total": n,
+             PSF_FLUX_ATTR: psf_flux_in_stamp(psf, size, scale)}
     shear = (f"uniform |g_i| <= {pop.shear_max}" if pop.shear_distribution == "uniform"
              else f"g = ({pop.g1}, {pop.g2})")
     groups = np.arange(n // k, dtype=np.int64)

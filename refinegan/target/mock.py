@@ -33,11 +33,11 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from ..io import StampWriter
+from ..io import PSF_FLUX_ATTR, StampWriter
 from ..seeds import MOCK_EFFECT_WORDS, galaxy_rng
 from ..sim.population import Population, build_galaxy, sample_population
 from ..sim.render import KSpaceRenderer, make_renderer
-from ..sim.simulate import draw_psf_image, group_layout
+from ..sim.simulate import draw_psf_image, group_layout, psf_flux_in_stamp
 from .observe import build_target_psf, correlated_noise, psf_fwhm_arcsec
 
 __all__ = ["MockParams", "KnottedScene",
@@ -326,7 +326,8 @@ def write_mock_file(config: RunConfig, p: MockParams, out: str | os.PathLike, pr
                "noise_correlation": p.noise["correlation"]}
     attrs = {"group_size": k, "n_total": p.n, "renderer": type(renderer).__name__,
              "mock_effects": json.dumps(effects, sort_keys=True), "is_mock": True,
-             "n_rejected": 0, **(extra_attrs or {})}
+             "n_rejected": 0, PSF_FLUX_ATTR: psf_flux_in_stamp(psf, p.stamp_size, p.pixel_scale),
+             **(extra_attrs or {})}
     source = (f"refinegan {what} (NOT real data; known truth): {drawn_from} "
               f"{', '.join(name for name, v in effects.items() if v is True)}, "
               f"noise {p.noise['correlation']} sigma={p.noise['sigma']}, GalSim {galsim.__version__}")
