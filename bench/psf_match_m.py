@@ -18,22 +18,19 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from mock_m_budget import CONTROL, OFF, measure
 
 from refinegan.compare import calibration as cal
 from refinegan.config import apply_overrides, load_config
-from refinegan.io import PSF_FLUX_ATTR, read_stamps
+from refinegan.io import PSF_FLUX_ATTR, StampSet, read_stamps
 from refinegan.refiner.psf_match import build_psf_match, psf_flux_gain
 from refinegan.seeds import realisation_normals
 from refinegan.target.mock import prepare_mock
 
-EFFECTS = ["knots", "bulge", "neighbours", "cosmic_rays", "hot_pixels"]
-OFF = [f"real.mock.{e}.enabled=false" for e in EFFECTS]
 
-
-def m_of(images, psf, var, labels, n_boot, rng):
-    sh = cal.regauss_shapes(np.asarray(images, np.float32), np.asarray(psf, np.float32), var, None)
-    gr = cal.group_means(sh["eps1"], sh["eps2"], sh["status"] == 0, labels)
-    return gr, cal.calibrate(gr, n_boot, rng)
+def m_of(images, psf, sigma, labels, n_boot, rng):
+    """`mock_m_budget.measure` of stamps held as an array."""
+    return measure(StampSet(np.asarray(images, np.float32), labels), psf, sigma, n_boot, rng)
 
 
 def main() -> None:
@@ -49,8 +46,7 @@ def main() -> None:
     rng = np.random.default_rng(1)
     sets = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, over in (("sim PSF", [*OFF, "real.psf.optical=false", "real.psf.use_sim_psf=true"]),
-                           ("target PSF", OFF)):
+        for name, over in (("sim PSF", CONTROL), ("target PSF", OFF)):
             prepare_mock(apply_overrides(base, over), Path(tmp) / "x.h5")
             sets[name] = read_stamps(Path(tmp) / "x.h5")
     c, t = sets["sim PSF"], sets["target PSF"]
@@ -75,7 +71,7 @@ def main() -> None:
         w = sig * realisation_normals(c.labels, len(drawn), drawn.shape[1:], 7, "psf_match")
         ref = None
         for name, (im, psf) in arms.items():
-            gr, q = m_of(im + w, psf, sig**2, c.labels, a.n_boot, rng)
+            gr, q = m_of(im + w, psf, sig, c.labels, a.n_boot, rng)
             line = f"sigma {sig:g} {name:30s} m {q['m'][0]:+.4f} / {q['m'][1]:+.4f} +- {q['m_err'][0]:.4f}"
             if ref is None:
                 ref = gr

@@ -249,15 +249,16 @@ def tests_vs_real(data: Samples, d: str, p: CompareParams, rng: np.random.Genera
     def one(xa, xb, ga, gb_, fit_predict, seeds, xa2=None):
         kw = dict(fit_predict=fit_predict, seeds=seeds, test_fraction=p.test_fraction,
                   n_boot=p.n_bootstrap, rng=rng)
+        extra = {}
         if xa2 is None:
             r = dist.classifier_auc(xa, xb, ga, gb_, **kw)
-            return {"auc": r.auc, "err": r.err, "seed_aucs": r.seed_aucs,
-                    "n": np.array([r.n_a, r.n_b])}
-        q = dist.paired_classifier_auc(xa, xa2, xb, ga, gb_, **kw)
-        r = q.first
-        return {"auc": r.auc, "err": r.err, "seed_aucs": r.seed_aucs, "n": np.array([r.n_a, r.n_b]),
-                "paired_auc": q.second.auc, "paired_err": q.second.err, "diff": q.diff,
-                "diff_err": q.err, "seed_diffs": q.seed_diffs}
+        else:
+            q = dist.paired_classifier_auc(xa, xa2, xb, ga, gb_, **kw)
+            r = q.first
+            extra = {"paired_auc": q.second.auc, "paired_err": q.second.err, "diff": q.diff,
+                     "diff_err": q.err, "seed_diffs": q.seed_diffs}
+        return {"auc": r.auc, "err": r.err, "seed_aucs": r.seed_aucs,
+                "n": np.array([r.n_a, r.n_b]), **extra}
 
     def feats(x, names, power):
         return None if x is None else _features(data, x, names, power)
@@ -273,8 +274,7 @@ def tests_vs_real(data: Samples, d: str, p: CompareParams, rng: np.random.Genera
             xa2 = None
         else:
             xa2 = feats(paired, MORPH_STATS, False)
-        out["gb_morph"] = one(_features(data, d, MORPH_STATS, False),
-                              _features(data, "real", MORPH_STATS, False),
+        out["gb_morph"] = one(feats(d, MORPH_STATS, False), feats("real", MORPH_STATS, False),
                               g[d][mi[d]], g["real"][mi["real"]], gb, p.gb_seeds, xa2)
     if p.cnn_seeds > 0:
         cnn = CNNParams(data.scale, channels=p.cnn_channels, epochs=p.cnn_epochs, threads=p.threads)

@@ -188,15 +188,30 @@ def classifier_auc(
         Bootstrap resamples of held-out groups per seed [default: 200].
     rng : numpy.random.Generator
     """
-    if len(np.unique(groups_a)) < 2 or len(np.unique(groups_b)) < 2:
-        logger.warning("classifier test skipped: fewer than 2 galaxy groups in a set (%d, %d "
-                       "stamps)", len(xa), len(xb))
-        nan = np.full(seeds, np.nan)
-        return AUCResult(np.nan, np.nan, nan, nan, len(xa), len(xb))
+    if _too_few_groups(groups_a, groups_b, "classifier test", len(xa), len(xb)):
+        return _nan_result(seeds, len(xa), len(xb))
     aucs, errs, err = _over_seeds([xa], xb, groups_a, groups_b, fit_predict, seeds, test_fraction,
                                   n_boot, rng)
-    return AUCResult(float(aucs[:, 0].mean()), float(err[0]), aucs[:, 0], errs[:, 0], len(xa),
-                     len(xb))
+    return _arm(aucs, errs, err, 0, len(xa), len(xb))
+
+
+def _too_few_groups(groups_a, groups_b, what: str, n_a: int, n_b: int) -> bool:
+    """True (and a warning) when A or B holds fewer than 2 galaxy groups: no split possible."""
+    if len(np.unique(groups_a)) < 2 or len(np.unique(groups_b)) < 2:
+        logger.warning("%s skipped: fewer than 2 galaxy groups in a set (%d, %d stamps)", what,
+                       n_a, n_b)
+        return True
+    return False
+
+
+def _nan_result(seeds: int, n_a: int, n_b: int) -> AUCResult:
+    nan = np.full(seeds, np.nan)
+    return AUCResult(np.nan, np.nan, nan, nan, n_a, n_b)
+
+
+def _arm(aucs: np.ndarray, errs: np.ndarray, err: np.ndarray, j: int, n_a: int, n_b: int) -> AUCResult:
+    """Column ``j`` of `_over_seeds`'s output as an `AUCResult`."""
+    return AUCResult(float(aucs[:, j].mean()), float(err[j]), aucs[:, j], errs[:, j], n_a, n_b)
 
 
 def _over_seeds(arms, xb, groups_a, groups_b, fit_predict, seeds, test_fraction, n_boot, rng):
@@ -264,19 +279,15 @@ def paired_classifier_auc(
     if xa.shape != xa2.shape:
         raise ValueError(f"paired classifier test: the two arms differ in shape ({xa.shape} vs "
                          f"{xa2.shape}); they must hold the same stamps, row for row")
-    if len(np.unique(groups_a)) < 2 or len(np.unique(groups_b)) < 2:
-        logger.warning("paired classifier test skipped: fewer than 2 galaxy groups in a set (%d, "
-                       "%d stamps)", len(xa), len(xb))
-        nan = np.full(seeds, np.nan)
-        r = AUCResult(np.nan, np.nan, nan, nan, len(xa), len(xb))
-        return PairedAUCResult(r, r, np.nan, np.nan, nan)
+    if _too_few_groups(groups_a, groups_b, "paired classifier test", len(xa), len(xb)):
+        r = _nan_result(seeds, len(xa), len(xb))
+        return PairedAUCResult(r, r, np.nan, np.nan, r.seed_aucs)
     aucs, errs, err = _over_seeds([xa, xa2], xb, groups_a, groups_b, fit_predict, seeds,
                                   test_fraction, n_boot, rng)
-    first = AUCResult(float(aucs[:, 0].mean()), float(err[0]), aucs[:, 0], errs[:, 0], len(xa),
-                      len(xb))
-    second = AUCResult(float(aucs[:, 1].mean()), float(err[1]), aucs[:, 1], errs[:, 1], len(xa2),
-                       len(xb))
-    return PairedAUCResult(first, second, float(aucs[:, 2].mean()), float(err[2]), aucs[:, 2])
+    diff = _arm(aucs, errs, err, 2, len(xa), len(xb))
+    return PairedAUCResult(_arm(aucs, errs, err, 0, len(xa), len(xb)),
+                           _arm(aucs, errs, err, 1, len(xa2), len(xb)), diff.auc, diff.err,
+                           diff.seed_aucs)
 
 
 def gap_closed(d_sim: np.ndarray, d_refined: np.ndarray) -> np.ndarray:
