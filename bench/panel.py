@@ -81,21 +81,33 @@ def _mean_diff_err(f: h5py.File, name: str, key: str) -> float:
 
 
 def _closer(f: h5py.File) -> dict:
-    """compare's ``closer_by_<set>`` (|m_sim - m_target| - |m_set - m_target|, paired bootstrap
-    error; `refinegan.compare.calibration.closer_than_sims`) for refined and psf_matched. A
-    compare.h5 written before compare stored them gets them here from its REGAUSS shapes and its
-    input files' labels, on the same selection and with the same draws as compare makes now."""
+    """compare's target comparison with each set on its own selection (`refinegan.compare.
+    calibration.closer_than_sims`, ``transfer``): ``closer_by_<set>`` (|m_sim - m_target| -
+    |m_set - m_target|, paired bootstrap error) for refined and psf_matched, and ``dm_<set>``,
+    ``dm_<set>_err`` = |m_set - m_target| with the two errors in quadrature, for sim, refined
+    and psf_matched. A compare.h5 written before compare compared own selections (session 16)
+    gets them here from its REGAUSS shapes and its input files' labels: closer_by with the draws
+    compare makes now, the |dm| errors from a fresh bootstrap of the same size."""
     t = f["calibration/transfer"]
-    if "closer_by_refined" in t:
-        return {k: t[k][()] for k in t if k.startswith("closer_by")}
-    from refinegan.compare.calibration import PAIRED_SETS, closer_than_sims, group_means
+    if "closer_by_refined_common_selection" in t:
+        out = {k: t[k][()] for k in t if k.startswith("closer_by") and not k.endswith("selection")}
+        out["dm_sim"], out["dm_sim_err"] = t["abs_dm_sim_real"][()], t["abs_dm_sim_real_err"][()]
+        out["dm_refined"] = t["abs_dm_refined_real"][()]
+        out["dm_refined_err"] = t["abs_dm_refined_real_err"][()]
+        m_r, e_r = f["calibration/real/m"][()], f["calibration/real/m_err"][()]
+        pm = f["calibration/psf_matched"]
+        out["dm_psf_matched"] = np.abs(pm["m_own_selection"][()] - m_r)
+        out["dm_psf_matched_err"] = np.hypot(pm["m_err_own_selection"][()], e_r)
+        return out
+    from refinegan.compare.calibration import calibrate, closer_than_sims, group_means
     from refinegan.compare.params import CompareParams
     from refinegan.io import open_stamps
     from refinegan.seeds import stream_sequence
 
     inputs, config = json.loads(f.attrs["inputs"]), json.loads(f.attrs["config"])
+    n_boot = CompareParams.from_config(config).n_bootstrap
     grs = {}
-    for name in ("sim", "refined", "psf_matched", "twin", "real"):
+    for name in ("sim", "refined", "psf_matched", "real"):
         cal = f.get(f"calibration/{name}")
         if cal is None or "eps1" not in cal:
             continue
@@ -106,15 +118,14 @@ def _closer(f: h5py.File) -> dict:
         labels = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         grs[name] = group_means(cal["eps1"][()], cal["eps2"][()], cal["regauss_status"][()] == 0,
                                 labels)
-    paired = [n for n in PAIRED_SETS if n in grs]
-    common = grs[paired[0]].pair_id
-    for n in paired[1:]:
-        common = np.intersect1d(common, grs[n].pair_id)
-    for n in paired:
-        grs[n] = grs[n].select(common)
     rng = np.random.default_rng(stream_sequence(config["seed"], "compare_closer"))
-    return closer_than_sims(grs, ("refined", "psf_matched"),
-                            CompareParams.from_config(config).n_bootstrap, rng)
+    out = closer_than_sims(grs, ("refined", "psf_matched"), n_boot, rng)
+    boot = np.random.default_rng(int(config["seed"]))
+    cals = {n: calibrate(g, n_boot, boot) for n, g in grs.items()}
+    for n in ("sim", "refined", "psf_matched"):
+        out[f"dm_{n}"] = np.abs(cals[n]["m"] - cals["real"]["m"])
+        out[f"dm_{n}_err"] = np.hypot(cals[n]["m_err"], cals["real"]["m_err"])
+    return out
 
 
 def _row(path: Path, refined: str = "refined") -> dict:
@@ -146,16 +157,13 @@ def _row(path: Path, refined: str = "refined") -> dict:
             if "r_auc_change" in g:  # R's own AUC change on psf_matched's splits, paired
                 row[clf]["r_change"] = float(g["r_auc_change"][()])
                 row[clf]["r_change_err"] = float(g["r_auc_change_err"][()])
-        t = f["calibration/transfer"]
-        row["dm_refined"] = t["abs_dm_refined_real"][()].tolist()
-        row["dm_refined_err"] = t["abs_dm_refined_real_err"][()].tolist()
-        row["dm_sim"] = t["abs_dm_sim_real"][()].tolist()
-        row["dm_sim_err"] = t["abs_dm_sim_real_err"][()].tolist()
+        closer = _closer(f)
+        for k in ("dm_refined", "dm_refined_err", "dm_sim", "dm_sim_err"):
+            row[k] = np.asarray(closer[k]).tolist()
         r = f["calibration/paired_r_only"]
         row["dm_r_only"] = r["dm"][()].tolist()
         row["dm_r_only_err"] = r["dm_err"][()].tolist()
         row["m_real"] = f["calibration/real/m"][()].tolist()
-        closer = _closer(f)
         row["closer_by"] = closer["closer_by_refined"].tolist()
         row["closer_by_err"] = closer["closer_by_refined_err"].tolist()
         row["lag1_r_only"], row["lag1_r_only_err"] = _r_only_lag1(f)
@@ -184,9 +192,7 @@ def _physics_row(path: Path) -> dict:
         def mean(s, k):
             return float(np.nanmean(f[f"stats/{s}/{k}"][()]))
 
-        t = f["calibration/transfer"]
-        m_p, m_r = f["calibration/psf_matched/m"][()], f["calibration/real/m"][()]
-        e_p, e_r = f["calibration/psf_matched/m_err"][()], f["calibration/real/m_err"][()]
+        closer = _closer(f)
         row = {
             "sigma_ratio": med("psf_matched", "noise_std") / med("real", "noise_std") - 1,
             "lag1_ratio": [mean("psf_matched", k) / mean("real", k) - 1 for k in ("acf_10", "acf_01")],
@@ -194,12 +200,12 @@ def _physics_row(path: Path) -> dict:
             "lag1_err": [_mean_diff_err(f, "psf_matched", k) for k in ("acf_10", "acf_01")],
             "gap_morph": float(f["distances/psf_matched/gap_closed_matching_energy_morph"][()]),
             "gap_noise": float(f["distances/psf_matched/gap_closed_matching_energy_noise"][()]),
-            "dm_refined": np.abs(m_p - m_r).tolist(), "dm_refined_err": np.hypot(e_p, e_r).tolist(),
-            "dm_sim": t["abs_dm_sim_real"][()].tolist(), "dm_sim_err": t["abs_dm_sim_real_err"][()].tolist(),
+            "dm_refined": np.asarray(closer["dm_psf_matched"]).tolist(),
+            "dm_refined_err": np.asarray(closer["dm_psf_matched_err"]).tolist(),
+            "dm_sim": np.asarray(closer["dm_sim"]).tolist(), "dm_sim_err": np.asarray(closer["dm_sim_err"]).tolist(),
             "dm_r_only": [0.0, 0.0], "dm_r_only_err": [0.0, 0.0],
             "lag1_r_only": [0.0, 0.0], "lag1_r_only_err": [0.0, 0.0],
         }
-        closer = _closer(f)
         row["closer_by"] = closer["closer_by_psf_matched"].tolist()
         row["closer_by_err"] = closer["closer_by_psf_matched_err"].tolist()
         for clf in ("gb_all", "cnn_pixels"):

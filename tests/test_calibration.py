@@ -195,6 +195,47 @@ def test_paired_sets_share_one_selection():
     assert t["sim"]["selection"] == "common to sim, refined"
 
 
+def test_the_target_is_compared_with_each_sets_own_selection():
+    """Beside the target (its own selection), transfer's |m_sim - m_real| and closer_by use the
+    sims' and refined's own selections; the common selection's stand beside them (suffix
+    ``_common_selection``), as do each paired set's own-selection error and failure fraction."""
+    from refinegan.compare.measure import groups_of, measure
+    from refinegan.compare.params import CompareParams
+    from refinegan.compare.samples import Samples
+    from refinegan.io import StampSet
+
+    images, labels, psf = make_pairs(8, g=G, noise=0.5, profile="exp", method="auto", seed=5)
+    refined = images.copy()
+    pair = labels["pair_id"]
+    for b in np.unique(pair)[[1, 4]]:
+        refined[np.flatnonzero(pair == b)[0]] = 0.0
+    real, _, _ = make_pairs(8, g=G, noise=0.5, profile="exp", method="auto", seed=9)
+    attrs = {"pixel_scale": 0.2}
+    sets = {"sim": StampSet(images, labels, psf, None, attrs),
+            "refined": StampSet(refined, labels, psf, None, attrs),
+            "real": StampSet(real, labels, psf, None, attrs)}
+    p = CompareParams(n_bootstrap=5)
+    meas = {d: measure(s, p) for d, s in sets.items()}
+    data = Samples(sets, meas, {d: groups_of(s) for d, s in sets.items()},
+                   np.zeros(len(images), bool), 1.0)
+    t = calibrate_sets(data, p, np.random.default_rng(1)).tables
+    tr, m_real = t["transfer"], t["real"]["m"]
+    np.testing.assert_allclose(tr["abs_dm_sim_real"], np.abs(t["sim"]["m_own_selection"] - m_real))
+    np.testing.assert_allclose(tr["abs_dm_sim_real_common_selection"], np.abs(t["sim"]["m"] - m_real))
+    np.testing.assert_allclose(tr["abs_dm_refined_real"], np.abs(t["refined"]["m"] - m_real))
+    np.testing.assert_allclose(tr["closer_by_refined"],
+                               tr["abs_dm_sim_real"] - tr["abs_dm_refined_real"], atol=1e-12)
+    np.testing.assert_allclose(tr["closer_by_refined_common_selection"],
+                               tr["abs_dm_sim_real_common_selection"] - tr["abs_dm_refined_real"],
+                               atol=1e-12)
+    assert not np.allclose(tr["abs_dm_sim_real"], tr["abs_dm_sim_real_common_selection"])
+    assert tr["selection"] == "each set its own"
+    n_groups = len(np.unique(pair))
+    assert t["sim"]["group_failure_fraction_own_selection"] == 0.0
+    assert np.isclose(t["sim"]["group_failure_fraction"], 2 / n_groups)
+    assert np.all(t["sim"]["m_err_own_selection"] > 0)
+
+
 def test_groups_of_one_catalog_galaxy_bootstrap_as_one():
     """Known answer (cluster bootstrap): 10 galaxies, each drawn in 10 groups with the same
     response (all the scatter is between galaxies). Resampling groups treats the 100 as
@@ -266,9 +307,39 @@ def test_closer_than_sims_error_is_the_scatter_over_experiments(m_sets):
         assert np.all(err < 0.5 * quad.mean(axis=0))
 
 
-def test_closer_than_sims_needs_the_paired_selection():
-    grs = {"sim": _response_groups(0.0, np.zeros((4, 2))),
-           "refined": _response_groups(0.0, np.zeros((3, 2))),
-           "real": _response_groups(0.0, np.zeros((4, 2)))}
-    with pytest.raises(ValueError, match="refined groups are not the sims' groups"):
-        closer_than_sims(grs, ("refined",), 5, np.random.default_rng(0))
+def test_closer_than_sims_on_each_sets_own_selection():
+    """Known answer: sims of m 0 on 400 galaxies; the refined set is the same galaxies at m -0.04,
+    but it lost the 100 galaxies (all of m -0.2 in both sets) the target also loses; the target
+    is other galaxies at m -0.04 with those lost. On its own selection the refined set sits on
+    the target and the sims (which kept the m -0.2 galaxies: their m is the mean over all 400,
+    -0.05) are 0.01 off it, so closer_by = +0.01 exactly; dropping the refined set's failures
+    from the sims too (a common selection) makes the sims m 0.0 and closer_by 0.04 - 0.0 = 0.04.
+    Aligned groups give the draws of the paired selection; the error is from joint draws of
+    galaxies (0 when no galaxy's response scatters)."""
+    g = 400
+    d = np.full((g, 2), 0.04)
+
+    def groups(ids, m):
+        return Groups(np.asarray(ids), (1 + np.asarray(m))[:, None] * d[:len(ids)], d[:len(ids)],
+                      np.zeros((len(ids), 2)), np.zeros((len(ids), 2)), 0, g - len(ids), True,
+                      n_stamps=2 * g)
+
+    lost = np.arange(g) % 4 == 0  # 100 galaxies the refined set and the target lose
+    sim = groups(np.arange(g), np.where(lost, -0.2, 0.0))
+    ref = groups(np.arange(g)[~lost], np.full((~lost).sum(), -0.04))
+    real = groups(np.arange(g)[~lost] + 10_000, np.full((~lost).sum(), -0.04))
+    own = closer_than_sims({"sim": sim, "refined": ref, "real": real}, ("refined",), 50,
+                           np.random.default_rng(0))
+    np.testing.assert_allclose(fit_mc(sim)[0], -0.05, atol=1e-12)
+    np.testing.assert_allclose(own["closer_by_refined"], 0.01, atol=1e-12)
+    assert own["closer_n_groups"] == g
+    common = closer_than_sims({"sim": sim.select(ref.pair_id), "refined": ref, "real": real},
+                              ("refined",), 50, np.random.default_rng(0))
+    np.testing.assert_allclose(common["closer_by_refined"], 0.04, atol=1e-12)
+    assert common["closer_n_groups"] == g - 100
+    # the bootstrap draws galaxies jointly: the error is the spread of the sims' share of lost ones
+    assert np.all(own["closer_by_refined_err"] > 0) and np.all(common["closer_by_refined_err"] < 1e-12)
+    p_lost = 0.25
+    expect = 0.2 * np.sqrt(p_lost * (1 - p_lost) / g)  # std of the sims' mean m over draws
+    np.testing.assert_allclose(own["closer_by_refined_err"], expect, rtol=0.35)
+

@@ -283,7 +283,9 @@ def summary_tables(tree: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                  _fmt(t["abs_dm_refined_real"][k], t["abs_dm_refined_real_err"][k]),
                  str(bool(t["meets_bar"][k])), _fmt(t["abs_dm_paired"][k]),
                  str(bool(t["paired_meets_bar"][k]))] for k in (0, 1)]
-        tables.append((f"Calibration transfer (bar {float(t['bar']):g})",
+        tables.append((f"Calibration transfer (bar {float(t['bar']):g}; sim and refined each on "
+                       f"the galaxies it measured, as the target is; the paired sets' common "
+                       f"selection: *_common_selection in compare.h5)",
                        ["", "|m_sim - m_real|", "|m_refined - m_real|", "refined meets bar",
                         "|dm| paired", "|dm| meets bar"], rows))
     rows = r_only_rows(tree)

@@ -268,7 +268,7 @@ def _calibration(cal: dict) -> list[str]:
         for name, v in list(t.items()):
             if name.startswith(("abs_dm", "closer_by")):
                 t[name] = _nan_like(v)
-            elif name in ("meets_bar", "resolved", "paired_meets_bar"):
+            elif name.startswith(("meets_bar", "resolved", "paired_meets_bar")):
                 t[name] = np.zeros(np.shape(v), bool)
         msgs.append(f"calibration {key}: {t['verdict']}")
     return msgs
