@@ -156,10 +156,10 @@ def test_calibrate_sets_returns_its_shapes_and_writes_nothing():
     assert {d: vars(m) for d, m in data.meas.items()} == before
 
 
-def test_paired_sets_share_one_selection():
-    """Consistent selection (known answer): a group whose refined stamp fails REGAUSS is dropped
-    from sim too, so sim's m is exactly the fit on the groups both measured; refined is the sim
-    elsewhere, so dm = 0 exactly and the sims' selection_shift is m(common) - m(own)."""
+def _broken_refined_tables(with_real: bool):
+    """calibrate_sets of sims, a refined set that is the sims but for one all-zero stamp (REGAUSS
+    fails) in each of two groups, and, ``with_real``, a target of other galaxies. Returns the
+    tables, the sims' images, labels, PSF and measurements, and the broken groups' pair_ids."""
     from refinegan.compare.measure import groups_of, measure
     from refinegan.compare.params import CompareParams
     from refinegan.compare.samples import Samples
@@ -169,16 +169,27 @@ def test_paired_sets_share_one_selection():
     refined = images.copy()
     pair = labels["pair_id"]
     broken = np.unique(pair)[[1, 4]]
-    for b in broken:  # one stamp of each of two groups: all-zero, REGAUSS fails
+    for b in broken:
         refined[np.flatnonzero(pair == b)[0]] = 0.0
     attrs = {"pixel_scale": 0.2}
     sets = {"sim": StampSet(images, labels, psf, None, attrs),
             "refined": StampSet(refined, labels, psf, None, attrs)}
+    if with_real:
+        real, _, _ = make_pairs(8, g=G, noise=0.5, profile="exp", method="auto", seed=9)
+        sets["real"] = StampSet(real, labels, psf, None, attrs)
     p = CompareParams(n_bootstrap=5)
     meas = {d: measure(s, p) for d, s in sets.items()}
     data = Samples(sets, meas, {d: groups_of(s) for d, s in sets.items()},
                    np.zeros(len(images), bool), 1.0)
-    t = calibrate_sets(data, p, np.random.default_rng(1)).tables
+    return calibrate_sets(data, p, np.random.default_rng(1)).tables, images, labels, psf, meas, broken
+
+
+def test_paired_sets_share_one_selection():
+    """Consistent selection (known answer): a group whose refined stamp fails REGAUSS is dropped
+    from sim too, so sim's m is exactly the fit on the groups both measured; refined is the sim
+    elsewhere, so dm = 0 exactly and the sims' selection_shift is m(common) - m(own)."""
+    t, images, labels, psf, meas, broken = _broken_refined_tables(with_real=False)
+    pair = labels["pair_id"]
     n_groups = len(np.unique(pair))
     assert t["sim"]["n_groups"] == t["refined"]["n_groups"] == n_groups - 2
     assert t["sim"]["n_groups_dropped"] == 2 and t["sim"]["n_stamps_failed"] == 0
@@ -199,26 +210,8 @@ def test_the_target_is_compared_with_each_sets_own_selection():
     """Beside the target (its own selection), transfer's |m_sim - m_real| and closer_by use the
     sims' and refined's own selections; the common selection's stand beside them (suffix
     ``_common_selection``), as do each paired set's own-selection error and failure fraction."""
-    from refinegan.compare.measure import groups_of, measure
-    from refinegan.compare.params import CompareParams
-    from refinegan.compare.samples import Samples
-    from refinegan.io import StampSet
-
-    images, labels, psf = make_pairs(8, g=G, noise=0.5, profile="exp", method="auto", seed=5)
-    refined = images.copy()
+    t, _, labels, _, _, _ = _broken_refined_tables(with_real=True)
     pair = labels["pair_id"]
-    for b in np.unique(pair)[[1, 4]]:
-        refined[np.flatnonzero(pair == b)[0]] = 0.0
-    real, _, _ = make_pairs(8, g=G, noise=0.5, profile="exp", method="auto", seed=9)
-    attrs = {"pixel_scale": 0.2}
-    sets = {"sim": StampSet(images, labels, psf, None, attrs),
-            "refined": StampSet(refined, labels, psf, None, attrs),
-            "real": StampSet(real, labels, psf, None, attrs)}
-    p = CompareParams(n_bootstrap=5)
-    meas = {d: measure(s, p) for d, s in sets.items()}
-    data = Samples(sets, meas, {d: groups_of(s) for d, s in sets.items()},
-                   np.zeros(len(images), bool), 1.0)
-    t = calibrate_sets(data, p, np.random.default_rng(1)).tables
     tr, m_real = t["transfer"], t["real"]["m"]
     np.testing.assert_allclose(tr["abs_dm_sim_real"], np.abs(t["sim"]["m_own_selection"] - m_real))
     np.testing.assert_allclose(tr["abs_dm_sim_real_common_selection"], np.abs(t["sim"]["m"] - m_real))

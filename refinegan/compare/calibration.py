@@ -374,10 +374,9 @@ def closer_than_sims(grs: dict[str, Groups], names: tuple[str, ...], n_boot: int
         raise ValueError("closer_than_sims: sims whose groups repeat a catalog galaxy need the "
                          "paired sets on one selection")
     universe = sim.pair_id if aligned else np.unique(np.concatenate([g.pair_id for g in paired]))
-    # where each drawn galaxy sits in each set, and whether that set kept it
-    pos = [np.clip(np.searchsorted(g.pair_id, universe), 0, max(len(g) - 1, 0)) for g in paired]
-    kept = [(len(g) > 0) & (g.pair_id[p] == universe) if len(g) else np.zeros(len(universe), bool)
-            for g, p in zip(paired, pos, strict=True)]
+    # whether each set kept each galaxy of the universe, and where (read only where kept)
+    kept = [np.isin(universe, g.pair_id) for g in paired]
+    pos = [np.searchsorted(g.pair_id, universe) for g in paired]
 
     def closer(idx_u: np.ndarray | None, idx_r: np.ndarray | None) -> np.ndarray:
         def m_of(j: int) -> np.ndarray:
