@@ -55,10 +55,28 @@ def test_summary_reads_the_paired_closer_by():
     rows = {r[0]: r for r in _calibration_headline({"transfer": t})}
     r1 = rows["|m1 refined - m1 real| < |m1 sim - m1 real|"]
     assert r1[1].endswith("closer by 0.01 ± 0.002 (paired)") and r1[3] == "yes", r1
-    assert rows["|m2 refined - m2 real| < |m2 sim - m2 real|"][3] == "not resolved"
+    # not resolved, with stamps enough to see the sims' gap (0.03) closed: (2 x 0.002 / 0.03)^2 < 1
+    assert rows["|m2 refined - m2 real| < |m2 sim - m2 real|"][3] == (
+        "not resolved: closer by less than 2 errors (0.004) of the sims' gap of 0.03")
     del t["closer_by_refined"], t["closer_by_refined_err"]
     rows = {r[0]: r for r in _calibration_headline({"transfer": t})}
-    assert rows["|m1 refined - m1 real| < |m1 sim - m1 real|"][3] == "not resolved"
+    # quadrature 0.0141: (2 x 0.0141 / 0.03)^2 = 0.889: enough stamps, closed less than 2 errors
+    assert rows["|m1 refined - m1 real| < |m1 sim - m1 real|"][3] == (
+        "not resolved: closer by less than 2 errors (0.028) of the sims' gap of 0.03")
+
+
+def test_closer_not_resolved_says_how_many_stamps():
+    """atmosphere_only at 4,096 stamps (session 16): the sims 0.020 off the target, closer by
+    +0.017 +- 0.017: (2 x 0.017 / 0.020)^2 = 2.89x the stamps at least (the 65,536-stamp run
+    resolved it, +0.012 +- 0.006). No gap, no error: plain "not resolved"."""
+    from refinegan.compare.summary import _closer_not_resolved
+
+    assert _closer_not_resolved(0.020, 0.017) == (
+        "not resolved: at least 2.89x the stamps (sim.n, real.n) to resolve closing the sims' gap of 0.02")
+    assert _closer_not_resolved(-0.002, 0.01).startswith("not resolved: at least 100x")
+    assert _closer_not_resolved(0.05, 0.01).startswith("not resolved: closer by less than 2 errors (0.02)")
+    assert _closer_not_resolved(0.0, 0.01) == "not resolved"
+    assert _closer_not_resolved(float("nan"), 0.01) == "not resolved"
 
 
 def test_psf_match_record_from_the_refined_attributes():
