@@ -74,6 +74,10 @@ def test_closer_not_resolved_says_how_many_stamps():
     assert _closer_not_resolved(0.020, 0.017) == (
         "not resolved: at least 2.89x the stamps (sim.n, real.n) to resolve closing the sims' gap of 0.02")
     assert _closer_not_resolved(-0.002, 0.01).startswith("not resolved: at least 100x")
+    # noise_only at 65,536 stamps (session 17): the sims 0.0016 +- 0.0029 off the target already
+    assert _closer_not_resolved(0.0016, 0.0026, 0.0029) == (
+        "not resolved: the sims read the target's m within 2 errors (0.0016 +- 0.0029); at least "
+        "10.6x the stamps (sim.n, real.n) to resolve closing the sims' gap of 0.0016")
     assert _closer_not_resolved(0.05, 0.01).startswith("not resolved: closer by less than 2 errors (0.02)")
     assert _closer_not_resolved(0.0, 0.01) == "not resolved"
     assert _closer_not_resolved(float("nan"), 0.01) == "not resolved"

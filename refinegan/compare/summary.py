@@ -88,21 +88,24 @@ def bar_verdict(value: float, err: float, bar: float) -> str:
     return f"not resolved (|dm| {value:.2g} +- {err:.2g} straddles the bar {bar:g})"
 
 
-def _closer_not_resolved(gap: float, err: float) -> str:
+def _closer_not_resolved(gap: float, err: float, gap_err: float = float("nan")) -> str:
     """The verdict on "refined closer to the target than the sims" when closer_by is within 2
     errors of 0, with what would resolve it: the most refined can close is the sims' own gap to
     the target, so (2 err / gap)^2 times the stamps (errors going as 1/sqrt(N)) would tell a
     perfect refiner from none at 2 errors. A lower bound: a refiner that closes half the gap
     needs 4 times that. Where the stamps already suffice, the refiner closed less than 2 errors
-    of the gap, and the verdict says so."""
-    gap, err = abs(float(gap)), float(err)
+    of the gap, and the verdict says so; where the gap itself is within 2 of its errors
+    (``gap_err``) of 0, that the sims already read the target's m (nothing measurable to close)."""
+    gap, err, gap_err = abs(float(gap)), float(err), float(gap_err)
     if not (np.isfinite(gap) and np.isfinite(err)) or gap == 0 or err <= 0:
         return "not resolved"
     more = (2 * err / gap) ** 2
     if more <= 1:
         return f"not resolved: closer by less than 2 errors ({2 * err:.2g}) of the sims' gap of {gap:.2g}"
-    return (f"not resolved: at least {more:.3g}x the stamps (sim.n, real.n) to resolve closing "
-            f"the sims' gap of {gap:.2g}")
+    already = (f"the sims read the target's m within 2 errors ({gap:.2g} +- {gap_err:.2g}); "
+               if np.isfinite(gap_err) and gap < 2 * gap_err else "")
+    return (f"not resolved: {already}at least {more:.3g}x the stamps (sim.n, real.n) to resolve "
+            f"closing the sims' gap of {gap:.2g}")
 
 
 def _calibration_headline(cal: dict) -> list[list[str]]:
@@ -135,7 +138,7 @@ def _calibration_headline(cal: dict) -> list[list[str]]:
             else:
                 by, e_by = b - a, float(np.hypot(ea, eb))
                 value = f"{_fmt(a, ea)} vs {_fmt(b, eb)}"
-            closer = (_closer_not_resolved(b, e_by) if abs(by) < 2 * e_by
+            closer = (_closer_not_resolved(b, e_by, eb) if abs(by) < 2 * e_by
                       else _met(by > 0, tv))
             rows.append([f"|m{k + 1} refined - m{k + 1} real| < |m{k + 1} sim - m{k + 1} real|",
                          value, "smaller",
