@@ -345,13 +345,14 @@ def over_seeds(files: list[Path]) -> str:
             seen[t][key] = Path(f)
             by.setdefault(t, []).append(row)
 
-    def ms(x) -> str:
+    def ms(x, sign: str = "") -> str:
         x = np.asarray(x, float)
         sem = x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
-        return f"{x.mean():.3f} +- {sem:.3f}"
+        return f"{x.mean():{sign}.3f} +- {sem:.3f}"
 
     out = ["| target | runs | sigma / lag-1 / GB / CNN / closer met (runs) | AUC GB (control) | "
-           "AUC CNN (control) | closer by 1 / 2 (paired error, mean) |", "|---|---|---|---|---|---|"]
+           "AUC CNN (control) | closer by 1 / 2 (paired error, mean) | \\|m_sim - m_target\\| 1 / 2 (error, mean) |",
+           "|---|---|---|---|---|---|---|"]
     for t in sorted(by, key=lambda k: (k.replace(" (physics only)", ""), k)):
         rows = by[t]
         b = [bounds(r) for r in rows]
@@ -363,9 +364,11 @@ def over_seeds(files: list[Path]) -> str:
             return f"{sum(bool(x) for x in v)}/{sum(x is not None for x in v)}"
 
         closer = [r for r in rows if "closer_by" in r]
-        cl = ("" if not closer else
-              f"{ms([r['closer_by'][0] for r in closer])} / {ms([r['closer_by'][1] for r in closer])} "
-              f"({np.mean([r['closer_by_err'] for r in closer]):.3f})")
+        cl = (" | " if not closer else
+              f"{ms([r['closer_by'][0] for r in closer], '+')} / {ms([r['closer_by'][1] for r in closer], '+')} "
+              f"({np.mean([r['closer_by_err'] for r in closer]):.3f}) | "
+              f"{ms([r['dm_sim'][0] for r in closer])} / {ms([r['dm_sim'][1] for r in closer])} "
+              f"({np.mean([r['dm_sim_err'] for r in closer]):.3f})")
         out.append(f"| {t} | {len(rows)} | {' / '.join(met(k) for k in ('sigma', 'lag1', 'gb', 'cnn', 'closer'))} | "
                    f"{ms([r['gb_all']['auc'][1] for r in rows])} ({ms([r['gb_all']['control'] for r in rows])}) | "
                    f"{ms([r['cnn_pixels']['auc'][1] for r in rows])} ({ms([r['cnn_pixels']['control'] for r in rows])}) | "

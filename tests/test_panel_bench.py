@@ -101,6 +101,8 @@ def test_over_seeds_counts_runs_and_bounds(tmp_path):
     out = panel.over_seeds([tmp_path / "a.json", tmp_path / "b.json"])
     assert "| t | 2 | 1/2 / 2/2 / 2/2 / 2/2 / 2/2 | 0.650 +- 0.050 (0.800 +- 0.000) |" in out
     assert "| t (physics only) | 1 | 1/1 / 1/1 / 1/1 / 1/1 / 1/1 |" in out
+    # closer_by signed, then the sims' own gap |m_sim - m_target| that it is out of
+    assert "| +0.030 +- 0.000 / +0.050 +- 0.000 (0.010) | 0.040 +- 0.000 / 0.060 +- 0.000 (0.010) |" in out
 
 
 def test_over_seeds_refuses_one_run_given_twice(tmp_path):
