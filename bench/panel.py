@@ -308,8 +308,9 @@ def bounds(r: dict) -> dict[str, bool | None]:
     - ``sigma``: refined noise sigma within 1 % of the target's;
     - ``lag1``: each lag-1 correlation within 1 % of the target's, or not resolved from that
       (|refined - target| < 1 % of the target's + 2 errors; on a white target 2 errors);
-    - ``gb``, ``cnn``: the AUC below the noise-only control's by more than the two errors, or
-      within 2 errors of the real-vs-real floor (nothing left to tell apart);
+    - ``gb``, ``cnn``: the AUC below the noise-only control's by more than the two errors (in
+      quadrature), or within 2 errors of the real-vs-real floor, the AUC's and the floor's in
+      quadrature: the floor is measured too (nothing left to tell apart);
     - ``closer``: |m_refined - m_target| smaller than |m_sim - m_target| by more than its paired
       error, both components; None where the sims are already within 2 errors of the target in
       both (nothing to close at this size).
@@ -320,9 +321,9 @@ def bounds(r: dict) -> dict[str, bool | None]:
     out["lag1"] = bool(np.all(np.abs(lag_d) < 0.01 * np.abs(lag_t) + 2 * np.asarray(r["lag1_err"])))
     for key, clf in (("gb", "gb_all"), ("cnn", "cnn_pixels")):
         a = r[clf]
-        auc, err, floor = a["auc"][1], a["err"][1], a["auc"][2]
+        auc, err, floor, floor_err = a["auc"][1], a["err"][1], a["auc"][2], a["err"][2]
         below = a["control"] - auc > np.hypot(err, a["control_err"])
-        out[key] = bool(below or abs(auc - floor) < 2 * err)
+        out[key] = bool(below or abs(auc - floor) < 2 * np.hypot(err, floor_err))
     if "closer_by" in r:
         nothing = all(r["dm_sim"][i] < 2 * r["dm_sim_err"][i] for i in (0, 1))
         out["closer"] = None if nothing else all(r["closer_by"][i] > r["closer_by_err"][i]

@@ -67,10 +67,10 @@ def test_r_gain_weights_the_paired_change_by_its_errors(tmp_path):
             "> 2 errors, 0 below; 1 runs at exactly 0 +- 0") in out
 
 
-def _row(sigma=0.0, lag=(0.113, 0.0), gb=0.55, cnn=0.52, control=0.8, floor=0.5,
+def _row(sigma=0.0, lag=(0.113, 0.0), gb=0.55, cnn=0.52, control=0.8, floor=0.5, floor_err=0.0,
          closer=(0.03, 0.05), closer_err=(0.01, 0.01), dm_sim=(0.04, 0.06)):
     def clf(auc):
-        return {"auc": [1.0, auc, floor], "err": [0.0, 0.01, 0.0], "control": control,
+        return {"auc": [1.0, auc, floor], "err": [0.0, 0.01, floor_err], "control": control,
                 "control_err": 0.01}
 
     return {"sigma_ratio": sigma, "lag1_real": [0.113, 0.113], "lag1_ratio": [lag[0] / 0.113 - 1, lag[1]],
@@ -89,6 +89,9 @@ def test_bounds_of_a_row():
     assert panel.bounds(_row(lag=(0.1155, 0.0)))["lag1"]  # 2.2 %: not resolved from 1 %
     assert not panel.bounds(_row(gb=0.79))["gb"]  # 0.01 below the control, errors 0.014
     assert panel.bounds(_row(cnn=0.515, control=0.3))["cnn"]  # at the floor (0.5 +- 2 x 0.01)
+    # 0.03 above a floor measured to +- 0.0 (3 errors) and to +- 0.015 (1.7 errors in quadrature)
+    assert not panel.bounds(_row(cnn=0.53, control=0.3))["cnn"]
+    assert panel.bounds(_row(cnn=0.53, control=0.3, floor_err=0.015))["cnn"]
     assert not panel.bounds(_row(closer=(0.03, 0.005)))["closer"]
     assert panel.bounds(_row(dm_sim=(0.01, 0.015)))["closer"] is None  # sims within 2 errors
 
