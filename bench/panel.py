@@ -365,11 +365,13 @@ def over_seeds(files: list[Path]) -> str:
             return f"{sum(bool(x) for x in v)}/{sum(x is not None for x in v)}"
 
         closer = [r for r in rows if "closer_by" in r]
-        cl = (" | " if not closer else
-              f"{ms([r['closer_by'][0] for r in closer], '+')} / {ms([r['closer_by'][1] for r in closer], '+')} "
-              f"({np.mean([r['closer_by_err'] for r in closer]):.3f}) | "
-              f"{ms([r['dm_sim'][0] for r in closer])} / {ms([r['dm_sim'][1] for r in closer])} "
-              f"({np.mean([r['dm_sim_err'] for r in closer]):.3f})")
+
+        def both(key: str, sign: str = "", rows: list[dict] = closer) -> str:
+            """Components 1 / 2 of ``key`` over the runs, then its mean error (``key``_err)."""
+            return (f"{ms([r[key][0] for r in rows], sign)} / {ms([r[key][1] for r in rows], sign)} "
+                    f"({np.mean([r[key + '_err'] for r in rows]):.3f})")
+
+        cl = " | " if not closer else f"{both('closer_by', '+')} | {both('dm_sim')}"
         out.append(f"| {t} | {len(rows)} | {' / '.join(met(k) for k in ('sigma', 'lag1', 'gb', 'cnn', 'closer'))} | "
                    f"{ms([r['gb_all']['auc'][1] for r in rows])} ({ms([r['gb_all']['control'] for r in rows])}) | "
                    f"{ms([r['cnn_pixels']['auc'][1] for r in rows])} ({ms([r['cnn_pixels']['control'] for r in rows])}) | "
