@@ -13,7 +13,7 @@ two halves of the target (the floor). No training: seconds to a minute per run.
 ``--mock N`` needs no run: for each distinct noise of the panel (config/targets/*.yaml and the
 default target), N stamps of the mock's noise alone (`refinegan.target.observe.correlated_noise`)
 are the target, noise matching is built from them, and its noise (N fields, with the bank of
-classes and with one mean covariance) is told from the target by gradient boosting on the noise
+classes of each basis, ``train.noise_spread``, and with one mean covariance) is told from the target by gradient boosting on the noise
 statistics compare's ``gb_noise`` test uses (`refinegan.compare.stats.image_stats`: sky mean,
 std, skewness, kurtosis, lag-1 x / y / diagonal correlations and the 12-annulus power spectrum
 over the variance), beside a second draw of the target (the floor). Held-out AUC over
@@ -41,7 +41,7 @@ from refinegan.compare.stats import image_stats
 from refinegan.config import load_config
 from refinegan.io import read_many, read_stamps
 from refinegan.refiner.noise_match import build_noise_match, remove_sim_noise
-from refinegan.refiner.noise_spread import stamp_noise_stats
+from refinegan.refiner.noise_spread import BASES, stamp_noise_stats
 from refinegan.target.observe import correlated_noise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,19 +128,20 @@ def panel_noises() -> dict[str, dict]:
 
 
 def check_mock(name: str, spec: dict, n: int, splits: int, seed: int) -> str:
+    """One row: noise matching with the bank of each basis (`refinegan.refiner.noise_spread.
+    BASES`), with one mean covariance, and a second draw of the target, each against the target."""
     base = load_config(ROOT / "config" / "config.yaml")
     shape = (base.stamp_size, base.stamp_size)
     target = mock_noise(spec, n, shape, base.pixel_scale, seed)
     again = mock_noise(spec, n, shape, base.pixel_scale, seed + 1)
-    match = build_noise_match(target, seed)
     lab = {"pair_id": np.arange(n), "rot90": np.zeros(n, int)}
-    zeros = np.zeros((n, *shape))
-    flat = build_noise_match(target, seed, spread=False).apply(zeros, np.zeros(n), lab)
-    matched = match.apply(zeros, np.zeros(n), lab)
+    zeros, sims_sigma = np.zeros((n, *shape)), np.zeros(n)
+    matches = [build_noise_match(target, seed, spread_basis=b) for b in BASES]
+    matches.append(build_noise_match(target, seed, spread=False))
+    sets = [m.apply(zeros, sims_sigma, lab) for m in matches] + [again]
     ft = noise_features(target)
-    cells = [split_auc(ft, noise_features(np.asarray(x, np.float64)), splits)
-             for x in (matched, flat, again)]
-    k = "none" if match.bank is None else str(len(match.bank))
+    cells = [split_auc(ft, noise_features(np.asarray(x, np.float64)), splits) for x in sets]
+    k = " / ".join("none" if m.bank is None else str(len(m.bank)) for m in matches[:-1])
     desc = f"{spec['correlation']} {spec['sigma']:g}" + (
         f", {spec['n_exposures']} exposures" if spec["correlation"] == "lanczos" else "")
     return (f"| {name} | {desc} | {k} | " + " | ".join(f"{m:.3f} +- {e:.3f}" for m, e in cells)
@@ -158,9 +159,10 @@ def main() -> None:
     if args.mock:
         print(f"Pure noise, {args.mock} stamps per set; AUC of gradient boosting on compare's "
               f"gb_noise features, mean over {args.splits} splits +- one split's bootstrap error.")
-        print("| targets | noise | bank classes | AUC matched vs target | AUC one covariance "
-              "vs target | AUC target vs target (floor) |")
-        print("|---|---|---|---|---|---|")
+        print("| targets | noise | bank classes " + " / ".join(BASES) + " | "
+              + " | ".join(f"AUC matched, {b} classes" for b in BASES)
+              + " | AUC one covariance | AUC target vs target (floor) |")
+        print("|---|---|---|" + "---|" * (len(BASES) + 2))
         for name, spec in panel_noises().items():
             print(check_mock(name, spec, args.mock, args.splits, args.seed), flush=True)
         return

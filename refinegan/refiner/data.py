@@ -111,7 +111,8 @@ def prepare_data(s: TrainSettings, seed: int, sim_paths: Sequence[str | os.PathL
     match = psf_match_for(sim, sim_paths[0], real, real_path, seed) if s.psf_match else None
     nmatch = None
     if s.noise_match:
-        nmatch = build_noise_match(real.images, seed, s.norm_border_px, real.mask)
+        nmatch = build_noise_match(real.images, seed, s.norm_border_px, real.mask,
+                                   spread_basis=s.noise_spread)
     reob = Reobserve(match, nmatch, _known_noise_seed(sim_paths) if nmatch else None,
                      f"{sim_paths[0]}")
     if nmatch is not None and not reob.replaces_noise:  # added to: needs the sims quieter

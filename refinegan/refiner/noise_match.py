@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import ContractError, TrainingError
 from ..seeds import realisation_normals, sim_noise_fields, stream_sequence
-from .noise_spread import build_bank, noise_sky, stamp_noise_stats
+from .noise_spread import build_bank, noise_sky, spread_stats
 
 __all__ = ["NoiseMatch", "target_noise_covariance", "build_noise_match", "remove_sim_noise",
            "FEASIBLE_RTOL", "REMOVED_NOISE_MAX"]
@@ -214,7 +214,8 @@ N_CALIBRATION = 4096  # Gaussian fields drawn to measure the sky selection's bia
 
 
 def build_noise_match(real_images: np.ndarray, seed: int, border_px: int = 4,
-                      bad: np.ndarray | None = None, spread: bool = True) -> NoiseMatch:
+                      bad: np.ndarray | None = None, spread: bool = True,
+                      spread_basis: str = "lag1") -> NoiseMatch:
     """The `NoiseMatch` to the noise of target stamps ``real_images`` (N, H, W), counts; ``bad``
     (N, H, W) non-zero marks pixels that are not noise (the file's /mask).
 
@@ -227,8 +228,9 @@ def build_noise_match(real_images: np.ndarray, seed: int, border_px: int = 4,
     tests/test_noise_match.py).
 
     ``spread``: where the target's stamps differ from one another in noise level or lag-1
-    correlations by more than the calibration fields' own sampling scatter, a bank of
-    covariances carries that spread (`refinegan.refiner.noise_spread.build_bank`).
+    correlations (``spread_basis`` ``lag1``) or in their power spectra (``spectrum``) by more
+    than the calibration fields' own sampling scatter, a bank of covariances carries that spread
+    (`refinegan.refiner.noise_spread.build_bank`).
     """
     taper = _lag_taper((2 * real_images.shape[1], 2 * real_images.shape[2]))
     first = NoiseMatch(target_noise_covariance(real_images, border_px, bad) * taper, int(seed))
@@ -246,7 +248,7 @@ def build_noise_match(real_images: np.ndarray, seed: int, border_px: int = 4,
         # target would seem to spread (white_noise_12, session 10).
         idx = (start + np.arange(k)) % n_real
         target_sky = noise_sky(real_images[idx], border_px, None if bad is None else bad[idx])
-        cal_stats.append(stamp_noise_stats(fields, border_px, ~target_sky))
+        cal_stats.append(spread_stats(fields, border_px, ~target_sky, spread_basis))
         n_done += k
     p_first = first.power
     p_back = np.fft.fft2(back / n_done * taper).real
@@ -256,7 +258,7 @@ def build_noise_match(real_images: np.ndarray, seed: int, border_px: int = 4,
     if not spread:
         return match
     bank, bank_p = build_bank(real_images, match, gain, taper, np.concatenate(cal_stats),
-                              target_noise_covariance, border_px, bad)
+                              target_noise_covariance, border_px, bad, spread_basis)
     return dataclasses.replace(match, bank=bank, bank_p=bank_p) if bank is not None else match
 
 

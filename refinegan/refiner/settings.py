@@ -55,6 +55,7 @@ class TrainSettings:
     psf_kernel_px: int
     psf_match: bool
     noise_match: bool
+    noise_spread: str
     latent_dim: int
     disc_channels: int
     disc_global_branch: bool
