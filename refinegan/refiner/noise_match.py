@@ -246,9 +246,10 @@ def build_noise_match(real_images: np.ndarray, seed: int, border_px: int = 4,
         # field is measured through one target stamp's sky (its galaxy masked out), as the
         # target's own stamps are; on the whole field it would be ~15 % smaller, and a stationary
         # target would seem to spread (white_noise_12, session 10).
-        idx = (start + np.arange(k)) % n_real
-        target_sky = noise_sky(real_images[idx], border_px, None if bad is None else bad[idx])
-        cal_stats.append(spread_stats(fields, border_px, ~target_sky, spread_basis))
+        if spread:  # only the bank uses them
+            idx = (start + np.arange(k)) % n_real
+            target_sky = noise_sky(real_images[idx], border_px, None if bad is None else bad[idx])
+            cal_stats.append(spread_stats(fields, border_px, ~target_sky, spread_basis))
         n_done += k
     p_first = first.power
     p_back = np.fft.fft2(back / n_done * taper).real

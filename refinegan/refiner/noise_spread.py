@@ -94,16 +94,22 @@ def noise_sky(images: np.ndarray, border_px: int = 4, bad: np.ndarray | None = N
     return sky
 
 
-def stamp_noise_stats(images: np.ndarray, border_px: int = 4, bad: np.ndarray | None = None
-                      ) -> np.ndarray:
-    """(N, 3) per stamp on its sky pixels (`noise_sky`): noise variance (counts^2) and lag-1
-    correlations in x and y (pairs of sky pixels)."""
+def _sky_deviations(images: np.ndarray, border_px: int, bad: np.ndarray | None):
+    """Each stamp's sky pixels (`noise_sky`) as weights ``w`` (N, H, W), their number ``nw`` (N,),
+    the deviations from the sky mean ``d`` (zero off the sky) and the sky variance ``var`` (N,)."""
     x = np.asarray(images, dtype=np.float64)
     w = noise_sky(x, border_px, bad).astype(np.float64)
     nw = np.maximum(w.sum(axis=(1, 2)), 1.0)
     mean = (x * w).sum(axis=(1, 2)) / nw
     d = (x - mean[:, None, None]) * w
-    var = (d * d).sum(axis=(1, 2)) / nw
+    return d, w, nw, (d * d).sum(axis=(1, 2)) / nw
+
+
+def stamp_noise_stats(images: np.ndarray, border_px: int = 4, bad: np.ndarray | None = None
+                      ) -> np.ndarray:
+    """(N, 3) per stamp on its sky pixels (`noise_sky`): noise variance (counts^2) and lag-1
+    correlations in x and y (pairs of sky pixels)."""
+    d, w, _, var = _sky_deviations(images, border_px, bad)
     with np.errstate(invalid="ignore", divide="ignore"):
         lx = (d[:, :, 1:] * d[:, :, :-1]).sum(axis=(1, 2)) / (w[:, :, 1:] * w[:, :, :-1]).sum(axis=(1, 2))
         ly = (d[:, 1:] * d[:, :-1]).sum(axis=(1, 2)) / (w[:, 1:] * w[:, :-1]).sum(axis=(1, 2))
@@ -115,22 +121,15 @@ def stamp_spectra(images: np.ndarray, border_px: int = 4, bad: np.ndarray | None
     """(N, bins^2) per stamp on its sky pixels (`noise_sky`): the noise variance (counts^2), then
     the power over the variance in ``bins`` x ``bins`` cells of (|k_y|, |k_x|) but the lowest
     (the cells sum to a constant), each the mean over its modes of the masked sky's periodogram."""
-    x = np.asarray(images, dtype=np.float64)
-    n, h, w = x.shape
-    wt = noise_sky(x, border_px, bad).astype(np.float64)
-    nw = np.maximum(wt.sum(axis=(1, 2)), 1.0)
-    mean = (x * wt).sum(axis=(1, 2)) / nw
-    d = (x - mean[:, None, None]) * wt
-    var = (d * d).sum(axis=(1, 2)) / nw
+    d, _, nw, var = _sky_deviations(images, border_px, bad)
+    n, h, w = d.shape
     with np.errstate(invalid="ignore", divide="ignore"):
         p = np.abs(np.fft.fft2(d)) ** 2 / (nw * var)[:, None, None]
     by = np.minimum((np.abs(np.fft.fftfreq(h)) * 2 * bins).astype(int), bins - 1)
     bx = np.minimum((np.abs(np.fft.fftfreq(w)) * 2 * bins).astype(int), bins - 1)
-    cell = (by[:, None] * bins + bx[None, :]).ravel()
-    counts = np.bincount(cell, minlength=bins * bins)
-    sums = np.stack([np.bincount(cell, weights=row, minlength=bins * bins)
-                     for row in p.reshape(n, -1)])
-    return np.column_stack([var, (sums / counts)[:, 1:]])
+    onehot = np.eye(bins * bins)[(by[:, None] * bins + bx[None, :]).ravel()]  # (H W, cells)
+    cells = p.reshape(n, -1) @ (onehot / onehot.sum(axis=0))  # mean over each cell's modes
+    return np.column_stack([var, cells[:, 1:]])
 
 
 def spread_stats(images: np.ndarray, border_px: int = 4, bad: np.ndarray | None = None,
